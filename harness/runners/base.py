@@ -1,0 +1,61 @@
+"""The runner protocol: what the experiment loop needs from any inference backend.
+
+A runner is configured by its constructor (its signature is its configuration), declares what it can host in
+`capabilities` (checked before any model is loaded), loads one (model, extension) pair, and answers batches of
+generation requests. HF is the default; vLLM, the custom-kernel runner and the Mamba runner implement the same
+protocol. Runner modules import their heavy dependencies inside methods, so choosing one never imports another.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    extensions: frozenset[str]  # extension names this runner can host
+    batch_size: int = 1  # requests the loop hands over at once (vLLM batches; HF on CPU gains nothing)
+    needs_main_guard: bool = False  # starts worker processes (vLLM)
+    notes: str = ""
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    prompt: str
+    max_new_tokens: int
+    request_id: str = ""
+
+
+@dataclass(frozen=True)
+class Generation:
+    text: str  # decoded new tokens (special tokens skipped)
+    prompt_tokens: int | None  # tokens the model actually consumed (None: the runner cannot tell)
+    new_tokens: int
+    latency_s: float  # prefill + decode wall time
+    prefill_s: float | None = None
+    peak_mem_bytes: int | None = None
+    mem_kind: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class LoadInfo:
+    """What a runner reports after loading, recorded in run.json."""
+
+    dtype: str
+    device: str
+    model_max_position: int | None
+    extension_record: dict = field(default_factory=dict)  # what the extension patched
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Runner(Protocol):
+    name: ClassVar[str]
+    capabilities: ClassVar[Capabilities]
+
+    def load(self, model_path: str, extension, extension_config) -> LoadInfo: ...
+
+    def generate(self, requests: list[GenerationRequest]) -> list[Generation]: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,103 @@
+"""The Hugging Face transformers runner (the default).
+
+- dtype: float32 on CPU (CPUs without native bf16 run bf16 matmuls ~400× slower: 0.3 vs 121 GFLOP/s measured
+  here), bfloat16 on CUDA; `dtype=` overrides.
+- attention: SDPA.
+- decoding: a plain greedy loop over a KV cache. The prefill asks for the logits of the last position only
+  (`logits_to_keep=1`): a 32k-token prompt's full logits over a 49k vocabulary would be 6 GB of fp32.
+"""
+from __future__ import annotations
+
+import time
+from typing import ClassVar
+
+from harness.memory import PeakMemory
+from harness.runners.base import Capabilities, Generation, GenerationRequest, LoadInfo
+
+HF_EXTENSIONS = frozenset({"none"})
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def default_dtype(device: str) -> str:
+    return "bfloat16" if str(device).startswith("cuda") else "float32"
+
+
+class HFRunner:
+    name: ClassVar[str] = "hf"
+    capabilities: ClassVar[Capabilities] = Capabilities(extensions=HF_EXTENSIONS, batch_size=1)
+
+    def __init__(self, device: str | None = None, dtype: str | None = None, attn_implementation: str = "sdpa"):
+        self.device = device
+        self.dtype = dtype
+        self.attn_implementation = attn_implementation
+        self.model = None
+        self.tokenizer = None
+
+    def load(self, model_path: str, extension, extension_config) -> LoadInfo:
+        import torch
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+        self.device = self.device or default_device()
+        self.dtype = self.dtype or default_dtype(self.device)
+        torch_dtype = getattr(torch, self.dtype)
+        hf_config = AutoConfig.from_pretrained(model_path)
+        ext_record = dict(extension.configure(hf_config, extension_config))
+        self.model = AutoModelForCausalLM.from_pretrained(
+            model_path, config=hf_config, dtype=torch_dtype, attn_implementation=self.attn_implementation
+        ).to(self.device)
+        self.model.eval()
+        ext_record.update(extension.attach(self.model, extension_config))
+        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+        gen_cfg = getattr(self.model, "generation_config", None)
+        eos = getattr(gen_cfg, "eos_token_id", None) or hf_config.eos_token_id
+        self._eos = set(eos if isinstance(eos, list) else [eos]) - {None}
+        return LoadInfo(dtype=self.dtype, device=str(self.device),
+                        model_max_position=getattr(hf_config, "max_position_embeddings", None),
+                        extension_record=ext_record,
+                        extra={"attn_implementation": self.attn_implementation,
+                               "torch_threads": torch.get_num_threads()})
+
+    def generate(self, requests: list[GenerationRequest]) -> list[Generation]:
+        return [self._generate_one(r) for r in requests]
+
+    def _generate_one(self, request: GenerationRequest) -> Generation:
+        import torch
+
+        ids = self.tokenizer(request.prompt, return_tensors="pt")["input_ids"].to(self.device)  # (1, T)
+        with PeakMemory(self.device) as pm:
+            t0 = time.perf_counter()
+            new, prefill_s = self._greedy(ids, request.max_new_tokens)
+            if str(self.device).startswith("cuda"):
+                torch.cuda.synchronize()
+            latency = time.perf_counter() - t0
+        text = self.tokenizer.decode(new, skip_special_tokens=True)
+        return Generation(text=text, prompt_tokens=int(ids.shape[1]), new_tokens=len(new), latency_s=latency,
+                          prefill_s=prefill_s, peak_mem_bytes=pm.peak, mem_kind=pm.kind)
+
+    def _greedy(self, ids, max_new_tokens: int) -> tuple[list[int], float]:
+        import torch
+        from transformers import DynamicCache
+
+        model = self.model
+        with torch.inference_mode():
+            cache = DynamicCache(config=model.config)
+            t0 = time.perf_counter()
+            out = model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
+            prefill_s = time.perf_counter() - t0
+            new: list[int] = []
+            for step in range(max_new_tokens):
+                token = int(out.logits[0, -1].argmax())
+                new.append(token)
+                if token in self._eos or step == max_new_tokens - 1:
+                    break
+                nxt = torch.tensor([[token]], device=ids.device)  # (1, 1)
+                out = model(input_ids=nxt, past_key_values=out.past_key_values, use_cache=True, logits_to_keep=1)
+        return new, prefill_s
+
+    def close(self) -> None:
+        self.model = None

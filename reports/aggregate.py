@@ -1,0 +1,70 @@
+"""Aggregation of result records: pure functions over `SampleRecord`s, no I/O and no re-scoring."""
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from statistics import mean
+from typing import Iterable
+
+from harness.records import SampleRecord
+
+
+def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson score interval for k successes in n trials (Wilson 1927); (0, 1) when n = 0."""
+    if n == 0:
+        return 0.0, 1.0
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def config_key(r: SampleRecord) -> tuple:
+    """What distinguishes one line of a comparison: model, extension (with params), runner, task."""
+    params = ",".join(f"{k}={v}" for k, v in sorted(r.extension_params.items()))
+    return (r.model, r.extension + (f"({params})" if params else ""), r.runner, r.task)
+
+
+def latest(records: Iterable[SampleRecord]) -> list[SampleRecord]:
+    """Keep the last record per (configuration, sample key): a retried sample replaces its failed attempt."""
+    out: dict[tuple, SampleRecord] = {}
+    for r in records:
+        out[(config_key(r), r.key)] = r
+    return list(out.values())
+
+
+def _cell(rs: list[SampleRecord]) -> dict:
+    n = len(rs)
+    k = sum(r.correct for r in rs)
+    lo, hi = wilson_interval(k, n)
+    mems = [r.peak_mem_bytes for r in rs if r.peak_mem_bytes is not None]
+    return {"n": n, "correct": k, "lenient": sum(r.lenient for r in rs), "accuracy": k / n if n else None,
+            "ci_low": lo, "ci_high": hi, "empty": sum(not r.prediction.strip() for r in rs),
+            "errors": sum(r.error is not None for r in rs),
+            "latency_s": mean(r.latency_s for r in rs) if rs else None,
+            "peak_mem_bytes": max(mems) if mems else None,
+            "tokens": mean(r.tokens for r in rs) if rs else None}
+
+
+def accuracy_by_length(records: Iterable[SampleRecord]) -> list[dict]:
+    """One row per context length (of one configuration)."""
+    groups: dict[int, list[SampleRecord]] = defaultdict(list)
+    for r in latest(records):
+        groups[r.context_length].append(r)
+    return [{"context_length": n, **_cell(rs)} for n, rs in sorted(groups.items())]
+
+
+def by_config(records: Iterable[SampleRecord]) -> dict[tuple, list[SampleRecord]]:
+    groups: dict[tuple, list[SampleRecord]] = defaultdict(list)
+    for r in latest(records):
+        groups[config_key(r)].append(r)
+    return dict(sorted(groups.items()))
+
+
+def grid(records: Iterable[SampleRecord]) -> dict[tuple[float | None, int], dict]:
+    """(depth, length) → cell statistics, for heatmaps."""
+    groups: dict[tuple, list[SampleRecord]] = defaultdict(list)
+    for r in records:
+        groups[(r.depth, r.context_length)].append(r)
+    return {k: _cell(v) for k, v in groups.items()}

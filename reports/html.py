@@ -1,0 +1,226 @@
+"""Render one self-contained HTML report (figures embedded as base64 PNG, no network) from run directories.
+
+Every string that comes from data (model outputs above all) goes through `html.escape`; the only script in the
+page is the small table sorter written here.
+"""
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+import io
+import json
+from pathlib import Path
+
+from harness.config import format_length
+from harness.errors import UserError
+from harness.records import iter_run_dirs, load_run_meta, read_records
+from reports.aggregate import accuracy_by_length, by_config, grid
+
+FEW = 3  # cells with fewer samples than this are marked in heatmaps
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1100px;color:#222}
+h1{font-size:1.6em}h2{margin-top:2em;border-bottom:1px solid #ddd}h3{margin-bottom:.3em}
+table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:.9em}
+th,td{border:1px solid #ccc;padding:3px 8px;text-align:left;vertical-align:top}
+th{background:#f3f3f3;cursor:pointer}td.num{text-align:right;font-variant-numeric:tabular-nums}
+td.pred{font-family:monospace;white-space:pre-wrap;max-width:420px;word-break:break-word}
+.ok{color:#176b1b}.bad{color:#a11}.muted{color:#777;font-size:.85em}img{max-width:100%}
+details{margin:.5em 0}code{background:#f5f5f5;padding:0 3px}
+"""
+
+# Sorts a table by the clicked column (numbers numerically). Ours, inline: the report must work offline.
+SORTER = """
+document.querySelectorAll('table.sortable th').forEach(function(th, col){
+  th.addEventListener('click', function(){
+    var table = th.closest('table'), body = table.tBodies[0];
+    var rows = Array.prototype.slice.call(body.rows);
+    var asc = th.getAttribute('data-sort') !== 'asc';
+    table.querySelectorAll('th').forEach(function(h){ h.removeAttribute('data-sort'); });
+    th.setAttribute('data-sort', asc ? 'asc' : 'desc');
+    rows.sort(function(a, b){
+      var x = a.cells[col].getAttribute('data-v') || a.cells[col].textContent;
+      var y = b.cells[col].getAttribute('data-v') || b.cells[col].textContent;
+      var nx = parseFloat(x), ny = parseFloat(y);
+      var c = (!isNaN(nx) && !isNaN(ny)) ? nx - ny : x.localeCompare(y);
+      return asc ? c : -c;
+    });
+    rows.forEach(function(r){ body.appendChild(r); });
+  });
+});
+"""
+
+e = html.escape
+
+
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return f'<img alt="figure" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
+
+
+def _label(key: tuple) -> str:
+    model, ext, runner, task = key
+    return f"{model} · {ext} · {runner} · {task}"
+
+
+def accuracy_figure(groups: dict) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4))
+    for key, rs in groups.items():
+        rows = accuracy_by_length(rs)
+        xs = [r["context_length"] for r in rows]
+        ys = [r["accuracy"] for r in rows]
+        err = [[y - r["ci_low"] for y, r in zip(ys, rows)], [r["ci_high"] - y for y, r in zip(ys, rows)]]
+        ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=_label(key))
+    windows = {r.model_max_position for rs in groups.values() for r in rs if r.model_max_position}
+    for w in sorted(windows):
+        ax.axvline(w, color="grey", linestyle=":", linewidth=1)
+        ax.text(w, 1.02, f" window {format_length(w)}", color="grey", fontsize=8)
+    ax.set_xscale("log", base=2)
+    lengths = sorted({r.context_length for rs in groups.values() for r in rs})
+    ax.set_xticks(lengths, [format_length(n) for n in lengths])
+    ax.set_ylim(-0.05, 1.1)
+    ax.set_xlabel("context length (tokens)")
+    ax.set_ylabel("accuracy (strict), 95% Wilson CI")
+    ax.legend(fontsize=8, loc="lower left")
+    ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+def heatmap_figure(key: tuple, rs: list) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    cells = grid(rs)
+    depths = sorted({d for d, _ in cells}, key=lambda d: -1 if d is None else d)
+    lengths = sorted({n for _, n in cells})
+    acc = np.full((len(depths), len(lengths)), np.nan)
+    fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(lengths), 0.9 + 0.5 * len(depths)))
+    for i, d in enumerate(depths):
+        for j, n in enumerate(lengths):
+            c = cells.get((d, n))
+            if c is None:
+                continue
+            acc[i, j] = c["accuracy"]
+            few = "*" if c["n"] < FEW else ""
+            ax.text(j, i, f"{c['correct']}/{c['n']}{few}", ha="center", va="center", fontsize=9,
+                    color="white" if c["accuracy"] < 0.5 else "black")
+    im = ax.imshow(acc, cmap="RdYlGn", vmin=0, vmax=1, aspect="auto")
+    ax.set_xticks(range(len(lengths)), [format_length(n) for n in lengths])
+    ax.set_yticks(range(len(depths)), ["-" if d is None else f"{d:.0%}" for d in depths])
+    ax.set_xlabel("context length (tokens)")
+    ax.set_ylabel("needle depth")
+    ax.set_title(_label(key), fontsize=9)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="accuracy")
+    return _png(fig)
+
+
+def _num(v, fmt="{:.2f}") -> str:
+    return "" if v is None else fmt.format(v)
+
+
+def summary_table(groups: dict) -> str:
+    rows = []
+    for key, rs in groups.items():
+        for row in accuracy_by_length(rs):
+            acc = row["accuracy"]
+            mem = row["peak_mem_bytes"]
+            rows.append(
+                "<tr>" + "".join(f"<td>{e(str(x))}</td>" for x in key)
+                + f'<td class="num" data-v="{row["context_length"]}">{format_length(row["context_length"])}</td>'
+                + f'<td class="num">{row["n"]}</td>'
+                + f'<td class="num {"ok" if acc and acc >= 0.5 else "bad"}" data-v="{acc}">'
+                  f'{row["correct"]}/{row["n"]} = {acc:.0%}</td>'
+                + f'<td class="num">[{row["ci_low"]:.2f}, {row["ci_high"]:.2f}]</td>'
+                + f'<td class="num">{row["lenient"]}/{row["n"]}</td>'
+                + f'<td class="num">{row["empty"]}</td>'
+                + f'<td class="num">{_num(row["tokens"], "{:.0f}")}</td>'
+                + f'<td class="num">{_num(row["latency_s"], "{:.1f}")}</td>'
+                + f'<td class="num" data-v="{mem or 0}">{"" if mem is None else f"{mem / 2**30:.2f}"}</td>'
+                + "</tr>")
+    head = ("model", "extension", "runner", "task", "length", "n", "strict", "95% CI", "lenient", "empty",
+            "mean tokens", "mean latency s", "peak mem GiB")
+    return ('<table class="sortable"><thead><tr>' + "".join(f"<th>{h}</th>" for h in head)
+            + "</tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
+
+
+def failures_table(rs: list, limit: int = 200) -> str:
+    failed = [r for r in rs if not r.correct]
+    if not failed:
+        return '<p class="muted">no failed samples</p>'
+    rows = []
+    for r in sorted(failed, key=lambda r: (r.context_length, r.depth or 0, r.sample_id))[:limit]:
+        rows.append(
+            f'<tr><td class="num" data-v="{r.context_length}">{format_length(r.context_length)}</td>'
+            f'<td class="num">{r.tokens}</td><td class="num">{"" if r.depth is None else f"{r.depth:.0%}"}</td>'
+            f'<td class="num">{r.sample_id}</td><td class="num">{"" if r.needle_token_offset is None else r.needle_token_offset}</td>'
+            f"<td>{e(r.target)}</td><td class=\"pred\">{e(r.prediction)}</td>"
+            f'<td>{"yes" if r.lenient else "no"}</td><td>{e(r.error or "")}</td></tr>')
+    head = ("length", "tokens", "depth", "sample", "needle offset", "target", "prediction", "lenient", "error")
+    more = f'<p class="muted">showing {limit} of {len(failed)}</p>' if len(failed) > limit else ""
+    return ('<table class="sortable"><thead><tr>' + "".join(f"<th>{h}</th>" for h in head)
+            + "</tr></thead><tbody>" + "".join(rows) + "</tbody></table>" + more)
+
+
+def manifest_section(run_dirs: list[Path]) -> str:
+    parts = []
+    for d in run_dirs:
+        meta = load_run_meta(d)
+        ident = meta.get("identity", {})
+        invs = meta.get("invocations", [])
+        cmds = "".join(f"<li><code>{e(' '.join(i.get('argv', [])))}</code> <span class=\"muted\">"
+                       f"{e(str(i.get('started', '')))} · git {e(str(i.get('git_sha')))}</span></li>" for i in invs)
+        last = invs[-1] if invs else {}
+        parts.append(
+            f"<details><summary><code>{e(str(d))}</code>: {e(str(ident.get('task')))} · "
+            f"{e(str(ident.get('model')))} · {e(str(ident.get('extension')))} · {e(str(ident.get('runner')))}"
+            f"</summary><ul>{cmds}</ul><pre>{e(json.dumps({'identity': ident, 'machine': last.get('machine'), 'packages': last.get('packages'), 'load': last.get('load')}, indent=2))}</pre></details>")
+    return "".join(parts)
+
+
+def render(run_dirs: list[Path], title: str = "longctx report") -> str:
+    records = [r for d in run_dirs for r in read_records(d)]
+    if not records:
+        raise UserError(f"no records in {', '.join(map(str, run_dirs))}: run an experiment first")
+    groups = by_config(records)
+    by_task: dict[str, dict] = {}
+    for key, rs in groups.items():
+        by_task.setdefault(key[3], {})[key] = rs
+    body = [f"<h1>{e(title)}</h1>",
+            f'<p class="muted">{len(records)} records from {len(run_dirs)} run(s); generated '
+            f'{dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}. Strict = the extracted answer equals '
+            f"the target; lenient = the target occurs in the output. Intervals are 95% Wilson score intervals; "
+            f"heatmap cells marked * hold fewer than {FEW} samples.</p>",
+            "<h2>Summary</h2>", summary_table(groups)]
+    for task, tgroups in by_task.items():
+        body.append(f"<h2>{e(task)}: accuracy vs length</h2>{accuracy_figure(tgroups)}")
+        for key, rs in tgroups.items():
+            body.append(f"<h3>{e(_label(key))}</h3>{heatmap_figure(key, rs)}")
+            body.append(f"<details><summary>failed samples ({sum(not r.correct for r in rs)})</summary>"
+                        f"{failures_table(rs)}</details>")
+    body.append("<h2>Runs</h2>" + manifest_section(run_dirs))
+    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{e(title)}</title>'
+            f"<style>{CSS}</style></head><body>{''.join(body)}<script>{SORTER}</script></body></html>")
+
+
+def write_report(paths: list[str], output: str, title: str = "longctx report") -> Path:
+    run_dirs = list(iter_run_dirs(paths))
+    text = render(run_dirs, title=title)
+    out = Path(output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(out.suffix + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(out)
+    return out.resolve()
