@@ -22,7 +22,7 @@ $(STAMP): setup.cfg pyproject.toml Makefile
 	touch $(STAMP)
 
 demo: setup
-	$(VENV)/bin/longctx passkey --model smollm2 --lengths 4k,8k,16k --samples 2 --depths 0.5 --seed 0 --out $(DEMO_OUT)
+	$(VENV)/bin/longctx passkey --model smollm2 --lengths 2k,4k,8k,16k --depths 0.2,0.5,0.8 --samples 1 --seed 0 --out $(DEMO_OUT)
 	$(VENV)/bin/longctx report $(DEMO_OUT) -o $(DEMO_OUT)/report.html
 
 test: setup

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import math
 import random
 from dataclasses import dataclass, field
 from typing import Iterator, Protocol
@@ -140,20 +141,25 @@ def build_prompt(tokenizer, preamble: str, needle: Needle, sentences: Iterator[s
         else:
             hi = mid - 1
     n, tail = lo, ""
-    floor = int((1 - FILL_TOLERANCE) * budget)
-    if size(n) < floor and n < len(pool):
-        # Whole sentences are too coarse here: end the haystack with a prefix of the next sentence.
-        words = pool[n].split(" ")
-        for j in range(len(words), 0, -1):
-            cand = " " + " ".join(words[:j])
-            if size(n, cand) <= budget:
-                tail = cand
-                break
+    floor = math.ceil((1 - FILL_TOLERANCE) * budget)
+    if size(n) < floor:
+        # Whole sentences are too coarse here: end the haystack with the longest run of following words that fits.
+        words = " ".join(pool[n:]).split(" ")
+        lo_w, hi_w = 0, len(words)
+        while lo_w < hi_w:
+            mid = (lo_w + hi_w + 1) // 2
+            if size(n, " " + " ".join(words[:mid])) <= budget:
+                lo_w = mid
+            else:
+                hi_w = mid - 1
+        tail = " " + " ".join(words[:lo_w]) if lo_w else ""
     prompt, needle_char = render(n, tail)
     enc = tokenizer(prompt, return_offsets_mapping=True)
     tokens = len(enc["input_ids"])
-    if tokens > budget or tokens < floor:
-        raise AssertionError(f"token-exact fill failed: {tokens} tokens for budget {budget}")
+    assert tokens <= budget, (tokens, budget)
+    if tokens < floor:
+        raise UserError(f"cannot fill a {budget}-token budget to within 1 % ({tokens} tokens at most): "
+                        "use a longer context length")
     offset = next((i for i, (s, e) in enumerate(enc["offset_mapping"]) if e > needle_char), tokens)
     return Built(prompt=prompt, tokens=tokens, needle_token_offset=offset)
 

@@ -7,3 +7,7 @@ from harness.registry import Registry
 
 EXTENSIONS = Registry("extension")
 EXTENSIONS.register("none", "extensions.none:NoExtension")
+EXTENSIONS.register("pi", "extensions.pi:PositionInterpolation")
+EXTENSIONS.register("ntk", "extensions.ntk:NTKAware")
+EXTENSIONS.register("dynamic-ntk", "extensions.dynamic_ntk:DynamicNTK")
+EXTENSIONS.register("yarn", "extensions.yarn:Yarn")

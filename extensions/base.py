@@ -4,7 +4,8 @@ Lifecycle, driven by a runner:
   1. `parse(params)`      → a frozen config; unknown keys and bad values raise ValueError (before any load);
   2. `resolve(cfg, hf)`   → fill defaults that depend on the model's config (e.g. the original context);
   3. `configure(hf, cfg)` → edit the model *config* before weights load (transformers' rope parameters);
-  4. `attach(model, cfg)` → edit the loaded model through the library's extension points.
+  4. `attach(model, cfg)` → edit the loaded model through the library's extension points;
+  5. `before_request` / `before_decode` → per-request hooks for methods with state (dynamic NTK's cached keys).
 `configure` and `attach` return a plain dict saying what was changed; it is written to run.json.
 """
 from __future__ import annotations
@@ -46,6 +47,12 @@ class Extension:
 
     def attach(self, model: Any, config: ExtensionConfig) -> dict:
         return {}
+
+    def before_request(self, model: Any, config: ExtensionConfig) -> None:
+        """Reset per-request state (runners call this before each prompt)."""
+
+    def before_decode(self, model: Any, cache: Any, seq_len: int, config: ExtensionConfig) -> None:
+        """Runners with a KV cache call this before each decode step; `seq_len` counts the token being decoded."""
 
     def describe(self, config: ExtensionConfig) -> str:
         params = ", ".join(f"{k}={v}" for k, v in config.params().items())

@@ -60,11 +60,7 @@ def _run_experiment(task: str, **kw) -> None:
     exp = Experiment(task=task, task_config=task_config, model=kw["model"], extension=kw["extension"],
                      extension_params=parse_params(kw["ext_params"]), runner=kw["runner"],
                      runner_options=runner_options, out=kw["out"])
-    log = functools.partial(click.echo, err=True)
-    log(f"{task}: model={exp.model} extension={exp.extension} {exp.extension_params or ''} runner={exp.runner} "
-        f"lengths={list(task_config.lengths)} depths={list(task_config.depths)} samples={task_config.samples} "
-        f"seed={task_config.seed} haystack={task_config.haystack} -> {exp.out}")
-    path = run(exp, log=log, progress=not kw["no_progress"])
+    path = run(exp, log=functools.partial(click.echo, err=True), progress=not kw["no_progress"])
     _print_summary(path)
 
 
@@ -152,6 +148,42 @@ def extensions_list():
         ext = EXTENSIONS.get(name)()
         allowed = ext.config_cls.allowed()
         click.echo(f"{name:<12} params: {', '.join(allowed) or '-':<40} runners: {', '.join(hosts_of(name))}")
+
+
+@extensions.command("show")
+@click.argument("name")
+@click.option("-E", "ext_params", multiple=True, metavar="KEY=VALUE", help="extension parameter, repeatable")
+@click.option("--model", "-m", default="smollm2", show_default=True, help="model whose config the method applies to")
+@click.option("--length", default=None, help="sequence length the parameters are shown for (e.g. 16k)")
+@click.option("--json", "as_json", is_flag=True, help="print JSON only")
+def extensions_show(name, ext_params, model, length, as_json):
+    """Print a method's effective parameters (inv_freq and attention_scaling, slopes, or positions)."""
+    import json
+
+    from extensions import EXTENSIONS
+    from harness.config import parse_length, parse_params
+    from harness.experiment import load_tokenizer_and_config
+    from harness.models import resolve_model
+
+    ext = EXTENSIONS.get(name)()
+    try:
+        conf = ext.parse(parse_params(ext_params))
+    except (ValueError, TypeError) as e:
+        raise UserError(f"extension {name}: {e}") from None
+    n = parse_length(length) if length else None
+    ref = resolve_model(model, log=functools.partial(click.echo, err=True))
+    _, hf_config = load_tokenizer_and_config(ref.path)
+    try:
+        conf = ext.resolve(conf, hf_config)
+        shown = ext.inspect(conf, hf_config, n) if hasattr(ext, "inspect") else {}
+    except ValueError as e:
+        raise UserError(f"extension {name}: {e}") from None
+    doc = {"extension": name, "params": conf.params(), "model": model, "length": n, **shown}
+    if as_json:
+        click.echo(json.dumps(doc))
+    else:
+        click.echo(ext.describe(conf))
+        click.echo(json.dumps(doc, indent=2))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -99,6 +99,10 @@ def run(exp: Experiment, log: Callable[[str], None] = print, progress: bool = Tr
     from harness.manifest import git_sha, machine, package_versions
 
     p = prepare(exp, log=log)
+    tc = exp.task_config
+    log(f"{exp.task}: model={exp.model} extension={p.extension.describe(p.extension_config)} runner={exp.runner} "
+        f"lengths={list(tc.lengths)} depths={list(tc.depths)} samples={tc.samples} seed={tc.seed} "
+        f"haystack={tc.haystack} -> {exp.out}")
     invocation = {"argv": sys.argv, "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                   "git_sha": git_sha(), "machine": machine(), "packages": package_versions(),
                   "grid": {k: v for k, v in dataclasses.asdict(exp.task_config).items()

@@ -14,7 +14,7 @@ from typing import ClassVar
 from harness.memory import PeakMemory
 from harness.runners.base import Capabilities, Generation, GenerationRequest, LoadInfo
 
-HF_EXTENSIONS = frozenset({"none"})
+HF_EXTENSIONS = frozenset({"none", "pi", "ntk", "dynamic-ntk", "yarn"})
 
 
 def default_device() -> str:
@@ -39,6 +39,7 @@ class HFRunner:
         self.tokenizer = None
 
     def load(self, model_path: str, extension, extension_config) -> LoadInfo:
+        self.extension, self.extension_config = extension, extension_config
         import torch
         from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
@@ -84,7 +85,9 @@ class HFRunner:
         from transformers import DynamicCache
 
         model = self.model
+        ext, ext_cfg = self.extension, self.extension_config
         with torch.inference_mode():
+            ext.before_request(model, ext_cfg)
             cache = DynamicCache(config=model.config)
             t0 = time.perf_counter()
             out = model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
@@ -96,6 +99,7 @@ class HFRunner:
                 if token in self._eos or step == max_new_tokens - 1:
                     break
                 nxt = torch.tensor([[token]], device=ids.device)  # (1, 1)
+                ext.before_decode(model, out.past_key_values, ids.shape[1] + len(new), ext_cfg)
                 out = model(input_ids=nxt, past_key_values=out.past_key_values, use_cache=True, logits_to_keep=1)
         return new, prefill_s
 

@@ -1,0 +1,84 @@
+"""Dynamic NTK scaling (emozilla, 2023), with transformers' semantics: for a sequence of L tokens,
+b(L) = b · ((s·L / L_train) − (s − 1))^(d/(d−2)) when L > L_train, else b. Shorter inputs run unscaled.
+
+Cached-key caveat: the base depends on the current length, so keys cached while the sequence was shorter were
+rotated with an older base than the queries that read them later. transformers leaves them as they are. The HF
+runner re-rotates cached keys whenever the base changes (option `rerotate`, default true), so every attention
+score uses one base; set rerotate=false to reproduce transformers' behaviour exactly.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from extensions.rope import RopeExtension, ScaledRopeConfig, default_inv_freq, rope_dims
+
+
+@dataclass(frozen=True)
+class DynamicNTKConfig(ScaledRopeConfig):
+    rerotate: bool = True  # re-rotate cached keys when the base grows (runners that can)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not isinstance(self.rerotate, bool):
+            raise ValueError(f"rerotate must be true or false, got {self.rerotate!r}")
+
+
+def dynamic_ntk_base(base: float, factor: float, dim: int, seq_len: int, trained_len: int) -> float:
+    """b(L) = b · ((s·L/L_train) − (s − 1))^(d/(d−2)) for L > L_train, else b."""
+    if seq_len <= trained_len:
+        return base
+    return base * ((factor * seq_len / trained_len) - (factor - 1)) ** (dim / (dim - 2))
+
+
+class DynamicNTK(RopeExtension):
+    name = "dynamic-ntk"
+    config_cls = DynamicNTKConfig
+
+    def rope_parameters(self, config: DynamicNTKConfig, hf_config) -> dict:
+        _, base = rope_dims(hf_config)
+        return {**hf_config.rope_parameters, "rope_type": "dynamic", "factor": float(config.factor),
+                "rope_theta": base}
+
+    def inv_freq(self, config: DynamicNTKConfig, hf_config, seq_len=None):
+        dim, base = rope_dims(hf_config)
+        trained = hf_config.max_position_embeddings
+        return default_inv_freq(dim, dynamic_ntk_base(base, config.factor, dim, seq_len or trained, trained)), 1.0
+
+    def before_request(self, model, config: DynamicNTKConfig) -> None:
+        # transformers keeps the grown base on the module between calls (it only grows, or resets below the
+        # trained length); a new request must start from the trained base.
+        for rope in _rotary_modules(model):
+            rope.inv_freq = rope.original_inv_freq.to(rope.inv_freq.device)
+            rope.max_seq_len_cached = rope.original_max_seq_len
+
+    def before_decode(self, model, cache, seq_len: int, config: DynamicNTKConfig) -> None:
+        """Re-rotate cached keys from the base of length seq_len − 1 to the base of length seq_len."""
+        if not config.rerotate:
+            return
+        hf_config = model.config
+        trained = hf_config.max_position_embeddings
+        if seq_len <= trained:
+            return
+        old, _ = self.inv_freq(config, hf_config, seq_len=seq_len - 1)
+        new, _ = self.inv_freq(config, hf_config, seq_len=seq_len)
+        rerotate_cached_keys(cache, new - old)
+
+
+def _rotary_modules(model):
+    return [m for m in model.modules() if hasattr(m, "original_inv_freq") and hasattr(m, "max_seq_len_cached")]
+
+
+def rerotate_cached_keys(cache, delta_inv_freq) -> None:
+    """Rotate every cached key at position p by p·Δθ (keys are cached after rotation, so this moves them from the
+    old base to the new one). cache: transformers DynamicCache; keys (B, H_kv, T, D)."""
+    import torch
+
+    from extensions.rope import rotate
+
+    for layer in cache.layers:
+        keys = layer.keys
+        if keys is None or keys.numel() == 0:
+            continue
+        pos = torch.arange(keys.shape[-2], device=keys.device, dtype=torch.float32)  # cached positions 0..T-1
+        angles = pos[:, None] * delta_inv_freq.to(keys.device)[None, :]  # (T, D/2)
+        layer.keys = rotate(keys.float(), angles).to(keys.dtype)

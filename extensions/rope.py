@@ -1,0 +1,102 @@
+"""Shared RoPE math (pure functions, CPU-testable) and the base class of the RoPE-scaling methods.
+
+RoPE (Su et al. 2021) rotates each pair i of a head's dimensions by angle p·θ_i at position p, with
+θ_i = b^(−2i/d) for i = 0 .. d/2−1 (b: the base, "rope_theta"; d: the rotary dimension). Every RoPE scaling method
+changes θ (or, equivalently, the positions) and some also scale the attention logits; the functions below return
+`inv_freq` = θ as a (d/2,) float32 tensor.
+
+The methods reach the model through transformers' own extension point, `config.rope_parameters` (rope_type,
+factor, rope_theta ...), set before the weights load; no forward method is replaced.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from extensions.base import Extension, ExtensionConfig
+
+
+# configure() keeps the trained rope parameters on the config under this name, so that the math can always be
+# recomputed from the trained base (applying NTK's base change twice would be a silent error).
+ORIGINAL = "longctx_original_rope_parameters"
+
+
+def default_inv_freq(dim: int, base: float):
+    """θ_i = base^(−2i/dim), i = 0 .. dim/2 − 1. Returns (dim/2,) float32."""
+    import torch
+
+    return 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.int64).to(torch.float32) / dim))
+
+
+def rope_dims(hf_config: Any) -> tuple[int, float]:
+    """(rotary dimension d, base b) of a transformers config, as trained (before any RoPE method changed it)."""
+    head_dim = getattr(hf_config, "head_dim", None) or hf_config.hidden_size // hf_config.num_attention_heads
+    params = getattr(hf_config, ORIGINAL, None) or getattr(hf_config, "rope_parameters", None) or {}
+    base = params.get("rope_theta", getattr(hf_config, "rope_theta", 10000.0))
+    dim = int(head_dim * params.get("partial_rotary_factor", 1.0))
+    return dim, float(base)
+
+
+def rotate_half(x):
+    x1, x2 = x.chunk(2, dim=-1)
+    import torch
+
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def rotate(x, angles):
+    """Rotate x (…, T, D) by per-position angles (T, D/2) in the half-split layout transformers' Llama uses."""
+    import torch
+
+    emb = torch.cat((angles, angles), dim=-1)  # (T, D)
+    return x * emb.cos().to(x.dtype) + rotate_half(x) * emb.sin().to(x.dtype)
+
+
+@dataclass(frozen=True)
+class ScaledRopeConfig(ExtensionConfig):
+    """Common to the factor-based RoPE methods."""
+
+    factor: float = 2.0  # s: the context extension ratio (target length / trained length)
+
+    def __post_init__(self):
+        if not isinstance(self.factor, (int, float)) or isinstance(self.factor, bool):
+            raise ValueError(f"factor must be a number, got {self.factor!r}")
+        if self.factor < 1:
+            raise ValueError(f"factor must be >= 1 (it is the extension ratio), got {self.factor}; "
+                             "use e.g. factor=2 to double the context")
+
+
+class RopeExtension(Extension):
+    """A RoPE method: `rope_parameters(cfg, hf_config)` says what transformers should use."""
+
+    rope_methods: ClassVar[bool] = True
+
+    def rope_parameters(self, config: Any, hf_config: Any) -> dict:
+        raise NotImplementedError
+
+    def inv_freq(self, config: Any, hf_config: Any, seq_len: int | None = None):
+        """(inv_freq (d/2,), attention_scaling) that a sequence of `seq_len` tokens is processed with."""
+        raise NotImplementedError
+
+    def configure(self, hf_config: Any, config: Any) -> dict:
+        if not getattr(hf_config, "rope_parameters", None):
+            raise ValueError(f"extension {self.name!r} needs a RoPE model; "
+                             f"{type(hf_config).__name__} has no rope_parameters")
+        if getattr(hf_config, ORIGINAL, None):
+            raise ValueError(f"this config already carries a RoPE method ({hf_config.rope_parameters}); "
+                             "apply one method to a freshly loaded config")
+        before = dict(hf_config.rope_parameters)
+        new = self.rope_parameters(config, hf_config)
+        setattr(hf_config, ORIGINAL, before)
+        hf_config.rope_parameters = new
+        return {"rope_parameters_before": before, "rope_parameters": dict(hf_config.rope_parameters)}
+
+    def inspect(self, config: Any, hf_config: Any, length: int | None = None) -> dict:
+        inv_freq, scaling = self.inv_freq(config, hf_config, seq_len=length)
+        return {"inv_freq": [float(x) for x in inv_freq], "attention_scaling": float(scaling)}
+
+
+def yarn_mscale(factor: float) -> float:
+    """YaRN's attention temperature as a multiplier of cos/sin: sqrt(1/t) = 0.1·ln(s) + 1 (Peng et al. 2023)."""
+    return 1.0 if factor <= 1 else 0.1 * math.log(factor) + 1.0

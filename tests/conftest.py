@@ -1,0 +1,37 @@
+"""Shared fixtures: the real SmolLM2 checkpoint (imported once into the cache) and tiny models built in tests."""
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def smollm2_path() -> str:
+    """The embedded default model as a local checkpoint (imports it on first use, ~20 s)."""
+    from harness.models import resolve_model
+
+    return resolve_model("smollm2", log=lambda *_: None).path
+
+
+@pytest.fixture(scope="session")
+def smollm2_tokenizer(smollm2_path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(smollm2_path)
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_path(tmp_path_factory, smollm2_tokenizer) -> str:
+    """A randomly initialised 2-layer Llama with SmolLM2's tokenizer, saved as a checkpoint directory."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(smollm2_tokenizer), hidden_size=64, intermediate_size=128,
+                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                      max_position_embeddings=512, rope_theta=10000.0, eos_token_id=2, bos_token_id=1,
+                      pad_token_id=2, tie_word_embeddings=True)
+    model = LlamaForCausalLM(cfg)
+    path = tmp_path_factory.mktemp("tiny-llama")
+    model.save_pretrained(path)
+    smollm2_tokenizer.save_pretrained(path)
+    return str(path)

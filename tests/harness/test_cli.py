@@ -1,0 +1,57 @@
+"""The command line: user mistakes end as one line on stderr and exit code 2."""
+import subprocess
+import sys
+
+import pytest
+
+from harness.cli import main
+
+
+def _cli(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True, **kw)
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["passkey", "--lengths", "4kb", "--out", "x"], "bad length"),
+    (["passkey", "--model", "nope", "--out", "x"], "unknown model"),
+    (["passkey", "--runner", "nope", "--out", "x"], "unknown runner"),
+    (["passkey", "--extension", "nonee", "--out", "x"], "Did you mean 'none'"),
+    (["passkey", "-E", "factor", "--out", "x"], "bad extension parameter"),
+    (["passkey", "--depths", "2", "--out", "x"], "bad depth"),
+    (["passkey", "--samples", "x", "--out", "x"], "samples"),
+    (["passkey"], "--out"),
+    (["report", "/no/such/run"], "no run directory"),
+    (["models", "import", "gpt5"], "unknown model"),
+    (["nonsense"], "No such command"),
+])
+def test_user_mistakes_exit_2_with_one_line(args, needle, tmp_path):
+    res = _cli(*args, cwd=tmp_path)
+    assert res.returncode == 2, res.stderr
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and needle in lines[0], res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_missing_haystack_file_exits_2(tmp_path, tiny_llama_path):
+    res = _cli("passkey", "--model", tiny_llama_path, "--haystack", "essay", "--haystack-file", "nope.txt",
+               "--lengths", "512", "--runner", "fake", "--out", str(tmp_path / "r"), cwd=tmp_path)
+    assert res.returncode == 2 and "nope.txt does not exist" in res.stderr
+
+
+def test_help_lists_commands(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    for cmd in ("passkey", "needle", "report", "models", "extensions"):
+        assert cmd in out
+
+
+def test_fake_run_and_report_from_the_cli(tmp_path, tiny_llama_path):
+    run_dir = tmp_path / "r"
+    res = _cli("needle", "--model", tiny_llama_path, "--lengths", "512,1k", "--runner", "fake", "--no-progress",
+               "--out", str(run_dir), cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "512 tokens: 3/3 correct" in res.stdout
+    res = _cli("report", str(run_dir), "-o", str(tmp_path / "r.html"), cwd=tmp_path)
+    assert res.returncode == 0 and (tmp_path / "r.html").stat().st_size > 10_000

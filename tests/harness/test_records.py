@@ -1,0 +1,57 @@
+import json
+
+import pytest
+
+from harness.errors import UserError
+from harness.records import RESULTS, RunDir, SampleRecord, read_records
+
+
+def _record(length=4096, sample_id=0, error=None, prediction=" 12345."):
+    return SampleRecord(task="passkey", model="m", extension="none", extension_params={}, runner="fake",
+                        context_length=length, tokens=length - 20, depth=0.5, sample_id=sample_id, seed=0,
+                        prediction=prediction, target="12345", correct=error is None, lenient=True,
+                        latency_s=0.1, peak_mem_bytes=None, error=error)
+
+
+def test_records_round_trip_through_jsonl(tmp_path):
+    rd = RunDir.open(tmp_path, {"task": "passkey"}, {"argv": ["x"]})
+    rd.append(_record())
+    (back,) = read_records(tmp_path)
+    assert back == _record()
+    line = json.loads((tmp_path / RESULTS).read_text())
+    assert line["schema_version"] == 1 and line["depth"] == 0.5
+
+
+def test_resume_knows_finished_samples_and_records_invocations(tmp_path):
+    rd = RunDir.open(tmp_path, {"task": "passkey"}, {"argv": ["first"]})
+    rd.append(_record(sample_id=0))
+    rd.append(_record(sample_id=1, error="boom"))
+    again = RunDir.open(tmp_path, {"task": "passkey"}, {"argv": ["second"]})
+    assert _record(sample_id=0).key in again.done
+    assert _record(sample_id=1).key not in again.done  # failed requests are retried
+    meta = json.loads((tmp_path / "run.json").read_text())
+    assert [i["argv"] for i in meta["invocations"]] == [["first"], ["second"]]
+
+
+def test_resume_with_a_different_experiment_is_refused(tmp_path):
+    RunDir.open(tmp_path, {"task": "passkey", "extension": "none"}, {})
+    with pytest.raises(UserError, match="differs in: extension"):
+        RunDir.open(tmp_path, {"task": "passkey", "extension": "yarn"}, {})
+
+
+def test_torn_last_line_is_dropped_and_appending_continues(tmp_path):
+    rd = RunDir.open(tmp_path, {"task": "passkey"}, {})
+    rd.append(_record(sample_id=0))
+    with (tmp_path / RESULTS).open("a") as f:
+        f.write('{"task": "passkey", "context_le')  # a crash in the middle of a write
+    with pytest.warns(UserWarning):
+        assert len(read_records(tmp_path)) == 1
+    rd = RunDir.open(tmp_path, {"task": "passkey"}, {})
+    rd.append(_record(sample_id=1))
+    assert [r.sample_id for r in read_records(tmp_path)] == [0, 1]
+
+
+def test_corrupt_line_in_the_middle_is_an_error(tmp_path):
+    (tmp_path / RESULTS).write_text("not json\n" + _record().to_json() + "\n")
+    with pytest.raises(UserError, match=":1:"):
+        read_records(tmp_path)
