@@ -54,6 +54,9 @@ class Extension:
     def before_decode(self, model: Any, cache: Any, seq_len: int, config: ExtensionConfig) -> None:
         """Runners with a KV cache call this before each decode step; `seq_len` counts the token being decoded."""
 
+    def after_forward(self, cache: Any, config: ExtensionConfig) -> None:
+        """Streaming methods evict from the KV cache here (runners call it after every forward)."""
+
     def describe(self, config: ExtensionConfig) -> str:
         params = ", ".join(f"{k}={v}" for k, v in config.params().items())
         return f"{self.name}({params})" if params else self.name

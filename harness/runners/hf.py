@@ -14,7 +14,7 @@ from typing import ClassVar
 from harness.memory import PeakMemory
 from harness.runners.base import Capabilities, Generation, GenerationRequest, LoadInfo
 
-HF_EXTENSIONS = frozenset({"none", "pi", "ntk", "dynamic-ntk", "yarn"})
+HF_EXTENSIONS = frozenset({"none", "pi", "ntk", "dynamic-ntk", "yarn", "alibi", "selfextend", "sinks"})
 
 
 def default_device() -> str:
@@ -81,26 +81,42 @@ class HFRunner:
                           prefill_s=prefill_s, peak_mem_bytes=pm.peak, mem_kind=pm.kind)
 
     def _greedy(self, ids, max_new_tokens: int) -> tuple[list[int], float]:
+        """Greedy decoding over a KV cache. Streaming extensions (sinks) get the prompt in chunks with explicit
+        positions and trim the cache after every forward, so memory does not grow with the input."""
         import torch
         from transformers import DynamicCache
 
-        model = self.model
-        ext, ext_cfg = self.extension, self.extension_config
+        model, ext, ext_cfg = self.model, self.extension, self.extension_config
+        streaming = getattr(ext, "streaming", False)
+        T = ids.shape[1]
         with torch.inference_mode():
             ext.before_request(model, ext_cfg)
             cache = DynamicCache(config=model.config)
             t0 = time.perf_counter()
-            out = model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
+            if streaming:
+                step = ext.chunk_size(ext_cfg)
+                for start in range(0, T, step):
+                    end = min(start + step, T)
+                    pos = torch.arange(start, end, device=ids.device)[None]  # (1, c) true positions
+                    out = model(input_ids=ids[:, start:end], position_ids=pos, past_key_values=cache,
+                                use_cache=True, logits_to_keep=1)
+                    ext.after_forward(cache, ext_cfg)
+            else:
+                out = model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
             prefill_s = time.perf_counter() - t0
             new: list[int] = []
-            for step in range(max_new_tokens):
+            for step_i in range(max_new_tokens):
                 token = int(out.logits[0, -1].argmax())
                 new.append(token)
-                if token in self._eos or step == max_new_tokens - 1:
+                if token in self._eos or step_i == max_new_tokens - 1:
                     break
                 nxt = torch.tensor([[token]], device=ids.device)  # (1, 1)
-                ext.before_decode(model, out.past_key_values, ids.shape[1] + len(new), ext_cfg)
-                out = model(input_ids=nxt, past_key_values=out.past_key_values, use_cache=True, logits_to_keep=1)
+                seq_len = T + len(new)  # length including the token being fed
+                ext.before_decode(model, cache, seq_len, ext_cfg)
+                kw = {"position_ids": torch.tensor([[seq_len - 1]], device=ids.device)} if streaming else {}
+                out = model(input_ids=nxt, past_key_values=cache, use_cache=True, logits_to_keep=1, **kw)
+                if streaming:
+                    ext.after_forward(cache, ext_cfg)
         return new, prefill_s
 
     def close(self) -> None:

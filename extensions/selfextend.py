@@ -1,0 +1,83 @@
+"""SelfExtend (Jin et al. 2024, "LLM Maybe LongLM: Self-Extend LLM Context Window Without Tuning").
+
+Two attention regimes merged per (query i, key j) pair:
+  neighbours, i − j < W:  the ordinary relative position i − j;
+  beyond the window:      grouped positions, query ⌊i/G⌋ + (W − ⌊W/G⌋), key ⌊j/G⌋, so the distance is
+                          ⌊i/G⌋ − ⌊j/G⌋ + W − ⌊W/G⌋, which starts at about W where the neighbour regime ends.
+The largest relative position used is then about (n − W)/G + W, so a model trained on L tokens reaches
+(L − W)·G + W tokens. Implemented as an attention function: q and k arrive rotated at their true positions and
+the grouped versions are re-rotated from there (rotations compose), so the KV cache is the ordinary one.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from extensions.attention import causal, positional_attention, query_positions, register, rotary_inv_freq
+from extensions.base import Extension, ExtensionConfig
+from extensions.rope import rotate
+
+
+@dataclass(frozen=True)
+class SelfExtendConfig(ExtensionConfig):
+    group: int = 4  # G: positions beyond the window are floor-divided by G
+    window: int = 1024  # W: neighbour window with exact positions
+
+    def __post_init__(self):
+        for name in ("group", "window"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+
+
+def grouped_query_position(q_pos, group: int, window: int):
+    return q_pos // group + (window - window // group)
+
+
+def selfextend_distances(n: int, group: int, window: int):
+    """Relative positions a query at position n − 1 uses for keys 0..n−1: (n,) long."""
+    import torch
+
+    i = torch.tensor(n - 1)
+    j = torch.arange(n)
+    grouped = grouped_query_position(i, group, window) - j // group
+    return torch.where(i - j < window, i - j, grouped)
+
+
+def usable_length(trained: int, group: int, window: int) -> int:
+    """(L − W)·G + W."""
+    return (trained - window) * group + window
+
+
+class SelfExtend(Extension):
+    name = "selfextend"
+    config_cls = SelfExtendConfig
+
+    def resolve(self, config: SelfExtendConfig, hf_config) -> SelfExtendConfig:
+        trained = hf_config.max_position_embeddings
+        if config.window >= trained:
+            raise ValueError(f"window {config.window} must be smaller than the model's context {trained}")
+        return config
+
+    def attach(self, model, config: SelfExtendConfig) -> dict:
+        inv_freq = rotary_inv_freq(model)
+        G, W = config.group, config.window
+
+        def selfextend_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+            q_pos = query_positions(query, kwargs)
+            k_pos = q_pos.new_tensor(range(key.shape[2]))
+            f = inv_freq.to(query.device)
+            # Move q from position i to its grouped position, and k from j to ⌊j/G⌋ (angles add).
+            q_shift = (grouped_query_position(q_pos, G, W) - q_pos).float()[:, None] * f[None, :]  # (T, D/2)
+            k_shift = (k_pos // G - k_pos).float()[:, None] * f[None, :]  # (S, D/2)
+            alt = (rotate(query.float(), q_shift), rotate(key.float(), k_shift),
+                   lambda qp, kp: (qp[:, None] - kp[None, :]) >= W)
+            return positional_attention(query, key, value, scaling, q_pos, k_pos, allowed=causal, alt=alt), None
+
+        record = register(model, "longctx_selfextend", selfextend_attention)
+        return {**record, "usable_length": usable_length(model.config.max_position_embeddings, G, W)}
+
+    def inspect(self, config: SelfExtendConfig, hf_config, length: int | None = None) -> dict:
+        n = length or hf_config.max_position_embeddings
+        d = selfextend_distances(n, config.group, config.window)
+        return {"positions": [int(x) for x in d], "max_position": int(d.max()),
+                "usable_length": usable_length(hf_config.max_position_embeddings, config.group, config.window)}

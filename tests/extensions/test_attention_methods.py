@@ -1,0 +1,273 @@
+"""ALiBi, SelfExtend and attention sinks: closed forms from the papers, per-pair dense references, and the
+methods inside a real (tiny) Llama."""
+import math
+
+import pytest
+import torch
+
+from extensions import EXTENSIONS
+from extensions.alibi import alibi_bias, alibi_slopes
+from extensions.attention import causal, positional_attention
+from extensions.rope import default_inv_freq, rotate
+from extensions.selfextend import selfextend_distances, usable_length
+from extensions.sinks import kept_keys
+
+
+# ----------------------------------------------------------------------------------------------------- helpers
+def _rotated(x, pos, inv_freq):
+    return rotate(x, pos.float()[:, None] * inv_freq[None, :])
+
+
+def _dense_reference(q, k, v, scaling, rel_pos_fn, visible_fn, inv_freq, bias_fn=None):
+    """Per (i, j) pair: score = R(r_ij)·… computed from *unrotated* q, k. q (H, T, D), k, v (H, S, D)."""
+    H, T, D = q.shape
+    out = torch.zeros_like(q, dtype=torch.float64)
+    for i in range(T):
+        js = [j for j in range(k.shape[1]) if visible_fn(i, j)]
+        scores = []
+        for j in js:
+            r = torch.tensor([float(rel_pos_fn(i, j))])
+            qi = rotate(q[:, i:i + 1].double(), (r[:, None] * inv_freq[None, :]).double())  # rotate q by r_ij
+            s = (qi[:, 0] * k[:, j].double()).sum(-1) * scaling  # (H,)
+            if bias_fn is not None:
+                s = s + bias_fn(i, j)
+            scores.append(s)
+        w = torch.softmax(torch.stack(scores, -1), -1)  # (H, |js|)
+        out[:, i] = torch.einsum("hj,hjd->hd", w, v[:, js].double())
+    return out
+
+
+@pytest.fixture
+def qkv():
+    torch.manual_seed(0)
+    H, T, D = 3, 37, 16
+    return torch.randn(H, T, D), torch.randn(H, T, D), torch.randn(H, T, D), default_inv_freq(D, 10000.0)
+
+
+# ------------------------------------------------------------------------------------------------------- ALiBi
+def test_alibi_slopes_power_of_two_heads_are_the_papers():
+    torch.testing.assert_close(alibi_slopes(8), torch.tensor([2.0 ** -i for i in range(1, 9)]))
+    torch.testing.assert_close(alibi_slopes(4, max_bias=8), torch.tensor([2.0 ** -(2 * i) for i in range(1, 5)]))
+
+
+@pytest.mark.parametrize("n_heads", [1, 2, 3, 5, 6, 8, 9, 12, 16, 20, 32])
+def test_alibi_slopes_equal_blooms(n_heads):
+    from transformers.models.bloom.modeling_bloom import build_alibi_tensor
+
+    mask = torch.ones(1, 4)
+    bloom = build_alibi_tensor(mask, n_heads, torch.float32)  # (H, 1, 4) = slope × position
+    torch.testing.assert_close(alibi_slopes(n_heads), bloom[:, 0, 1], rtol=1e-6, atol=0)
+
+
+def test_alibi_attention_equals_dense_reference(qkv):
+    q, k, v, inv = qkv
+    slopes = alibi_slopes(q.shape[0])
+    pos = torch.arange(q.shape[1])
+    out = positional_attention(_rotated(q, pos, inv)[None], _rotated(k, pos, inv)[None], v[None], 0.25, pos, pos,
+                               allowed=causal, bias=lambda qp, kp: alibi_bias(slopes, qp, kp), chunk=8)
+    ref = _dense_reference(q, k, v, 0.25, lambda i, j: i - j, lambda i, j: j <= i, inv,
+                           bias_fn=lambda i, j: -slopes.double() * (i - j))
+    torch.testing.assert_close(out[0].transpose(0, 1).double(), ref, atol=1e-5, rtol=1e-5)
+
+
+def test_alibi_interpolation_scales_slopes_past_the_trained_length():
+    from transformers import LlamaConfig
+
+    ext = EXTENSIONS.get("alibi")()
+    cfg = LlamaConfig(num_attention_heads=8, hidden_size=64, max_position_embeddings=1000)
+    conf = ext.resolve(ext.parse({"slope_scale": "interpolate"}), cfg)
+    torch.testing.assert_close(ext.slopes(conf, cfg, length=4000), alibi_slopes(8) / 4)
+    torch.testing.assert_close(ext.slopes(conf, cfg, length=800), alibi_slopes(8))
+    with pytest.raises(ValueError, match="slope_scale must be one of"):
+        ext.parse({"slope_scale": "log"})
+
+
+def test_alibi_on_a_native_alibi_model_is_the_identity():
+    """A tiny random Bloom (trained-with-ALiBi architecture): the trained slopes are Bloom's own."""
+    from transformers import BloomConfig, BloomForCausalLM
+
+    torch.manual_seed(0)
+    model = BloomForCausalLM(BloomConfig(vocab_size=100, hidden_size=48, n_layer=2, n_head=6)).eval()
+    ids = torch.randint(0, 100, (1, 20))
+    before = model(ids).logits
+    ext = EXTENSIONS.get("alibi")()
+    record = ext.attach(model, ext.resolve(ext.parse({}), model.config))
+    assert record == {"native_alibi": True, "changed": False}
+    torch.testing.assert_close(model(ids).logits, before)
+    with pytest.raises(ValueError, match="trained ALiBi slopes"):
+        ext.attach(model, ext.parse({"slope_scale": "interpolate", "train_length": 10}))
+
+
+# -------------------------------------------------------------------------------------------------- SelfExtend
+@pytest.mark.parametrize("group,window", [(2, 4), (4, 8), (3, 5)])
+def test_selfextend_distances_closed_form(group, window):
+    n = 100
+    d = selfextend_distances(n, group, window)
+    i = n - 1
+    for j in range(n):
+        expect = i - j if i - j < window else i // group - j // group + window - window // group
+        assert d[j] == expect
+
+
+@pytest.mark.parametrize("trained,group,window", [(64, 4, 16), (8192, 4, 1024), (4096, 8, 512)])
+def test_selfextend_usable_length_reaches_exactly_the_trained_positions(trained, group, window):
+    n = usable_length(trained, group, window)
+    assert n == (trained - window) * group + window
+    assert int(selfextend_distances(n, group, window).max()) == trained - 1
+
+
+def _selfextend_attention(q, k, v, inv, group, window):
+    """Call SelfExtend's attention function on (H, T, D) tensors rotated at their true positions."""
+    from extensions.selfextend import SelfExtend
+
+    captured = {}
+
+    class FakeModel:  # just enough of a model for attach(): the rotary inv_freq and a registry hook
+        config = type("C", (), {"max_position_embeddings": 10_000, "_attn_implementation": "sdpa"})()
+
+        def modules(self):
+            return [type("R", (), {"inv_freq": inv, "rope_type": "default"})()]
+
+        def set_attn_implementation(self, name):
+            from transformers import AttentionInterface
+
+            captured["fn"] = AttentionInterface._global_mapping[name]
+
+    ext = SelfExtend()
+    ext.attach(FakeModel(), ext.parse({"group": group, "window": window}))
+    pos = torch.arange(q.shape[1])
+    out, _ = captured["fn"](None, _rotated(q, pos, inv)[None], _rotated(k, pos, inv)[None], v[None], None,
+                            scaling=0.25, position_ids=pos[None])
+    return out[0].transpose(0, 1)
+
+
+@pytest.mark.parametrize("group,window", [(2, 4), (4, 8), (3, 10)])
+def test_selfextend_attention_equals_dense_reference(qkv, group, window):
+    q, k, v, inv = qkv
+    out = _selfextend_attention(q, k, v, inv, group, window)
+
+    def rel(i, j):
+        return i - j if i - j < window else (i // group + window - window // group) - j // group
+
+    ref = _dense_reference(q, k, v, 0.25, rel, lambda i, j: j <= i, inv)
+    torch.testing.assert_close(out.double(), ref, atol=1e-5, rtol=1e-5)
+
+
+def test_selfextend_with_group_1_is_the_plain_model(tiny_llama_path):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_path, dtype=torch.float32).eval()
+    ids = torch.randint(10, 1000, (1, 300))
+    with torch.inference_mode():
+        ref = model(ids).logits
+        ext = EXTENSIONS.get("selfextend")()
+        ext.attach(model, ext.resolve(ext.parse({"group": 1, "window": 16}), model.config))
+        ours = model(ids).logits
+    torch.testing.assert_close(ours, ref, atol=1e-4, rtol=1e-4)
+
+
+def test_selfextend_window_must_fit_the_model(tiny_llama_path):
+    from transformers import AutoConfig
+
+    ext = EXTENSIONS.get("selfextend")()
+    with pytest.raises(ValueError, match="smaller than the model's context 512"):
+        ext.resolve(ext.parse({"window": 600}), AutoConfig.from_pretrained(tiny_llama_path))
+
+
+# ------------------------------------------------------------------------------------------------------- sinks
+def test_sinks_keep_exactly_the_first_s_and_last_w():
+    assert kept_keys(20, 4, 6) == [0, 1, 2, 3, 14, 15, 16, 17, 18, 19]
+    assert kept_keys(8, 4, 6) == list(range(8))  # nothing evicted yet
+    assert kept_keys(20, 0, 6) == list(range(14, 20))  # window only
+
+
+@pytest.mark.parametrize("S,W", [(2, 8), (0, 5), (4, 4)])
+def test_sinks_attention_equals_dense_reference_over_kept_keys_at_cache_positions(qkv, S, W):
+    """Each query attends, with positions assigned inside the cache, to exactly [0,S) ∪ [i−W+1, i]."""
+    from extensions.sinks import Sinks
+
+    q, k, v, inv = qkv
+    captured = {}
+
+    class FakeModel:
+        config = type("C", (), {"_attn_implementation": "sdpa"})()
+
+        def modules(self):
+            return [type("R", (), {"inv_freq": inv, "rope_type": "default"})()]
+
+        def set_attn_implementation(self, name):
+            from transformers import AttentionInterface
+
+            captured["fn"] = AttentionInterface._global_mapping[name]
+
+    Sinks().attach(FakeModel(), Sinks().parse({"sink_tokens": S, "window": W}))
+    pos = torch.arange(q.shape[1])
+    out, _ = captured["fn"](None, _rotated(q, pos, inv)[None], _rotated(k, pos, inv)[None], v[None], None,
+                            scaling=0.25, position_ids=pos[None])
+
+    def slot(i, j):  # the key's position inside the cache seen by query i
+        return kept_keys(i + 1, S, W).index(j)
+
+    ref = _dense_reference(q, k, v, 0.25, lambda i, j: slot(i, i) - slot(i, j),
+                           lambda i, j: j in kept_keys(i + 1, S, W), inv)
+    torch.testing.assert_close(out[0].transpose(0, 1).double(), ref, atol=1e-5, rtol=1e-5)
+
+
+def _stream_logits(model, ext, conf, ids, chunk):
+    """Stream ids through model in chunks; returns the last logits and the final cache length."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache(config=model.config)
+    with torch.inference_mode():
+        for start in range(0, ids.shape[1], chunk):
+            end = min(start + chunk, ids.shape[1])
+            out = model(input_ids=ids[:, start:end], position_ids=torch.arange(start, end)[None],
+                        past_key_values=cache, use_cache=True)
+            ext.after_forward(cache, conf)
+    return out.logits[0, -1], cache.layers[0].keys.shape[-2]
+
+
+def test_sinks_streaming_token_by_token_equals_chunked_and_memory_is_constant(tiny_llama_path):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_path, dtype=torch.float32).eval()
+    ext = EXTENSIONS.get("sinks")()
+    conf = ext.resolve(ext.parse({"sink_tokens": 4, "window": 32}), model.config)
+    ext.attach(model, conf)
+    torch.manual_seed(1)
+    ids = torch.randint(10, 1000, (1, 150))
+    one, n_one = _stream_logits(model, ext, conf, ids, chunk=1)
+    for chunk in (7, 64):
+        logits, n_keys = _stream_logits(model, ext, conf, ids, chunk)
+        torch.testing.assert_close(logits, one, atol=1e-4, rtol=1e-4)
+        assert n_keys == n_one == 4 + 32 - 1
+
+
+def test_sinks_before_any_eviction_equal_the_plain_model(tiny_llama_path):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_path, dtype=torch.float32).eval()
+    ids = torch.randint(10, 1000, (1, 30))
+    with torch.inference_mode():
+        ref = model(ids).logits[0, -1]
+    ext = EXTENSIONS.get("sinks")()
+    conf = ext.resolve(ext.parse({"sink_tokens": 4, "window": 40, "chunk": 8}), model.config)
+    ext.attach(model, conf)
+    logits, _ = _stream_logits(model, ext, conf, ids, chunk=8)
+    torch.testing.assert_close(logits, ref, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name,params", [("sinks", {"sink_tokens": 4, "window": 64, "chunk": 16}),
+                                         ("selfextend", {"group": 2, "window": 64}),
+                                         ("alibi", {})])
+def test_hf_runner_hosts_attention_methods(tiny_llama_path, name, params):
+    from harness.runners.base import GenerationRequest
+    from harness.runners.hf import HFRunner
+    from transformers import AutoConfig
+
+    ext = EXTENSIONS.get(name)()
+    conf = ext.resolve(ext.parse(params), AutoConfig.from_pretrained(tiny_llama_path))
+    runner = HFRunner(device="cpu", dtype="float32")
+    runner.load(tiny_llama_path, ext, conf)
+    (g,) = runner.generate([GenerationRequest("The lake is calm. " * 150, max_new_tokens=4)])
+    assert g.prompt_tokens > 512 and g.new_tokens >= 1 and g.error is None
