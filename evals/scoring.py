@@ -16,6 +16,12 @@ class Score:
     correct: bool  # strict
     lenient: bool
     extracted: str | None  # what the strict scorer compared with the target
+    score: float | None = None  # primary metric in [0, 1]; None means float(correct)
+    metric: str = "exact"  # "exact", "all-references" or "any-reference"
+
+    @property
+    def value(self) -> float:
+        return float(self.correct) if self.score is None else self.score
 
 
 def first_number(prediction: str) -> str | None:

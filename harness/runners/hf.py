@@ -119,5 +119,49 @@ class HFRunner:
                     ext.after_forward(cache, ext_cfg)
         return new, prefill_s
 
+    def token_nll(self, ids, chunk: int = 1024):
+        """Negative log-likelihood of every token given its prefix: ids (1, T) → (T − 1,) float32.
+
+        Dense methods run one forward over the whole input (no re-running per length) and project hidden states
+        to the vocabulary `chunk` positions at a time (full logits of a 32k × 49k prompt would be 6 GB).
+        Streaming methods (sinks) run the same chunked, position-explicit loop as generation.
+        """
+        import torch
+        import torch.nn.functional as F
+        from transformers import DynamicCache
+
+        model, ext, ext_cfg = self.model, self.extension, self.extension_config
+        ids = ids.to(self.device)
+        T = ids.shape[1]
+        head = model.get_output_embeddings()
+        nll = torch.empty(T - 1, dtype=torch.float32)
+        with torch.inference_mode():
+            ext.before_request(model, ext_cfg)
+            if getattr(ext, "streaming", False):
+                cache = DynamicCache(config=model.config)
+                step = ext.chunk_size(ext_cfg)
+                for start in range(0, T, step):
+                    end = min(start + step, T)
+                    pos = torch.arange(start, end, device=ids.device)[None]
+                    out = model.model(input_ids=ids[:, start:end], position_ids=pos, past_key_values=cache,
+                                      use_cache=True)
+                    ext.after_forward(cache, ext_cfg)
+                    self._nll_into(nll, head, out.last_hidden_state[0], ids[0], start, end, F)
+            else:
+                hidden = model.model(input_ids=ids, use_cache=False).last_hidden_state[0]  # (T, hidden)
+                for start in range(0, T, chunk):
+                    end = min(start + chunk, T)
+                    self._nll_into(nll, head, hidden[start:end], ids[0], start, end, F)
+        return nll
+
+    @staticmethod
+    def _nll_into(nll, head, hidden, ids, start, end, F):
+        """Fill nll[start:end] (predictions of tokens start+1 .. end) from hidden states of positions start..end-1."""
+        stop = min(end, len(ids) - 1)
+        if stop <= start:
+            return
+        logits = head(hidden[: stop - start]).float()  # (c, vocab)
+        nll[start:stop] = F.cross_entropy(logits, ids[start + 1:stop + 1], reduction="none").cpu()
+
     def close(self) -> None:
         self.model = None

@@ -19,7 +19,7 @@ def test_records_round_trip_through_jsonl(tmp_path):
     (back,) = read_records(tmp_path)
     assert back == _record()
     line = json.loads((tmp_path / RESULTS).read_text())
-    assert line["schema_version"] == 1 and line["depth"] == 0.5
+    assert line["schema_version"] == 2 and line["depth"] == 0.5
 
 
 def test_resume_knows_finished_samples_and_records_invocations(tmp_path):
@@ -55,3 +55,15 @@ def test_corrupt_line_in_the_middle_is_an_error(tmp_path):
     (tmp_path / RESULTS).write_text("not json\n" + _record().to_json() + "\n")
     with pytest.raises(UserError, match=":1:"):
         read_records(tmp_path)
+
+
+def test_version_1_records_still_read(tmp_path):
+    """Schema 1 had no score/metric: those fields read as None."""
+    import dataclasses
+
+    d = dataclasses.asdict(_record())
+    d.pop("score"), d.pop("metric")
+    d["schema_version"] = 1
+    (tmp_path / RESULTS).write_text(json.dumps(d) + "\n")
+    (r,) = read_records(tmp_path)
+    assert r.schema_version == 1 and r.score is None and r.correct

@@ -46,3 +46,34 @@ def test_smollm2_finds_the_passkey_at_2k(tmp_path):
     assert len(records) == 2
     assert all(r["correct"] for r in records)
     assert all(2048 * 0.99 <= r["tokens"] + 12 <= 2048 for r in records)
+
+
+def test_token_nll_equals_full_logits_cross_entropy(tiny_llama_path):
+    """Chunked projection gives exactly the loss computed from the full logits."""
+    import torch
+    import torch.nn.functional as F
+
+    ext = NoExtension()
+    runner = HFRunner(dtype="float32", device="cpu")
+    runner.load(tiny_llama_path, ext, ext.parse({}))
+    torch.manual_seed(0)
+    ids = torch.randint(10, 1000, (1, 300))
+    nll = runner.token_nll(ids, chunk=64)
+    with torch.inference_mode():
+        ref = F.cross_entropy(runner.model(ids).logits[0, :-1].float(), ids[0, 1:], reduction="none")
+    assert nll.shape == (299,)
+    torch.testing.assert_close(nll, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_token_nll_with_sinks_equals_dense_before_eviction(tiny_llama_path):
+    import torch
+
+    from extensions import EXTENSIONS
+
+    ids = torch.randint(10, 1000, (1, 60))
+    dense = HFRunner(dtype="float32", device="cpu")
+    dense.load(tiny_llama_path, NoExtension(), NoExtension().parse({}))
+    sinks = EXTENSIONS.get("sinks")()
+    stream = HFRunner(dtype="float32", device="cpu")
+    stream.load(tiny_llama_path, sinks, sinks.parse({"sink_tokens": 4, "window": 100, "chunk": 16}))
+    torch.testing.assert_close(stream.token_nll(ids), dense.token_nll(ids), atol=1e-4, rtol=1e-4)
