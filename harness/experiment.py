@@ -144,7 +144,8 @@ def run(exp: Experiment, log: Callable[[str], None] = print, progress: bool = Tr
                     prefill_s=None if g.prefill_s is None else round(g.prefill_s, 4), new_tokens=g.new_tokens,
                     needle_token_offset=s.needle_token_offset, haystack=s.haystack, dtype=info.dtype,
                     model_max_position=info.model_max_position, prompt_sha=s.prompt_sha, error=g.error,
-                    score=score.value if g.error is None else 0.0, metric=score.metric))
+                    score=score.value if g.error is None else 0.0, metric=score.metric,
+                    cache_bytes=g.cache_bytes))
                 bar.set_postfix_str(f"{s.context_length} tok: {'ok' if score.correct else 'miss'}")
                 bar.update(1)
     finally:

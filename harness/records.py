@@ -19,7 +19,7 @@ from typing import Any, Iterator
 
 from harness.errors import UserError
 
-SCHEMA_VERSION = 2  # 2: adds `score` and `metric` (partial credit for multi-reference tasks)
+SCHEMA_VERSION = 2  # 2: adds `score`, `metric` (partial credit for multi-reference tasks) and `cache_bytes`
 RESULTS = "results.jsonl"
 RUN = "run.json"
 
@@ -53,6 +53,7 @@ class SampleRecord:
     model_max_position: int | None = None  # the model's native context window (max_position_embeddings)
     prompt_sha: str | None = None  # sha256 of the prompt text, for determinism checks and de-duplication
     error: str | None = None  # set when the runner failed on this sample (then prediction is empty)
+    cache_bytes: int | None = None  # KV-cache (or recurrent-state) bytes held at the end of the request
     score: float | None = None  # the task's primary metric for this sample in [0, 1] (partial credit allowed)
     metric: str | None = None  # what `score` means: "exact", "all-references", "any-reference"
     schema_version: int = SCHEMA_VERSION  # bumped whenever a field changes meaning

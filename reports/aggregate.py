@@ -34,12 +34,21 @@ def latest(records: Iterable[SampleRecord]) -> list[SampleRecord]:
     return list(out.values())
 
 
+def sample_score(r: SampleRecord) -> float:
+    """The task's primary metric (partial credit where the task gives it; strict correctness otherwise)."""
+    return float(r.correct) if r.score is None else float(r.score)
+
+
 def _cell(rs: list[SampleRecord]) -> dict:
     n = len(rs)
     k = sum(r.correct for r in rs)
     lo, hi = wilson_interval(k, n)
     mems = [r.peak_mem_bytes for r in rs if r.peak_mem_bytes is not None]
+    caches = [r.cache_bytes for r in rs if r.cache_bytes is not None]
     return {"n": n, "correct": k, "lenient": sum(r.lenient for r in rs), "accuracy": k / n if n else None,
+            "score": mean(sample_score(r) for r in rs) if rs else None,
+            "cache_bytes": max(caches) if caches else None,
+            "metric": rs[0].metric if rs else None,
             "ci_low": lo, "ci_high": hi, "empty": sum(not r.prediction.strip() for r in rs),
             "errors": sum(r.error is not None for r in rs),
             "latency_s": mean(r.latency_s for r in rs) if rs else None,
@@ -68,3 +77,14 @@ def grid(records: Iterable[SampleRecord]) -> dict[tuple[float | None, int], dict
     for r in records:
         groups[(r.depth, r.context_length)].append(r)
     return {k: _cell(v) for k, v in groups.items()}
+
+
+def effective_length(rows: list[dict], threshold: float, key: str = "score") -> int | None:
+    """The longest length up to which every length's score is >= threshold (RULER's effective length, read from
+    the shortest length upwards). None when even the shortest length falls below."""
+    best = None
+    for row in sorted(rows, key=lambda r: r["context_length"]):
+        if row[key] is None or row[key] < threshold:
+            break
+        best = row["context_length"]
+    return best

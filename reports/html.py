@@ -15,9 +15,12 @@ from pathlib import Path
 from harness.config import format_length
 from harness.errors import UserError
 from harness.records import iter_run_dirs, load_run_meta, read_records
-from reports.aggregate import accuracy_by_length, by_config, grid
+from reports.aggregate import accuracy_by_length, by_config, effective_length, grid
 
 FEW = 3  # cells with fewer samples than this are marked in heatmaps
+# RULER's convention: a length counts as effective while the score stays at or above Llama-2-7B's 4k score, 85.6 %.
+RULER_THRESHOLD = 0.856
+RELATIVE_THRESHOLD = 0.9  # ... and, relative to the configuration's own shortest-length score, 90 % of it
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1100px;color:#222}
@@ -54,13 +57,17 @@ document.querySelectorAll('table.sortable th').forEach(function(th, col){
 e = html.escape
 
 
-def _png(fig) -> str:
+SAVED: dict[str, bytes] = {}  # figure name → PNG, for `--save-figures`
+
+
+def _png(fig, name: str = "figure") -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     import matplotlib.pyplot as plt
 
     plt.close(fig)
-    return f'<img alt="figure" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
+    SAVED[name] = buf.getvalue()
+    return f'<img alt="{e(name)}" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
 
 
 def _label(key: tuple) -> str:
@@ -93,7 +100,7 @@ def accuracy_figure(groups: dict) -> str:
     ax.set_ylabel("accuracy (strict), 95% Wilson CI")
     ax.legend(fontsize=8, loc="lower left")
     ax.grid(alpha=0.3)
-    return _png(fig)
+    return _png(fig, "accuracy_" + "_".join(sorted({k[3] for k in groups})))
 
 
 def heatmap_figure(key: tuple, rs: list) -> str:
@@ -124,7 +131,65 @@ def heatmap_figure(key: tuple, rs: list) -> str:
     ax.set_ylabel("needle depth")
     ax.set_title(_label(key), fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="accuracy")
-    return _png(fig)
+    return _png(fig, "heatmap_" + "_".join(str(k).replace("/", "_").replace(" ", "") for k in key))
+
+
+def cost_figure(groups: dict) -> str:
+    """Latency, peak memory and KV-cache bytes vs length, one line per configuration."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = (("latency_s", "mean latency (s)", 1.0), ("peak_mem_bytes", "peak memory (GiB)", 2**30),
+              ("cache_bytes", "KV cache / state (MiB)", 2**20))
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
+    lengths = sorted({r.context_length for rs in groups.values() for r in rs})
+    for ax, (field, label, unit) in zip(axes, panels):
+        plotted = False
+        for key, rs in groups.items():
+            rows = [r for r in accuracy_by_length(rs) if r[field] is not None]
+            if rows:
+                plotted = True
+                ax.plot([r["context_length"] for r in rows], [r[field] / unit for r in rows], marker="o",
+                        label=_label(key))
+        if not plotted:
+            ax.text(0.5, 0.5, "not recorded by these runs", ha="center", va="center", transform=ax.transAxes,
+                    color="grey")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(lengths, [format_length(n) for n in lengths])
+        ax.set_xlabel("context length (tokens)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    return _png(fig, "cost")
+
+
+def effective_length_table(groups: dict, threshold: float, relative: float) -> str:
+    rows = []
+    for key, rs in groups.items():
+        by_len = accuracy_by_length(rs)
+        first = by_len[0]
+        absolute = effective_length(by_len, threshold)
+        rel = effective_length(by_len, relative * first["score"]) if first["score"] else None
+        metric = first.get("metric") or "exact"
+        cells = "".join(f"<td>{e(str(x))}</td>" for x in key)
+        rows.append(f"<tr>{cells}<td>{e(metric)}</td>"
+                    f'<td class="num" data-v="{absolute or 0}">{_len_or_none(absolute, by_len)}</td>'
+                    f'<td class="num">{first["score"]:.2f} at {format_length(first["context_length"])}</td>'
+                    f'<td class="num" data-v="{rel or 0}">{_len_or_none(rel, by_len)}</td>'
+                    f'<td class="num">{format_length(by_len[-1]["context_length"])}</td></tr>')
+    head = ("model", "extension", "runner", "task", "metric", f"effective length (score ≥ {threshold:.3g})",
+            "shortest-length score", f"effective length (≥ {relative:.0%} of shortest)", "longest tested")
+    return ('<table class="sortable"><thead><tr>' + "".join(f"<th>{e(h)}</th>" for h in head)
+            + "</tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
+
+
+def _len_or_none(n, by_len) -> str:
+    if n is None:
+        return f"&lt; {format_length(by_len[0]['context_length'])}"
+    return format_length(n) + (" (all tested)" if n == by_len[-1]["context_length"] else "")
 
 
 def _num(v, fmt="{:.2f}") -> str:
@@ -190,7 +255,8 @@ def manifest_section(run_dirs: list[Path]) -> str:
     return "".join(parts)
 
 
-def render(run_dirs: list[Path], title: str = "longctx report") -> str:
+def render(run_dirs: list[Path], title: str = "longctx report", threshold: float = RULER_THRESHOLD,
+           relative: float = RELATIVE_THRESHOLD) -> str:
     records = [r for d in run_dirs for r in read_records(d)]
     if not records:
         raise UserError(f"no records in {', '.join(map(str, run_dirs))}: run an experiment first")
@@ -203,7 +269,12 @@ def render(run_dirs: list[Path], title: str = "longctx report") -> str:
             f'{dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}. Strict = the extracted answer equals '
             f"the target; lenient = the target occurs in the output. Intervals are 95% Wilson score intervals; "
             f"heatmap cells marked * hold fewer than {FEW} samples.</p>",
-            "<h2>Summary</h2>", summary_table(groups)]
+            "<h2>Summary</h2>", summary_table(groups),
+            f"<h2>Effective length</h2><p class=\"muted\">The longest tested length up to which the task's score "
+            f"stays at or above the threshold at every length, read upwards from the shortest (RULER's convention "
+            f"uses the fixed threshold {RULER_THRESHOLD}, Llama-2-7B's score at 4k). A coarse grid bounds it only "
+            f"to the lengths that were run.</p>", effective_length_table(groups, threshold, relative),
+            "<h2>Cost</h2>", cost_figure(groups)]
     for task, tgroups in by_task.items():
         body.append(f"<h2>{e(task)}: accuracy vs length</h2>{accuracy_figure(tgroups)}")
         for key, rs in tgroups.items():
@@ -215,9 +286,18 @@ def render(run_dirs: list[Path], title: str = "longctx report") -> str:
             f"<style>{CSS}</style></head><body>{''.join(body)}<script>{SORTER}</script></body></html>")
 
 
-def write_report(paths: list[str], output: str, title: str = "longctx report") -> Path:
+def write_report(paths: list[str], output: str, title: str = "longctx report", threshold: float = RULER_THRESHOLD,
+                 relative: float = RELATIVE_THRESHOLD, save_figures: str | None = None) -> Path:
     run_dirs = list(iter_run_dirs(paths))
-    text = render(run_dirs, title=title)
+    if not 0 < threshold <= 1 or not 0 < relative <= 1:
+        raise UserError(f"thresholds are fractions in (0, 1], got --threshold {threshold}, --relative {relative}")
+    SAVED.clear()
+    text = render(run_dirs, title=title, threshold=threshold, relative=relative)
+    if save_figures:
+        fig_dir = Path(save_figures)
+        fig_dir.mkdir(parents=True, exist_ok=True)
+        for name, png in SAVED.items():
+            (fig_dir / f"{name}.png").write_bytes(png)
     out = Path(output)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(out.suffix + ".tmp")

@@ -35,6 +35,7 @@ class Generation:
     prefill_s: float | None = None
     peak_mem_bytes: int | None = None
     mem_kind: str | None = None
+    cache_bytes: int | None = None  # KV cache (or recurrent state) held at the end of the request
     error: str | None = None
 
 

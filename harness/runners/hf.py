@@ -27,6 +27,16 @@ def default_dtype(device: str) -> str:
     return "bfloat16" if str(device).startswith("cuda") else "float32"
 
 
+def cache_nbytes(cache) -> int:
+    """Bytes held by a transformers KV cache (keys and values of every layer)."""
+    total = 0
+    for layer in getattr(cache, "layers", []):
+        for t in (getattr(layer, "keys", None), getattr(layer, "values", None)):
+            if t is not None:
+                total += t.numel() * t.element_size()
+    return total
+
+
 class HFRunner:
     name: ClassVar[str] = "hf"
     capabilities: ClassVar[Capabilities] = Capabilities(extensions=HF_EXTENSIONS, batch_size=1)
@@ -72,15 +82,15 @@ class HFRunner:
         ids = self.tokenizer(request.prompt, return_tensors="pt")["input_ids"].to(self.device)  # (1, T)
         with PeakMemory(self.device) as pm:
             t0 = time.perf_counter()
-            new, prefill_s = self._greedy(ids, request.max_new_tokens)
+            new, prefill_s, cache_bytes = self._greedy(ids, request.max_new_tokens)
             if str(self.device).startswith("cuda"):
                 torch.cuda.synchronize()
             latency = time.perf_counter() - t0
         text = self.tokenizer.decode(new, skip_special_tokens=True)
         return Generation(text=text, prompt_tokens=int(ids.shape[1]), new_tokens=len(new), latency_s=latency,
-                          prefill_s=prefill_s, peak_mem_bytes=pm.peak, mem_kind=pm.kind)
+                          prefill_s=prefill_s, peak_mem_bytes=pm.peak, mem_kind=pm.kind, cache_bytes=cache_bytes)
 
-    def _greedy(self, ids, max_new_tokens: int) -> tuple[list[int], float]:
+    def _greedy(self, ids, max_new_tokens: int) -> tuple[list[int], float, int]:
         """Greedy decoding over a KV cache. Streaming extensions (sinks) get the prompt in chunks with explicit
         positions and trim the cache after every forward, so memory does not grow with the input."""
         import torch
@@ -117,7 +127,7 @@ class HFRunner:
                 out = model(input_ids=nxt, past_key_values=cache, use_cache=True, logits_to_keep=1, **kw)
                 if streaming:
                     ext.after_forward(cache, ext_cfg)
-        return new, prefill_s
+        return new, prefill_s, cache_nbytes(cache)
 
     def token_nll(self, ids, chunk: int = 1024):
         """Negative log-likelihood of every token given its prefix: ids (1, T) → (T − 1,) float32.

@@ -44,7 +44,7 @@ def test_report_escapes_model_output_and_keeps_tables_intact(run_dir, tmp_path):
     assert text.count("<table") == text.count("</table>")
     assert text.count("<tr>") == text.count("</tr>")
     assert text.count("<td") == text.count("</td>")
-    assert text.count("data:image/png;base64,") == 2  # accuracy-vs-length and one heatmap
+    assert text.count("data:image/png;base64,") == 3  # accuracy-vs-length, one heatmap, cost curves
 
 
 def test_accuracy_by_length_counts(run_dir):
@@ -52,3 +52,44 @@ def test_accuracy_by_length_counts(run_dir):
 
     rows = {r["context_length"]: r for r in accuracy_by_length(read_records(run_dir))}
     assert rows[8192]["correct"] == 4 and rows[16384]["correct"] == 0 and rows[16384]["n"] == 4
+
+
+def test_effective_length_reads_upwards_from_the_shortest_length():
+    from reports.aggregate import effective_length
+
+    rows = [{"context_length": n, "score": s} for n, s in ((1024, 1.0), (2048, 0.9), (4096, 0.5), (8192, 0.95))]
+    assert effective_length(rows, 0.856) == 2048  # 8k recovers, but 4k already failed
+    assert effective_length(rows, 0.4) == 8192
+    assert effective_length(rows, 1.01) is None
+
+
+def test_report_states_effective_lengths_and_thresholds(run_dir, tmp_path):
+    out = write_report([str(run_dir)], str(tmp_path / "r.html"), threshold=0.5, relative=0.9,
+                       save_figures=str(tmp_path / "figs"))
+    text = out.read_text()
+    assert "effective length (score ≥ 0.5)" in text
+    row = re.search(r"<tr><td>m</td><td>none</td><td>hf</td><td>passkey</td><td>exact</td>(.*?)</tr>", text).group(1)
+    assert ">8k<" in row  # 4k and 8k pass, 16k fails
+    assert sorted(p.name for p in (tmp_path / "figs").iterdir()) == [
+        "accuracy_passkey.png", "cost.png", "heatmap_m_none_hf_passkey.png"]
+
+
+def test_bad_threshold_is_a_user_error(run_dir, tmp_path):
+    from harness.errors import UserError
+
+    with pytest.raises(UserError, match="thresholds are fractions"):
+        write_report([str(run_dir)], str(tmp_path / "r.html"), threshold=85.6)
+
+
+@pytest.mark.skipif(__import__("shutil").which("chromium") is None, reason="needs Debian's chromium package")
+def test_report_renders_in_chromium_without_js_errors(run_dir, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = write_report([str(run_dir)], str(tmp_path / "r.html"))
+    script = Path(__file__).resolve().parents[2] / "scripts" / "check_report.py"
+    res = subprocess.run([sys.executable, str(script), str(out), "--screenshot", str(tmp_path / "r.png")],
+                         capture_output=True, text=True, timeout=180)
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "r.png").stat().st_size > 20_000
