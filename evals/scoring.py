@@ -33,3 +33,86 @@ def first_number(prediction: str) -> str | None:
 def score_number(prediction: str, target: str) -> Score:
     extracted = first_number(prediction)
     return Score(correct=extracted == target, lenient=target in prediction, extracted=extracted)
+
+
+# --- RULER's two semantics for tasks with several acceptable or required answers --------------------------------
+#
+# RULER (Hsieh et al. 2024) scores by case-insensitive substring presence: "all" tasks (several values, several
+# queries, variable tracking) earn the fraction of references found; "any" tasks earn 1 if any reference is found.
+# `score` carries that metric; `correct` is the strict reading (each reference as a whole token, exact case, or the
+# extracted answer equal to a reference) and `lenient` the plain substring reading, as for the single-answer tasks.
+
+_UUID = re.compile(r"(?<![0-9a-fA-F])[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+                   r"(?![0-9a-fA-F])")
+_WORD = re.compile(r"[A-Za-z]+")
+_PHONE = re.compile(r"(?<!\d)\d{3}-\d{3}-\d{4}(?!\d)")
+
+
+def first_uuid(prediction: str) -> str | None:
+    """The first UUID-shaped token ('"1b4e28ba-2fa1-41d2-883f-0016d3cca427",' → '1b4e28ba-...-0016d3cca427')."""
+    m = _UUID.search(prediction)
+    return m.group(0) if m else None
+
+
+def first_word(prediction: str) -> str | None:
+    """The first run of letters (' pelican, then' → 'pelican')."""
+    m = _WORD.search(prediction)
+    return m.group(0) if m else None
+
+
+def first_phone(prediction: str) -> str | None:
+    """The first phone number shaped 555-123-4567."""
+    m = _PHONE.search(prediction)
+    return m.group(0) if m else None
+
+
+def _found(prediction: str, reference: str) -> bool:
+    """RULER's test: the reference occurs in the prediction, ignoring case."""
+    return reference.lower() in prediction.lower()
+
+
+def _found_strict(prediction: str, reference: str) -> bool:
+    """The reference occurs with its exact case as a whole token ('1234567' is not found in '12345678')."""
+    return re.search(r"(?<![0-9A-Za-z])" + re.escape(reference) + r"(?![0-9A-Za-z])", prediction) is not None
+
+
+def score_all_references(prediction: str, references: list[str]) -> Score:
+    """Fraction of the references that occur in the prediction (case-insensitive substrings).
+
+    Args:
+        prediction: the model's output.
+        references: every answer the prediction must contain (at least one).
+    Returns:
+        Score with metric "all-references"; `correct` when every reference occurs as a whole token with exact case,
+        `lenient` when every reference occurs as a substring; `extracted` lists the references found.
+    """
+    if not references:
+        raise ValueError("score_all_references needs at least one reference")
+    found = [r for r in references if _found(prediction, r)]
+    return Score(correct=all(_found_strict(prediction, r) for r in references), lenient=len(found) == len(references),
+                 extracted=", ".join(found) or None, score=len(found) / len(references), metric="all-references")
+
+
+def score_any_reference(prediction: str, references: list[str], extract=None) -> Score:
+    """1.0 if any reference occurs in the prediction (case-insensitive substring), else 0.0.
+
+    Args:
+        prediction: the model's output.
+        references: the acceptable answers (at least one).
+        extract: optional function prediction → answer (e.g. `first_number`); when given, `correct` requires the
+            extracted answer to equal a reference exactly, else a reference occurring as a whole token with exact case.
+    Returns:
+        Score with metric "any-reference"; `lenient` when any reference occurs as a substring.
+    """
+    if not references:
+        raise ValueError("score_any_reference needs at least one reference")
+    found = [r for r in references if _found(prediction, r)]
+    if extract is not None:
+        extracted = extract(prediction)
+        correct = extracted in references
+    else:
+        strict = [r for r in references if _found_strict(prediction, r)]
+        extracted = strict[0] if strict else None
+        correct = bool(strict)
+    return Score(correct=correct, lenient=bool(found), extracted=extracted, score=float(bool(found)),
+                 metric="any-reference")

@@ -192,6 +192,24 @@ def extensions_show(name, ext_params, model, length, as_json):
         click.echo(json.dumps(doc, indent=2))
 
 
+@cli.command("lm-eval-tasks-path")
+def lm_eval_tasks_path():
+    """Print the directory of longctx's lm-eval task files (for lm_eval --include_path)."""
+    from pathlib import Path
+
+    import evals
+
+    click.echo(Path(evals.__file__).parent / "lm_eval_tasks")
+
+
+@cli.command("lm-eval-register")
+def lm_eval_register():
+    """Make `lm_eval --model longctx` work in this environment (writes a one-line .pth; idempotent)."""
+    from harness.integrations.lm_eval_plugin import write_pth
+
+    click.echo(f"registered the longctx model for lm-eval: {write_pth()}")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: click in non-standalone mode so every user mistake becomes one line and exit code 2."""
     try:

@@ -129,8 +129,9 @@ class HFRunner:
                     ext.after_forward(cache, ext_cfg)
         return new, prefill_s, cache_nbytes(cache)
 
-    def token_nll(self, ids, chunk: int = 1024):
-        """Negative log-likelihood of every token given its prefix: ids (1, T) → (T − 1,) float32.
+    def token_nll(self, ids, chunk: int = 1024, return_greedy: bool = False):
+        """Negative log-likelihood of every token given its prefix: ids (1, T) → (T − 1,) float32
+        (and, with return_greedy, whether each token is the model's argmax, (T − 1,) bool).
 
         Dense methods run one forward over the whole input (no re-running per length) and project hidden states
         to the vocabulary `chunk` positions at a time (full logits of a 32k × 49k prompt would be 6 GB).
@@ -145,6 +146,7 @@ class HFRunner:
         T = ids.shape[1]
         head = model.get_output_embeddings()
         nll = torch.empty(T - 1, dtype=torch.float32)
+        greedy = torch.zeros(T - 1, dtype=torch.bool)
         with torch.inference_mode():
             ext.before_request(model, ext_cfg)
             if getattr(ext, "streaming", False):
@@ -156,22 +158,24 @@ class HFRunner:
                     out = model.model(input_ids=ids[:, start:end], position_ids=pos, past_key_values=cache,
                                       use_cache=True)
                     ext.after_forward(cache, ext_cfg)
-                    self._nll_into(nll, head, out.last_hidden_state[0], ids[0], start, end, F)
+                    self._nll_into(nll, greedy, head, out.last_hidden_state[0], ids[0], start, end, F)
             else:
                 hidden = model.model(input_ids=ids, use_cache=False).last_hidden_state[0]  # (T, hidden)
                 for start in range(0, T, chunk):
                     end = min(start + chunk, T)
-                    self._nll_into(nll, head, hidden[start:end], ids[0], start, end, F)
-        return nll
+                    self._nll_into(nll, greedy, head, hidden[start:end], ids[0], start, end, F)
+        return (nll, greedy) if return_greedy else nll
 
     @staticmethod
-    def _nll_into(nll, head, hidden, ids, start, end, F):
+    def _nll_into(nll, greedy, head, hidden, ids, start, end, F):
         """Fill nll[start:end] (predictions of tokens start+1 .. end) from hidden states of positions start..end-1."""
         stop = min(end, len(ids) - 1)
         if stop <= start:
             return
         logits = head(hidden[: stop - start]).float()  # (c, vocab)
-        nll[start:stop] = F.cross_entropy(logits, ids[start + 1:stop + 1], reduction="none").cpu()
+        targets = ids[start + 1:stop + 1]
+        nll[start:stop] = F.cross_entropy(logits, targets, reduction="none").cpu()
+        greedy[start:stop] = (logits.argmax(-1) == targets).cpu()
 
     def close(self) -> None:
         self.model = None

@@ -1,0 +1,59 @@
+"""lm-eval glue for longctx's tasks: datasets generated on the fly (token-exact, seeded) and our scorers.
+
+lm-eval imports this module when it loads the YAML files beside it (`!function utils.…`), which also registers
+the `longctx` model, so `--include_path $(longctx lm-eval-tasks-path)` makes both our tasks and our model known.
+
+Options come through lm-eval's `--metadata` JSON: tokenizer (a longctx model name or checkpoint path used to
+measure lengths, default "smollm2"), max_seq_lengths (default [4096]), depths, samples, seed, haystack.
+"""
+from __future__ import annotations
+
+try:  # registering the model needs lm-eval itself, which is importing us
+    import harness.integrations.lm_eval_model  # noqa: F401
+except ImportError:  # pragma: no cover - lm-eval missing means nobody is loading these YAMLs
+    pass
+
+
+def _dataset(task_name: str, tokenizer: str = "smollm2", max_seq_lengths=(4096,), depths=(0.25, 0.5, 0.75),
+             samples: int = 1, seed: int = 0, haystack: str = "noise", max_new_tokens: int | None = None, **_):
+    import datasets
+
+    from evals.base import TaskConfig
+    from evals.registry import TASKS
+    from harness.experiment import load_tokenizer_and_config
+    from harness.models import resolve_model
+
+    tok, _ = load_tokenizer_and_config(resolve_model(tokenizer).path)
+    task_cls = TASKS.get(task_name)
+    extra = {"max_new_tokens": max_new_tokens} if max_new_tokens else {}
+    cfg = TaskConfig(lengths=tuple(int(n) for n in max_seq_lengths), depths=tuple(depths), samples=samples,
+                     seed=seed, haystack=haystack, **extra)
+    rows = []
+    for s in task_cls(cfg).samples(tok):
+        rows.append({"prompt": s.prompt, "target": s.target, "context_length": s.context_length,
+                     "depth": s.depth, "sample_id": s.sample_id, "tokens": s.tokens,
+                     "references": list(s.meta.get("references", [s.target])), "task": task_name})
+    return datasets.DatasetDict({"test": datasets.Dataset.from_list(rows)})
+
+
+def process_results(doc: dict, results: list[str]) -> dict:
+    """Score with the task's own scorer; strict and lenient side by side."""
+    from evals.base import Sample
+    from evals.registry import TASKS
+
+    pred = results[0]
+    task = TASKS.get(doc["task"])
+    sample = Sample(task=doc["task"], context_length=doc["context_length"], depth=doc["depth"],
+                    sample_id=doc["sample_id"], seed=0, prompt="", target=doc["target"], tokens=doc["tokens"],
+                    max_new_tokens=0, needle_token_offset=None, haystack="",
+                    meta={"references": doc["references"]})
+    score = task.score(task.__new__(task), sample, pred)
+    return {"score": score.value, "strict": float(score.correct), "lenient": float(score.lenient)}
+
+
+def passkey(**kwargs):
+    return _dataset("passkey", **kwargs)
+
+
+def needle(**kwargs):
+    return _dataset("needle", **kwargs)

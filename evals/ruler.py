@@ -1,0 +1,264 @@
+"""RULER's needle variants (Hsieh et al. 2024, "RULER: What's the Real Context Size of Your Long-Context Language
+Models?"): several key → value needles in one haystack.
+
+- `niah-multikey`: one asked-for needle plus distractor needles with other keys; the answer is the asked key's value.
+- `niah-multivalue`: several values bound to one key at different depths; every value must be returned.
+- `niah-multiquery`: several keys asked at once; every key's value must be returned.
+
+Values are seven-digit numbers (default), words from `WORDS`, or UUIDs. Scoring follows RULER: multikey earns 1 if
+its value occurs in the output (any-reference over one reference); multivalue and multiquery earn the fraction of
+values that occur (all-references). Variants are presets: `PRESETS` of each class maps a name to constructor
+keywords, and a task's `name` is the preset its parameters match, so records of different variants never mix.
+
+Depths: the first needle sits at the requested depth; with m needles the others follow at depth + j/m (wrapping
+past 1), spread evenly over the haystack.
+"""
+from __future__ import annotations
+
+import inspect
+import random
+import uuid
+from dataclasses import dataclass, field
+
+from evals.base import NeedleTask, Sample, TaskConfig, build_needles_prompt, require_answer_room
+from evals.haystack import sentence_stream
+from evals.scoring import (Score, first_number, first_uuid, first_word, score_all_references,
+                           score_any_reference)
+from harness.errors import UserError, unknown_name
+
+VALUE_KINDS = ("numbers", "words", "uuids")
+
+# Keys: adjective + noun (20 × 20 = 400), none of them among the value words below.
+ADJECTIVES = ("amber", "silent", "northern", "copper", "velvet", "hollow", "crimson", "quiet", "distant", "iron",
+              "golden", "frozen", "hidden", "bright", "ancient", "gentle", "rusty", "lonely", "misty", "swift")
+NOUNS = ("falcon", "harbour", "lantern", "orchard", "glacier", "meadow", "compass", "tower", "river", "garden",
+         "anchor", "bridge", "canyon", "chapel", "forest", "island", "mirror", "valley", "window", "beacon")
+
+# Value words: concrete, unambiguous, one per meaning, distinct from the keys and from the filler haystacks' words.
+WORDS = ("pelican", "saffron", "turbine", "walnut", "marble", "trumpet", "cactus", "lobster", "violin", "pepper",
+         "tractor", "giraffe", "blanket", "kettle", "pumpkin", "rocket", "sapphire", "teapot", "umbrella", "wizard",
+         "biscuit", "carpet", "dolphin", "elbow", "feather", "gorilla", "helmet", "igloo", "jacket", "koala",
+         "lemon", "magnet", "noodle", "octopus", "parrot", "quilt", "radish", "saddle", "tulip", "unicorn",
+         "vulture", "waffle", "yogurt", "zebra", "almond", "buffalo", "cobalt", "dagger", "emerald", "flannel",
+         "garlic", "hammer", "ivory", "jigsaw", "kayak", "ladder", "mustard", "nutmeg", "oyster", "pretzel",
+         "quartz", "raccoon", "scooter", "thimble", "vanilla", "whistle", "anvil", "badger", "candle", "donkey",
+         "eagle", "fossil", "goblet", "hazelnut", "iguana", "juniper", "kitten", "lizard", "mango", "nickel",
+         "olive", "panther", "rhubarb", "salmon", "tinsel", "walrus", "acorn", "bucket", "cherry", "dragon",
+         "engine", "fiddle", "ginger", "hornet", "pickle", "sponge", "tomato", "velcro", "wombat", "zipper")
+
+_VALUE_NOUN = {"numbers": "number", "words": "word", "uuids": "ID"}
+_EXTRACT = {"numbers": first_number, "words": first_word, "uuids": first_uuid}
+
+
+def make_values(kind: str, rng: random.Random, count: int) -> list[str]:
+    """`count` distinct values of one kind: 7-digit numbers, words from WORDS, or UUIDs (version 4)."""
+    values: list[str] = []
+    if kind == "words":
+        return rng.sample(WORDS, count)
+    while len(values) < count:
+        if kind == "numbers":
+            v = str(rng.randint(1_000_000, 9_999_999))
+        else:
+            v = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+        if v not in values:
+            values.append(v)
+    return values
+
+
+def make_keys(rng: random.Random, count: int) -> list[str]:
+    """`count` distinct adjective-noun keys ("amber falcon")."""
+    return [f"{a} {n}" for a, n in rng.sample([(a, n) for a in ADJECTIVES for n in NOUNS], count)]
+
+
+def spread_depths(depth: float, count: int) -> list[float]:
+    """The requested depth, then count - 1 more spaced 1/count apart, wrapping past 1 (0.5, 4 → 0.5, 0.75, 0, 0.25)."""
+    return [depth] + [(depth + j / count) % 1.0 for j in range(1, count)]
+
+
+def _join(items: list[str]) -> str:
+    """'a', 'a and b', 'a, b and c'."""
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+@dataclass(frozen=True)
+class NeedleSet:
+    """What a multi-needle task inserts and asks."""
+
+    needles: list[tuple[str, float]]  # (needle sentence, depth), in the order build_needles_prompt receives them
+    question: str  # ends in the answer prefix
+    references: list[str]  # the answers, in the order `target` lists them
+    anchor: int  # index in `needles` of the needle at the requested depth (the sample's needle_token_offset)
+    meta: dict = field(default_factory=dict)
+
+
+class MultiNeedleTask(NeedleTask):
+    """Base of tasks with several needles: subclasses define `make_needles`, `score` and keyword-only parameters.
+
+    `name` is the registered name of the family; an instance's `name` is the preset its parameters match, or the
+    family name followed by its non-default parameters ("niah-multikey:num_keys=6").
+    """
+
+    PRESETS: dict[str, dict] = {}
+
+    def __init__(self, config: TaskConfig, **params):
+        super().__init__(config)
+        self.params = params
+        self.name = self._name_for(params)
+
+    @classmethod
+    def defaults(cls) -> dict:
+        return {k: p.default for k, p in inspect.signature(cls.__init__).parameters.items()
+                if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+    @classmethod
+    def from_preset(cls, preset: str, config: TaskConfig) -> "MultiNeedleTask":
+        """The task of a named variant, e.g. `MultiKeyNeedle.from_preset("niah-multikey-uuids", config)`."""
+        if preset not in cls.PRESETS:
+            raise unknown_name("preset", preset, list(cls.PRESETS))
+        return cls(config, **cls.PRESETS[preset])
+
+    def _name_for(self, params: dict) -> str:
+        defaults = self.defaults()
+        for preset, overrides in self.PRESETS.items():
+            if {**defaults, **overrides} == params:
+                return preset
+        changed = ",".join(f"{k}={v}" for k, v in params.items() if v != defaults[k])
+        return f"{type(self).name}:{changed}"
+
+    def make_needles(self, rng: random.Random, depth: float) -> NeedleSet:
+        raise NotImplementedError
+
+    def sample(self, tokenizer, length: int, depth: float, sample_id: int) -> Sample:
+        c = self.config
+        rng = random.Random(f"{self.name}|{c.seed}|{length}|{depth!r}|{sample_id}|{c.haystack}")
+        ns = self.make_needles(rng, depth)
+        target = ", ".join(ns.references)
+        require_answer_room(tokenizer, self.name, target, c.max_new_tokens)
+        built = build_needles_prompt(tokenizer, self.preamble, ns.needles, ns.question,
+                                     sentence_stream(c.haystack, rng, c.haystack_file),
+                                     budget=length - c.max_new_tokens)
+        meta = {**self.params, **ns.meta, "references": list(ns.references),
+                "needle_token_offsets": list(built.needle_token_offsets)}
+        return Sample(task=self.name, context_length=length, depth=depth, sample_id=sample_id, seed=c.seed,
+                      prompt=built.prompt, target=target, tokens=built.tokens, max_new_tokens=c.max_new_tokens,
+                      needle_token_offset=built.needle_token_offsets[ns.anchor], haystack=c.haystack, meta=meta)
+
+
+def _check_kind(value_kind: str) -> None:
+    if value_kind not in VALUE_KINDS:
+        raise UserError(f"unknown value kind {value_kind!r}; available: {', '.join(VALUE_KINDS)}")
+
+
+def _check_count(what: str, n: int, least: int) -> None:
+    if not least <= n <= len(ADJECTIVES) * len(NOUNS):
+        raise UserError(f"{what} must be in [{least}, {len(ADJECTIVES) * len(NOUNS)}], got {n}")
+
+
+class MultiKeyNeedle(MultiNeedleTask):
+    """One asked-for key → value needle among `num_keys - 1` distractor needles with other keys and values.
+
+    Generation budget (answer + full stop, SmolLM2's tokenizer): a number takes 9 tokens and a word at most 4, so the
+    default --max-new-tokens 12 suffices; a UUID takes up to 38: use --max-new-tokens 48 for niah-multikey-uuids.
+    """
+
+    name = "niah-multikey"
+    PRESETS = {
+        "niah-multikey": {},
+        "niah-multikey-words": {"value_kind": "words"},
+        "niah-multikey-uuids": {"value_kind": "uuids"},
+    }
+
+    def __init__(self, config: TaskConfig, *, num_keys: int = 4, value_kind: str = "numbers"):
+        _check_kind(value_kind)
+        _check_count("num_keys", num_keys, 1)
+        super().__init__(config, num_keys=num_keys, value_kind=value_kind)
+        noun = _VALUE_NOUN[value_kind]
+        self.preamble = f"Some secret {noun}s are hidden in the irrelevant text below. Find them and memorize them.\n"
+
+    def make_needles(self, rng: random.Random, depth: float) -> NeedleSet:
+        n, kind = self.params["num_keys"], self.params["value_kind"]
+        noun = _VALUE_NOUN[kind]
+        keys, values = make_keys(rng, n), make_values(kind, rng, n)
+        texts = [f"The secret {noun} for the {k} is {v}." for k, v in zip(keys, values)]
+        question = f"\nWhat is the secret {noun} for the {keys[0]}? The secret {noun} for the {keys[0]} is"
+        return NeedleSet(needles=list(zip(texts, spread_depths(depth, n))), question=question,
+                         references=[values[0]], anchor=0,
+                         meta={"key": keys[0], "distractor_keys": keys[1:], "distractor_values": values[1:]})
+
+    def score(self, sample: Sample, prediction: str) -> Score:
+        return score_any_reference(prediction, [sample.target], extract=_EXTRACT[self.params["value_kind"]])
+
+
+class MultiValueNeedle(MultiNeedleTask):
+    """`num_values` values bound to one key, at spread depths; the answer lists them all (in reading order).
+
+    Generation budget (the four answers joined by ", " plus a full stop, SmolLM2's tokenizer): four numbers take
+    36 tokens (--max-new-tokens 48), four words at most 14 (16), four UUIDs up to 149 (160).
+    """
+
+    name = "niah-multivalue"
+    PRESETS = {
+        "niah-multivalue": {},
+        "niah-multivalue-words": {"value_kind": "words"},
+        "niah-multivalue-uuids": {"value_kind": "uuids"},
+    }
+
+    def __init__(self, config: TaskConfig, *, num_values: int = 4, value_kind: str = "numbers"):
+        _check_kind(value_kind)
+        _check_count("num_values", num_values, 1)
+        super().__init__(config, num_values=num_values, value_kind=value_kind)
+        noun = _VALUE_NOUN[value_kind]
+        self.preamble = (f"Several secret {noun}s for one thing are hidden in the irrelevant text below. "
+                         "Find them all and memorize them.\n")
+
+    def make_needles(self, rng: random.Random, depth: float) -> NeedleSet:
+        n, kind = self.params["num_values"], self.params["value_kind"]
+        noun = _VALUE_NOUN[kind]
+        key, values = make_keys(rng, 1)[0], make_values(kind, rng, n)
+        depths = spread_depths(depth, n)
+        # Reading order: by depth (the builder keeps equal depths in the order given), so `target` lists the values
+        # as they appear in the text.
+        order = sorted(range(n), key=lambda i: (depths[i], i))
+        needles = [(f"One of the secret {noun}s for the {key} is {values[i]}.", depths[i]) for i in order]
+        question = f"\nWhat are all the secret {noun}s for the {key}? The secret {noun}s for the {key} are"
+        return NeedleSet(needles=needles, question=question, references=[values[i] for i in order],
+                         anchor=order.index(0), meta={"key": key})
+
+    def score(self, sample: Sample, prediction: str) -> Score:
+        return score_all_references(prediction, sample.meta["references"])
+
+
+class MultiQueryNeedle(MultiNeedleTask):
+    """`num_queries` key → value needles at spread depths, all asked at once; the answer lists the values in the
+    order the question names the keys.
+
+    Generation budget (the four answers joined by ", " plus a full stop, SmolLM2's tokenizer): four numbers take
+    36 tokens (--max-new-tokens 48), four words at most 14 (16), four UUIDs up to 149 (160).
+    """
+
+    name = "niah-multiquery"
+    PRESETS = {
+        "niah-multiquery": {},
+        "niah-multiquery-words": {"value_kind": "words"},
+        "niah-multiquery-uuids": {"value_kind": "uuids"},
+    }
+
+    def __init__(self, config: TaskConfig, *, num_queries: int = 4, value_kind: str = "numbers"):
+        _check_kind(value_kind)
+        _check_count("num_queries", num_queries, 1)
+        super().__init__(config, num_queries=num_queries, value_kind=value_kind)
+        noun = _VALUE_NOUN[value_kind]
+        self.preamble = f"Some secret {noun}s are hidden in the irrelevant text below. Find them and memorize them.\n"
+
+    def make_needles(self, rng: random.Random, depth: float) -> NeedleSet:
+        n, kind = self.params["num_queries"], self.params["value_kind"]
+        noun = _VALUE_NOUN[kind]
+        keys, values = make_keys(rng, n), make_values(kind, rng, n)
+        texts = [f"The secret {noun} for the {k} is {v}." for k, v in zip(keys, values)]
+        named = _join([f"the {k}" for k in keys])
+        question = f"\nWhat are the secret {noun}s for {named}? The secret {noun}s for {named} are"
+        return NeedleSet(needles=list(zip(texts, spread_depths(depth, n))), question=question,
+                         references=values, anchor=0, meta={"keys": keys})
+
+    def score(self, sample: Sample, prediction: str) -> Score:
+        return score_all_references(prediction, sample.meta["references"])
