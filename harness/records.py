@@ -138,8 +138,9 @@ class RunDir:
         meta["invocations"][-1]["load"] = load_info
         _atomic_write(run_file, json.dumps(meta, indent=2, sort_keys=True))
 
-    def append(self, record: SampleRecord) -> None:
-        with (self.path / RESULTS).open("a", encoding="utf-8") as f:
+    def append(self, record, filename: str = RESULTS) -> None:
+        """Append one record (anything with to_json and key) and fsync: a crash loses at most this line."""
+        with (self.path / filename).open("a", encoding="utf-8") as f:
             f.write(record.to_json() + "\n")
             f.flush()
             os.fsync(f.fileno())

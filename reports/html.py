@@ -10,6 +10,7 @@ import datetime as dt
 import html
 import io
 import json
+import math
 from pathlib import Path
 
 from harness.config import format_length
@@ -255,11 +256,60 @@ def manifest_section(run_dirs: list[Path]) -> str:
     return "".join(parts)
 
 
+def perplexity_section(ppl_records: list) -> str:
+    """Perplexity vs position (one-pass) and vs window length (sliding), mean over documents per configuration."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from collections import defaultdict
+    from statistics import mean
+
+    series: dict[tuple, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for r in ppl_records:
+        params = ",".join(f"{k}={v}" for k, v in sorted(r.extension_params.items()))
+        key = (r.model, r.extension + (f"({params})" if params else ""), r.runner, r.mode)
+        series[key][r.context_length].append(r.nll)
+    fig, ax = plt.subplots(figsize=(7.5, 4))
+    rows = []
+    for key, by_len in sorted(series.items()):
+        xs = sorted(by_len)
+        ys = [math.exp(mean(by_len[x])) for x in xs]
+        ax.plot(xs, ys, marker="o", label=" · ".join(key))
+        for x, y in zip(xs, ys):
+            rows.append("<tr>" + "".join(f"<td>{e(str(k))}</td>" for k in key)
+                        + f'<td class="num" data-v="{x}">{format_length(x)}</td><td class="num">{len(by_len[x])}</td>'
+                        + f'<td class="num">{y:.2f}</td></tr>')
+    windows = {r.model_max_position for r in ppl_records if r.model_max_position}
+    for w in sorted(windows):
+        ax.axvline(w, color="grey", linestyle=":", linewidth=1)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("token position (bucket end) or sliding window length")
+    ax.set_ylabel("perplexity")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    head = ("model", "extension", "runner", "mode", "up to", "documents", "perplexity")
+    table = ('<table class="sortable"><thead><tr>' + "".join(f"<th>{h}</th>" for h in head)
+             + "</tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
+    return ("<h2>Perplexity vs length</h2><p class=\"muted\">one-pass: mean loss of the tokens in each position "
+            "bucket, from one forward at the largest length; sliding: YaRN-style windows of the given length.</p>"
+            + _png(fig, "perplexity") + table)
+
+
 def render(run_dirs: list[Path], title: str = "longctx report", threshold: float = RULER_THRESHOLD,
            relative: float = RELATIVE_THRESHOLD) -> str:
+    from evals.perplexity import read_perplexity
+
     records = [r for d in run_dirs for r in read_records(d)]
-    if not records:
+    ppl_records = [r for d in run_dirs for r in read_perplexity(d)]
+    if not records and not ppl_records:
         raise UserError(f"no records in {', '.join(map(str, run_dirs))}: run an experiment first")
+    if not records:
+        body = [f"<h1>{e(title)}</h1>", perplexity_section(ppl_records), "<h2>Runs</h2>",
+                manifest_section(run_dirs)]
+        return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{e(title)}</title>'
+                f"<style>{CSS}</style></head><body>{''.join(body)}<script>{SORTER}</script></body></html>")
     groups = by_config(records)
     by_task: dict[str, dict] = {}
     for key, rs in groups.items():
@@ -281,6 +331,8 @@ def render(run_dirs: list[Path], title: str = "longctx report", threshold: float
             body.append(f"<h3>{e(_label(key))}</h3>{heatmap_figure(key, rs)}")
             body.append(f"<details><summary>failed samples ({sum(not r.correct for r in rs)})</summary>"
                         f"{failures_table(rs)}</details>")
+    if ppl_records:
+        body.append(perplexity_section(ppl_records))
     body.append("<h2>Runs</h2>" + manifest_section(run_dirs))
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{e(title)}</title>'
             f"<style>{CSS}</style></head><body>{''.join(body)}<script>{SORTER}</script></body></html>")

@@ -16,6 +16,7 @@ class Capabilities:
     extensions: frozenset[str]  # extension names this runner can host
     batch_size: int = 1  # requests the loop hands over at once (vLLM batches; HF on CPU gains nothing)
     needs_main_guard: bool = False  # starts worker processes (vLLM)
+    scores_tokens: bool = False  # implements token_nll(ids) (perplexity, loglikelihood)
     notes: str = ""
 
 

@@ -39,7 +39,7 @@ def cache_nbytes(cache) -> int:
 
 class HFRunner:
     name: ClassVar[str] = "hf"
-    capabilities: ClassVar[Capabilities] = Capabilities(extensions=HF_EXTENSIONS, batch_size=1)
+    capabilities: ClassVar[Capabilities] = Capabilities(extensions=HF_EXTENSIONS, batch_size=1, scores_tokens=True)
 
     def __init__(self, device: str | None = None, dtype: str | None = None, attn_implementation: str = "sdpa"):
         self.device = device

@@ -19,7 +19,7 @@ def _cli(*args, **kw):
     (["passkey", "-E", "factor", "--out", "x"], "bad extension parameter"),
     (["passkey", "--depths", "2", "--out", "x"], "bad depth"),
     (["passkey", "--samples", "x", "--out", "x"], "samples"),
-    (["passkey"], "--out"),
+    (["perplexity", "--lengths", "1"], "at least 2 tokens"),
     (["report", "/no/such/run"], "no run directory"),
     (["models", "import", "gpt5"], "unknown model"),
     (["nonsense"], "No such command"),
