@@ -71,7 +71,7 @@ def make_keys(rng: random.Random, count: int) -> list[str]:
 
 
 def spread_depths(depth: float, count: int) -> list[float]:
-    """The requested depth, then count - 1 more spaced 1/count apart, wrapping past 1 (0.5, 4 → 0.5, 0.75, 0, 0.25)."""
+    """The requested depth, then count - 1 more 1/count apart, wrapping past 1 (0.5, 4 → 0.5, 0.75, 0, 0.25)."""
     return [depth] + [(depth + j / count) % 1.0 for j in range(1, count)]
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Callable
 
 _NUMBER = re.compile(r"\d+")
 
@@ -93,7 +94,8 @@ def score_all_references(prediction: str, references: list[str]) -> Score:
                  extracted=", ".join(found) or None, score=len(found) / len(references), metric="all-references")
 
 
-def score_any_reference(prediction: str, references: list[str], extract=None) -> Score:
+def score_any_reference(prediction: str, references: list[str],
+                        extract: Callable[[str], str | None] | None = None) -> Score:
     """1.0 if any reference occurs in the prediction (case-insensitive substring), else 0.0.
 
     Args:

@@ -79,8 +79,9 @@ def _print_summary(path) -> None:
     from reports.aggregate import accuracy_by_length
 
     for row in accuracy_by_length(read_records(path)):
+        partial = f", mean score {row['score']:.2f} ({row['metric']})" if row["metric"] not in (None, "exact") else ""
         click.echo(f"  {row['context_length']:>7} tokens: {row['correct']}/{row['n']} correct "
-                   f"(lenient {row['lenient']}/{row['n']}), mean latency {row['latency_s']:.1f} s")
+                   f"(lenient {row['lenient']}/{row['n']}{partial}), mean latency {row['latency_s']:.1f} s")
     click.echo(f"results: {path}/results.jsonl")
 
 
@@ -102,6 +103,25 @@ def passkey(**kw):
 def needle(**kw):
     """Single needle in a haystack over a length × depth grid."""
     _run_experiment("needle", **kw)
+
+
+@cli.command()
+@click.option("--task", "-t", required=True,
+              help="niah-multikey | niah-multivalue | niah-multiquery | kv | phonebook | vt, or a preset "
+                   "(e.g. niah-multikey-words; `longctx tasks` lists them)")
+@experiment_options(default_depths="0.5")
+def retrieval(task, **kw):
+    """RULER-style retrieval tasks: multi-key/value/query needles, key-value JSON, phone book, variable tracking."""
+    _run_experiment(task, **kw)
+
+
+@cli.command()
+def tasks():
+    """List task names and presets."""
+    from evals.registry import task_names
+
+    for name in task_names():
+        click.echo(name)
 
 
 @cli.command()

@@ -48,11 +48,11 @@ class Prepared:
 
 def prepare(exp: Experiment, log: Callable[[str], None] = print) -> Prepared:
     from extensions import EXTENSIONS
-    from evals.registry import TASKS
+    from evals.registry import make_task
     from harness.models import resolve_model
     from harness.runners import RUNNERS, check_hostable
 
-    task = TASKS.get(exp.task)(exp.task_config) if exp.task in TASKS else None
+    task = None if exp.task == "perplexity" else make_task(exp.task, exp.task_config)
     extension = EXTENSIONS.get(exp.extension)()
     try:
         ext_config = extension.parse(dict(exp.extension_params))

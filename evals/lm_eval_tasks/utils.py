@@ -19,17 +19,16 @@ def _dataset(task_name: str, tokenizer: str = "smollm2", max_seq_lengths=(4096,)
     import datasets
 
     from evals.base import TaskConfig
-    from evals.registry import TASKS
+    from evals.registry import make_task
     from harness.experiment import load_tokenizer_and_config
     from harness.models import resolve_model
 
     tok, _ = load_tokenizer_and_config(resolve_model(tokenizer).path)
-    task_cls = TASKS.get(task_name)
     extra = {"max_new_tokens": max_new_tokens} if max_new_tokens else {}
     cfg = TaskConfig(lengths=tuple(int(n) for n in max_seq_lengths), depths=tuple(depths), samples=samples,
                      seed=seed, haystack=haystack, **extra)
     rows = []
-    for s in task_cls(cfg).samples(tok):
+    for s in make_task(task_name, cfg).samples(tok):
         rows.append({"prompt": s.prompt, "target": s.target, "context_length": s.context_length,
                      "depth": s.depth, "sample_id": s.sample_id, "tokens": s.tokens,
                      "references": list(s.meta.get("references", [s.target])), "task": task_name})
@@ -38,16 +37,16 @@ def _dataset(task_name: str, tokenizer: str = "smollm2", max_seq_lengths=(4096,)
 
 def process_results(doc: dict, results: list[str]) -> dict:
     """Score with the task's own scorer; strict and lenient side by side."""
-    from evals.base import Sample
-    from evals.registry import TASKS
+    from evals.base import Sample, TaskConfig
+    from evals.registry import make_task
 
     pred = results[0]
-    task = TASKS.get(doc["task"])
+    task = make_task(doc["task"], TaskConfig(lengths=(doc["context_length"],)))
     sample = Sample(task=doc["task"], context_length=doc["context_length"], depth=doc["depth"],
                     sample_id=doc["sample_id"], seed=0, prompt="", target=doc["target"], tokens=doc["tokens"],
                     max_new_tokens=0, needle_token_offset=None, haystack="",
                     meta={"references": doc["references"]})
-    score = task.score(task.__new__(task), sample, pred)
+    score = task.score(sample, pred)
     return {"score": score.value, "strict": float(score.correct), "lenient": float(score.lenient)}
 
 
@@ -57,3 +56,27 @@ def passkey(**kwargs):
 
 def needle(**kwargs):
     return _dataset("needle", **kwargs)
+
+
+def niah_multikey(**kwargs):
+    return _dataset("niah-multikey", **{"max_new_tokens": 12, **kwargs})
+
+
+def niah_multivalue(**kwargs):
+    return _dataset("niah-multivalue", **{"max_new_tokens": 48, **kwargs})
+
+
+def niah_multiquery(**kwargs):
+    return _dataset("niah-multiquery", **{"max_new_tokens": 48, **kwargs})
+
+
+def kv(**kwargs):
+    return _dataset("kv", **{"max_new_tokens": 48, **kwargs})
+
+
+def phonebook(**kwargs):
+    return _dataset("phonebook", **{"max_new_tokens": 16, **kwargs})
+
+
+def vt(**kwargs):
+    return _dataset("vt", **{"max_new_tokens": 32, **kwargs})

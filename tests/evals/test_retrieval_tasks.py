@@ -109,6 +109,21 @@ def test_recorded_needle_sits_near_its_depth(smollm2_tokenizer, name):
         assert abs(rel - s.depth) < 0.05, (s.context_length, s.depth, rel)
 
 
+@pytest.mark.parametrize("name", ["niah-multikey", "niah-multivalue", "niah-multiquery", "vt"])
+def test_needles_are_spread_over_the_haystack(smollm2_tokenizer, name):
+    # Four needles: the requested depth and three more 1/4 apart, wrapping; a chain of five: from the requested
+    # depth onwards, 1/5 of the remaining haystack apart.
+    for s in grid(smollm2_tokenizer, name):
+        if s.context_length < 2048:
+            continue
+        d = s.depth
+        want = [d + (1 - d) * j / 5 for j in range(5)] if name == "vt" else [d] + [(d + j / 4) % 1 for j in (1, 2, 3)]
+        start = count_tokens(smollm2_tokenizer, s.prompt[:s.prompt.index("\n") + 1])
+        end = count_tokens(smollm2_tokenizer, s.prompt[:s.prompt.rindex("\n")])
+        got = [(o - start) / (end - start) for o in s.meta["needle_token_offsets"]]
+        assert sorted(got) == pytest.approx(sorted(want), abs=0.05), (s.context_length, d)
+
+
 @pytest.mark.parametrize("name", ["kv", "phonebook"])
 def test_asked_entry_is_at_the_index_nearest_the_depth(smollm2_tokenizer, name):
     for s in grid(smollm2_tokenizer, name):
@@ -270,3 +285,20 @@ def test_needles_go_in_depth_order_and_ties_keep_the_given_order(smollm2_tokeniz
     one = build_prompt(smollm2_tokenizer, "Read.\n", Needle("Needle A.", "\nWhich? It is", "A"),
                        sentence_stream("noise", random.Random(0)), budget=1000, depth=0.1)
     assert one.needle_token_offsets == (one.needle_token_offset,)
+
+
+def test_phonebook_redraws_a_number_somebody_already_has():
+    from evals.phonebook import PhonebookTask
+
+    class ScriptedRng:  # randint answers from a script: area code, exchange, line, ...
+        def __init__(self, values):
+            self.values = iter(values)
+
+        def randint(self, a, b):
+            return next(self.values)
+
+    rng = ScriptedRng([200, 200, 0, 300, 300, 1, 300, 300, 1, 400, 400, 2])
+    lines = PhonebookTask._lines(rng, ["Ann Lee", "Bob Kim"], {"200-200-0000"})
+    assert [next(lines), next(lines)] == ["Ann Lee: 300-300-0001", "Bob Kim: 400-400-0002"]
+    with pytest.raises(UserError, match="only 3 people"):  # the book is exhausted: say so, do not repeat names
+        next(lines)

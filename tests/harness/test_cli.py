@@ -55,3 +55,16 @@ def test_fake_run_and_report_from_the_cli(tmp_path, tiny_llama_path):
     assert "512 tokens: 3/3 correct" in res.stdout
     res = _cli("report", str(run_dir), "-o", str(tmp_path / "r.html"), cwd=tmp_path)
     assert res.returncode == 0 and (tmp_path / "r.html").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("task", ["niah-multikey", "niah-multivalue-words", "kv", "phonebook", "vt"])
+def test_retrieval_command_runs_each_task_family(task, tmp_path, tiny_llama_path):
+    res = _cli("retrieval", "--task", task, "--model", tiny_llama_path, "--lengths", "1k", "--runner", "fake",
+               "--max-new-tokens", "48", "--no-progress", "--out", str(tmp_path / "r"), cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "1024 tokens: 0/1 correct" in res.stdout  # the fake never knows these answers
+
+
+def test_retrieval_with_an_unknown_task_names_the_nearest():
+    res = _cli("retrieval", "--task", "niah-multikee", "--out", "x")
+    assert res.returncode == 2 and "Did you mean 'niah-multikey'" in res.stderr

@@ -74,3 +74,25 @@ def test_lm_eval_command_runs_our_task_and_model_end_to_end(tiny_llama_path, tmp
     assert {"score,none", "strict,none", "lenient,none"} <= set(metrics)
     assert results["config"]["longctx_extension"] == "yarn"
     assert results["config"]["longctx_extension_params"]["factor"] == 2
+
+
+@pytest.mark.parametrize("fn", ["passkey", "needle", "niah_multikey", "niah_multivalue", "niah_multiquery", "kv",
+                                "phonebook", "vt"])
+def test_task_datasets_score_their_own_targets_as_correct(fn, smollm2_path):
+    """The lm-eval glue: generated docs are token-exact and the reference answer scores 1 (a wrong one 0)."""
+    import importlib.util
+
+    from harness.cli import main  # noqa: F401  (the package must import without lm-eval state)
+
+    path = Path(__file__).resolve().parents[2] / "evals" / "lm_eval_tasks" / "utils.py"
+    spec = importlib.util.spec_from_file_location("longctx_lm_eval_utils", path)
+    utils = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(utils)
+    ds = getattr(utils, fn)(tokenizer=smollm2_path, max_seq_lengths=[1024], depths=[0.5])["test"]
+    assert len(ds) == 1
+    doc = ds[0]
+    assert doc["tokens"] <= 1024
+    right = utils.process_results(doc, [" " + ", ".join(doc["references"]) + "."])
+    wrong = utils.process_results(doc, [" I do not know."])
+    assert right["score"] == 1.0 and right["lenient"] == 1.0
+    assert wrong["score"] == 0.0 and wrong["strict"] == 0.0
