@@ -153,3 +153,29 @@ def test_dynamic_ntk_rerotation_makes_cached_decoding_equal_a_full_forward(tiny_
     assert errs[False] > 20 * errs[True]
     (g,) = runner.generate([GenerationRequest("The lake is calm. " * 130, max_new_tokens=3)])
     assert g.prompt_tokens > 512 and g.new_tokens >= 1
+
+
+def test_extensions_show_prints_the_effective_parameters(tiny_llama_path):
+    """`longctx extensions show` is the audit interface: its inv_freq is what the loaded model uses."""
+    import json
+    import subprocess
+    import sys
+
+    from transformers import AutoConfig
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    res = subprocess.run([sys.executable, "-m", "harness.cli", "extensions", "show", "yarn", "-E", "factor=4",
+                          "--model", tiny_llama_path, "--json"], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)
+    cfg = AutoConfig.from_pretrained(tiny_llama_path)
+    cfg.rope_parameters = {"rope_type": "yarn", "factor": 4.0, "rope_theta": 10000.0,
+                           "original_max_position_embeddings": 512}
+    ref, scale = ROPE_INIT_FUNCTIONS["yarn"](cfg, "cpu")
+    torch.testing.assert_close(torch.tensor(doc["inv_freq"]), ref, rtol=1e-6, atol=0)
+    assert doc["attention_scaling"] == pytest.approx(scale)
+    assert doc["params"]["original_max_position_embeddings"] == 512
+
+    res = subprocess.run([sys.executable, "-m", "harness.cli", "extensions", "show", "sinks", "-E", "window=8",
+                          "--length", "20", "--model", tiny_llama_path, "--json"], capture_output=True, text=True)
+    assert json.loads(res.stdout)["kept_keys"] == [0, 1, 2, 3, 12, 13, 14, 15, 16, 17, 18, 19]
