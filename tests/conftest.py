@@ -35,3 +35,20 @@ def tiny_llama_path(tmp_path_factory, smollm2_tokenizer) -> str:
     model.save_pretrained(path)
     smollm2_tokenizer.save_pretrained(path)
     return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_llama64_path(tmp_path_factory, smollm2_tokenizer) -> str:
+    """Like tiny_llama_path but with head_dim 64 (vLLM's CPU attention supports no head_dim below 32)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(smollm2_tokenizer), hidden_size=128, intermediate_size=256,
+                      num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, head_dim=64,
+                      max_position_embeddings=512, rope_theta=10000.0, eos_token_id=2, bos_token_id=1,
+                      pad_token_id=2, tie_word_embeddings=True)
+    path = tmp_path_factory.mktemp("tiny-llama64")
+    LlamaForCausalLM(cfg).save_pretrained(path)
+    smollm2_tokenizer.save_pretrained(path)
+    return str(path)

@@ -37,6 +37,7 @@ class Generation:
     peak_mem_bytes: int | None = None
     mem_kind: str | None = None
     cache_bytes: int | None = None  # KV cache (or recurrent state) held at the end of the request
+    cached_tokens: int | None = None  # prompt tokens served from a prefix cache (vLLM)
     error: str | None = None
 
 
@@ -56,7 +57,9 @@ class Runner(Protocol):
     name: ClassVar[str]
     capabilities: ClassVar[Capabilities]
 
-    def load(self, model_path: str, extension, extension_config) -> LoadInfo: ...
+    def load(self, model_path: str, extension, extension_config, max_length: int | None = None) -> LoadInfo:
+        """Load once per (model, extension). max_length: the longest request to come (sizes caches)."""
+        ...
 
     def generate(self, requests: list[GenerationRequest]) -> list[Generation]: ...
 

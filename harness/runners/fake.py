@@ -29,7 +29,7 @@ class ScriptedRunner:
         self.loaded = None
         self.calls: list[GenerationRequest] = []
 
-    def load(self, model_path, extension, extension_config) -> LoadInfo:
+    def load(self, model_path, extension, extension_config, max_length=None) -> LoadInfo:
         self.loaded = (model_path, extension)
         return LoadInfo(dtype="float32", device="cpu", model_max_position=None)
 

@@ -48,7 +48,7 @@ class HFRunner:
         self.model = None
         self.tokenizer = None
 
-    def load(self, model_path: str, extension, extension_config) -> LoadInfo:
+    def load(self, model_path: str, extension, extension_config, max_length: int | None = None) -> LoadInfo:
         self.extension, self.extension_config = extension, extension_config
         import torch
         from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
