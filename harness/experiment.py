@@ -124,15 +124,21 @@ def run(exp: Experiment, log: Callable[[str], None] = print, progress: bool = Tr
     from tqdm import tqdm
 
     bar = tqdm(total=len(todo), desc=f"{exp.task}", unit="sample", disable=not progress, file=sys.stderr)
-    from harness.runners.base import GenerationRequest
+    from harness.runners.base import Generation, GenerationRequest
 
     batch_size = max(1, runner.capabilities.batch_size)
     try:
         for start in range(0, len(todo), batch_size):
             cells = todo[start:start + batch_size]
             samples = [p.task.sample(p.tokenizer, *c) for c in cells]
-            gens = runner.generate([GenerationRequest(s.prompt, s.max_new_tokens, request_id=str(i))
-                                    for i, s in enumerate(samples)])
+            try:
+                gens = runner.generate([GenerationRequest(s.prompt, s.max_new_tokens, request_id=str(i))
+                                        for i, s in enumerate(samples)])
+            except (RuntimeError, MemoryError) as e:  # out of memory, a backend failure: record it, go on
+                msg = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
+                log(f"runner failed on {len(samples)} sample(s) at {samples[0].context_length} tokens: {msg}")
+                gens = [Generation(text="", prompt_tokens=s.tokens, new_tokens=0, latency_s=0.0, error=msg)
+                        for s in samples]
             for s, g in zip(samples, gens):
                 score = p.task.score(s, g.text)
                 rd.append(SampleRecord(

@@ -50,3 +50,20 @@ def test_unknown_extension_parameter_is_refused_before_loading(tmp_path, tiny_ll
 def test_unknown_model_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="unknown model"):
         run(_exp(tmp_path, model="no-such-model"), log=lambda *_: None, progress=False)
+
+
+def test_a_failing_request_is_recorded_and_retried_on_resume(tmp_path, tiny_llama_path):
+    def answer(prompt):
+        if len(prompt) > 3000:
+            raise RuntimeError("out of memory (simulated)\nsecond line")
+        return " 1."
+
+    path = run(_exp(tmp_path, model=tiny_llama_path), log=lambda *_: None, progress=False,
+               runner=ScriptedRunner(answer=answer))
+    records = read_records(path)
+    failed = [r for r in records if r.error]
+    assert len(records) == 8 and len(failed) == 4
+    assert all(r.error == "RuntimeError: out of memory (simulated)" and not r.correct for r in failed)
+    retry = ScriptedRunner()
+    run(_exp(tmp_path, model=tiny_llama_path), log=lambda *_: None, progress=False, runner=retry)
+    assert len(retry.calls) == 4  # only the failed ones ran again
