@@ -23,8 +23,10 @@ def positional_attention(query, key, value, scaling: float, q_pos, k_pos,
         key, value: (B, H_kv, S, D); H a multiple of H_kv (GQA).
         q_pos: (T,) absolute positions of the queries; k_pos: (S,) of the keys, increasing.
         allowed(qp (c,), kp (S,)) -> bool (c, S): which keys each query may see (causality included).
-        alt: optional (alt_query (B, H, T, D), alt_key (B, H_kv, S, D), use_alt(qp, kp) -> bool (c, S)):
-            where use_alt holds, the score is alt_query·alt_key instead of query·key.
+        alt: optional (alt_query (B, H, T, D), alt_key (B, H_kv, S, D), use_alt(qp, kp) -> bool (c, S), split):
+            where use_alt holds, the score is alt_query·alt_key instead of query·key. `split(qp) -> (a, b)`
+            (or None) says that for these queries keys [0, a) always use alt and keys [b, S) never do, so only
+            the band [a, b) needs both products (SelfExtend's band is one chunk wide, sinks' is empty).
         bias(qp, kp) -> (H, c, S) additive logit bias (after scaling), or None.
     Returns:
         (B, T, H, D), the layout transformers' attention functions return.
@@ -36,22 +38,37 @@ def positional_attention(query, key, value, scaling: float, q_pos, k_pos,
     k = key.repeat_interleave(groups, dim=1).float()  # (B, H, S, D)
     v = value.repeat_interleave(groups, dim=1).float()
     if alt is not None:
-        alt_q, alt_k, use_alt = alt
+        alt_q, alt_k, use_alt = alt[:3]
+        split = alt[3] if len(alt) > 3 else None
         alt_k = alt_k.repeat_interleave(groups, dim=1).float()
     out = torch.empty(B, H, T, D, dtype=torch.float32, device=query.device)
     for start in range(0, T, chunk):
         sl = slice(start, min(start + chunk, T))
         qp = q_pos[sl]
+        q = query[:, :, sl].float()
         # Keys are in increasing position order; those after the chunk's last query are causally invisible.
         n = int(torch.searchsorted(k_pos, qp.max(), right=True))
         kp = k_pos[:n]
-        scores = torch.matmul(query[:, :, sl].float(), k[:, :, :n].transpose(-1, -2)) * scaling  # (B, H, c, n)
-        if alt is not None:
-            alt_scores = torch.matmul(alt_q[:, :, sl].float(), alt_k[:, :, :n].transpose(-1, -2)) * scaling
-            scores = torch.where(use_alt(qp, kp)[None, None], alt_scores, scores)
+        if alt is None:
+            scores = torch.matmul(q, k[:, :, :n].transpose(-1, -2))  # (B, H, c, n)
+        else:
+            a, b = split(qp, kp) if split is not None else (0, n)
+            a, b = max(0, min(a, n)), max(0, min(b, n))
+            b = max(a, b)
+            aq = alt_q[:, :, sl].float()
+            scores = torch.empty(B, H, q.shape[2], n, dtype=torch.float32, device=query.device)
+            if a > 0:  # keys every query here sees through the alternative positions
+                scores[..., :a] = torch.matmul(aq, alt_k[:, :, :a].transpose(-1, -2))
+            if b < n:  # keys no query here sees through them
+                scores[..., b:] = torch.matmul(q, k[:, :, b:n].transpose(-1, -2))
+            if b > a:  # the band where it depends on the pair
+                plain = torch.matmul(q, k[:, :, a:b].transpose(-1, -2))
+                other = torch.matmul(aq, alt_k[:, :, a:b].transpose(-1, -2))
+                scores[..., a:b] = torch.where(use_alt(qp, kp[a:b])[None, None], other, plain)
+        scores.mul_(scaling)
         if bias is not None:
-            scores = scores + bias(qp, kp)[None]
-        scores = scores.masked_fill(~allowed(qp, kp)[None, None], float("-inf"))
+            scores.add_(bias(qp, kp)[None])
+        scores.masked_fill_(~allowed(qp, kp)[None, None], float("-inf"))
         out[:, :, sl] = torch.matmul(torch.softmax(scores, dim=-1), v[:, :, :n])
     return out.to(query.dtype).transpose(1, 2).contiguous()
 

@@ -63,6 +63,8 @@ class SelfExtend(Extension):
         G, W = config.group, config.window
 
         def selfextend_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+            import torch
+
             q_pos = query_positions(query, kwargs)
             k_pos = q_pos.new_tensor(range(key.shape[2]))
             f = inv_freq.to(query.device)
@@ -70,7 +72,11 @@ class SelfExtend(Extension):
             q_shift = (grouped_query_position(q_pos, G, W) - q_pos).float()[:, None] * f[None, :]  # (T, D/2)
             k_shift = (k_pos // G - k_pos).float()[:, None] * f[None, :]  # (S, D/2)
             alt = (rotate(query.float(), q_shift), rotate(key.float(), k_shift),
-                   lambda qp, kp: (qp[:, None] - kp[None, :]) >= W)
+                   lambda qp, kp: (qp[:, None] - kp[None, :]) >= W,
+                   # keys at or before min(qp) − W are grouped for every query of the chunk; after max(qp) − W
+                   # for none: only a band one chunk wide needs both score products.
+                   lambda qp, kp: (int(torch.searchsorted(kp, qp.min() - W, right=True)),
+                                   int(torch.searchsorted(kp, qp.max() - W, right=True))))
             return positional_attention(query, key, value, scaling, q_pos, k_pos, allowed=causal, alt=alt), None
 
         record = register(model, "longctx_selfextend", selfextend_attention)

@@ -90,7 +90,8 @@ class Sinks(Extension):
             # Sink scores: the query moves from position i to its in-cache position min(i, S + W − 1).
             in_cache = q_pos.clamp(max=S + W - 1)
             shift = (in_cache - q_pos).float()[:, None] * inv_freq.to(query.device)[None, :]  # (T, D/2)
-            alt = (rotate(query.float(), shift), key, lambda qp, kp: (kp < S)[None, :].expand(len(qp), -1))
+            alt = (rotate(query.float(), shift), key, lambda qp, kp: (kp < S)[None, :].expand(len(qp), -1),
+                   lambda qp, kp: (min(S, len(kp)), min(S, len(kp))))  # sinks always alt, the rest never
             return positional_attention(query, key, value, scaling, q_pos, k_pos, allowed=allowed, alt=alt), None
 
         return register(model, "longctx_sinks", sinks_attention)

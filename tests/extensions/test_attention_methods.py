@@ -271,3 +271,20 @@ def test_hf_runner_hosts_attention_methods(tiny_llama_path, name, params):
     runner.load(tiny_llama_path, ext, conf)
     (g,) = runner.generate([GenerationRequest("The lake is calm. " * 150, max_new_tokens=4)])
     assert g.prompt_tokens > 512 and g.new_tokens >= 1 and g.error is None
+
+
+@pytest.mark.parametrize("chunk", [1, 5, 16, 64])
+def test_band_split_equals_the_unsplit_computation(qkv, chunk):
+    """The (a, b) split is an optimisation only: same output as evaluating use_alt on every pair."""
+    q, k, v, inv = qkv
+    pos = torch.arange(q.shape[1])
+    W = 6
+    qr, kr = _rotated(q, pos, inv)[None], _rotated(k, pos, inv)[None]
+    aq, ak = _rotated(q, pos // 2, inv)[None], _rotated(k, pos // 3, inv)[None]
+    use = lambda qp, kp: (qp[:, None] - kp[None, :]) >= W  # noqa: E731
+    split = lambda qp, kp: (int(torch.searchsorted(kp, qp.min() - W, right=True)),  # noqa: E731
+                            int(torch.searchsorted(kp, qp.max() - W, right=True)))
+    plain = positional_attention(qr, kr, v[None], 0.25, pos, pos, allowed=causal, alt=(aq, ak, use), chunk=chunk)
+    fast = positional_attention(qr, kr, v[None], 0.25, pos, pos, allowed=causal, alt=(aq, ak, use, split),
+                                chunk=chunk)
+    torch.testing.assert_close(fast, plain, atol=1e-6, rtol=1e-6)
