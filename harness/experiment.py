@@ -58,10 +58,13 @@ def prepare(exp: Experiment, log: Callable[[str], None] = print) -> Prepared:
         ext_config = extension.parse(dict(exp.extension_params))
     except (ValueError, TypeError) as e:
         raise UserError(f"extension {exp.extension}: {e}") from None
-    runner_cls = RUNNERS.get(exp.runner)
-    check_hostable(exp.runner, exp.extension)
     ref = resolve_model(exp.model, log=log)
     tokenizer, hf_config = load_tokenizer_and_config(ref.path)
+    if exp.runner == "hf" and getattr(hf_config, "model_type", None) in ("mamba", "mamba2"):
+        log(f"{exp.model} is a {hf_config.model_type} checkpoint: using the mamba runner")
+        exp = dataclasses.replace(exp, runner="mamba")
+    runner_cls = RUNNERS.get(exp.runner)
+    check_hostable(exp.runner, exp.extension)
     try:
         ext_config = extension.resolve(ext_config, hf_config)
     except ValueError as e:
@@ -100,6 +103,7 @@ def run(exp: Experiment, log: Callable[[str], None] = print, progress: bool = Tr
     from harness.manifest import git_sha, machine, package_versions
 
     p = prepare(exp, log=log)
+    exp = p.experiment  # prepare may pick the runner (Mamba checkpoints)
     tc = exp.task_config
     log(f"{exp.task}: model={exp.model} extension={p.extension.describe(p.extension_config)} runner={exp.runner} "
         f"lengths={list(tc.lengths)} depths={list(tc.depths)} samples={tc.samples} seed={tc.seed} "
@@ -172,6 +176,7 @@ def run_perplexity(exp: Experiment, log: Callable[[str], None] = print, progress
 
     cfg = exp.task_config
     p = prepare(exp, log=log)
+    exp = p.experiment
     if not p.runner_cls.capabilities.scores_tokens:
         raise UserError(f"runner {exp.runner!r} cannot score tokens; perplexity needs a runner with token_nll "
                         f"(e.g. hf)")

