@@ -107,11 +107,18 @@ class LongctxLM(LM):
 
     def _nll_and_greedy(self, ids):
         """Per-token NLL (T − 1,) and whether each token is the argmax (T − 1,), from one pass."""
+        self._require_scoring()
         return self.runner.token_nll(ids, return_greedy=True)
+
+    def _require_scoring(self) -> None:
+        if not self.runner.capabilities.scores_tokens:
+            raise NotImplementedError(f"runner {self.runner.name!r} cannot score tokens (loglikelihood); "
+                                      "use runner=hf or runner=mamba for likelihood tasks")
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
         import torch
 
+        self._require_scoring()
         out = []
         for req in requests:
             (text,) = req.args
