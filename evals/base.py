@@ -189,6 +189,11 @@ def build_needles_prompt(tokenizer, preamble: str, needles: Sequence[tuple[str, 
             else:
                 hi_w = mid - 1
         tail = " " + " ".join(words[:lo_w]) if lo_w else ""
+        if size(n, tail) < floor and lo_w < len(words):
+            # Fine-grained tokenizers (byte-level) can still fall short by a word: add part of the next one.
+            nxt = " " + words[lo_w]
+            part = max((k for k in range(1, len(nxt)) if size(n, tail + nxt[:k]) <= budget), default=0)
+            tail += nxt[:part]
     prompt, needle_chars = render(n, tail)
     enc = tokenizer(prompt, return_offsets_mapping=True)
     tokens = len(enc["input_ids"])

@@ -62,6 +62,9 @@ class Alibi(Extension):
     config_cls = AlibiConfig
 
     def resolve(self, config: AlibiConfig, hf_config) -> AlibiConfig:
+        if hf_config.model_type in NATIVE_ALIBI and (config.slope_scale != "none" or config.max_bias != 8.0):
+            raise ValueError(f"{hf_config.model_type} applies its trained ALiBi slopes itself; only "
+                             "slope_scale=none and max_bias=8 are supported on it")
         if config.train_length is None:
             import dataclasses
 

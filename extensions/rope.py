@@ -72,6 +72,12 @@ class RopeExtension(Extension):
 
     rope_methods: ClassVar[bool] = True
 
+    def resolve(self, config: Any, hf_config: Any) -> Any:
+        if not getattr(hf_config, "rope_parameters", None):
+            raise ValueError(f"{self.name!r} rescales RoPE, but this {hf_config.model_type} model has no RoPE; "
+                             "use none (or alibi for ALiBi models)")
+        return config
+
     def rope_parameters(self, config: Any, hf_config: Any) -> dict:
         raise NotImplementedError
 

@@ -57,6 +57,7 @@ class Yarn(RopeExtension):
     config_cls = YarnConfig
 
     def resolve(self, config: YarnConfig, hf_config) -> YarnConfig:
+        config = super().resolve(config, hf_config)
         if config.original_max_position_embeddings is None:
             import dataclasses
 

@@ -259,6 +259,30 @@ def extensions_show(name, ext_params, model, length, as_json):
         click.echo(json.dumps(doc, indent=2))
 
 
+@cli.command("train-baselines")
+@click.option("--out", "-o", required=True, help="directory for rope/, alibi/, mamba/ checkpoints")
+@click.option("--arch", "archs", multiple=True, help="rope | alibi | mamba (repeatable; default: all three)")
+@click.option("--train-length", default=512, show_default=True, type=int)
+@click.option("--steps", default=1500, show_default=True, type=int)
+@click.option("--batch-size", default=16, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--time-budget", default=900.0, show_default=True, type=float, help="seconds per model")
+@click.option("--quick", is_flag=True, help="seconds-long smoke run (tiny models, 3 steps)")
+def train_baselines_cmd(out, archs, train_length, steps, batch_size, seed, time_budget, quick):
+    """Train matched RoPE / ALiBi / Mamba-2 baselines on CPU at a short length (train short, test long)."""
+    import dataclasses
+
+    from harness.baselines import QUICK, TrainConfig, train_baselines
+
+    cfg = dataclasses.replace(QUICK, seed=seed) if quick else TrainConfig(
+        train_length=train_length, steps=steps, batch_size=batch_size, seed=seed, time_budget_s=time_budget)
+    for info in train_baselines(cfg, out, tuple(archs) or ("rope", "alibi", "mamba"),
+                                log=functools.partial(click.echo, err=True)):
+        click.echo(f"{info['architecture']:<6} {info['model_type']:<7} {info['parameters']:>9,} params  "
+                   f"{info['steps_done']} steps  final loss {info['final_loss']:.3f}  {info['seconds']} s  "
+                   f"-> {out}/{info['architecture']}")
+
+
 @cli.command("lm-eval-tasks-path")
 def lm_eval_tasks_path():
     """Print the directory of longctx's lm-eval task files (for lm_eval --include_path)."""

@@ -58,9 +58,16 @@ class HFRunner:
         torch_dtype = getattr(torch, self.dtype)
         hf_config = AutoConfig.from_pretrained(model_path)
         ext_record = dict(extension.configure(hf_config, extension_config))
-        self.model = AutoModelForCausalLM.from_pretrained(
-            model_path, config=hf_config, dtype=torch_dtype, attn_implementation=self.attn_implementation
-        ).to(self.device)
+        try:
+            model = AutoModelForCausalLM.from_pretrained(
+                model_path, config=hf_config, dtype=torch_dtype, attn_implementation=self.attn_implementation)
+        except ValueError as e:  # e.g. Bloom (ALiBi) has no SDPA path in transformers: use its eager attention
+            if "attention implementation" not in str(e) or self.attn_implementation == "eager":
+                raise
+            self.attn_implementation = "eager"
+            model = AutoModelForCausalLM.from_pretrained(model_path, config=hf_config, dtype=torch_dtype,
+                                                         attn_implementation="eager")
+        self.model = model.to(self.device)
         self.model.eval()
         ext_record.update(extension.attach(self.model, extension_config))
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
@@ -155,12 +162,12 @@ class HFRunner:
                 for start in range(0, T, step):
                     end = min(start + step, T)
                     pos = torch.arange(start, end, device=ids.device)[None]
-                    out = model.model(input_ids=ids[:, start:end], position_ids=pos, past_key_values=cache,
+                    out = model.base_model(input_ids=ids[:, start:end], position_ids=pos, past_key_values=cache,
                                       use_cache=True)
                     ext.after_forward(cache, ext_cfg)
                     self._nll_into(nll, greedy, head, out.last_hidden_state[0], ids[0], start, end, F)
             else:
-                hidden = model.model(input_ids=ids, use_cache=False).last_hidden_state[0]  # (T, hidden)
+                hidden = model.base_model(input_ids=ids, use_cache=False).last_hidden_state[0]  # (T, hidden)
                 for start in range(0, T, chunk):
                     end = min(start + chunk, T)
                     self._nll_into(nll, greedy, head, hidden[start:end], ids[0], start, end, F)

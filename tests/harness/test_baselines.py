@@ -1,0 +1,53 @@
+"""`longctx train-baselines --quick`: three matched checkpoints, reproducible, loadable by the experiment commands."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from harness.baselines import TrainConfig, build_model, byte_tokenizer, count_parameters, train_one
+
+
+def test_byte_tokenizer_round_trips_and_counts_bytes():
+    tok = byte_tokenizer()
+    text = "The pass key is 12345. Ünïcode too."
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    assert len(ids) == len(text.encode("utf-8")) and tok.decode(ids) == text
+    assert len(tok) == 259
+
+
+def test_full_size_models_have_matched_parameter_counts():
+    tok = byte_tokenizer()
+    special = {"bos": tok.bos_token_id, "eos": tok.eos_token_id, "pad": tok.pad_token_id}
+    counts = {a: count_parameters(build_model(a, TrainConfig(), len(tok), special)) for a in ("rope", "alibi", "mamba")}
+    print(counts)
+    assert max(counts.values()) / min(counts.values()) < 1.15
+
+
+def test_training_is_reproducible_from_the_seed(tmp_path):
+    cfg = TrainConfig(train_length=256, steps=2, batch_size=2, hidden=32, layers=1, heads=2, warmup=1)
+    a = train_one("rope", cfg, tmp_path / "a", log=lambda *_: None)
+    b = train_one("rope", cfg, tmp_path / "b", log=lambda *_: None)
+    assert a["losses_every_10"] == b["losses_every_10"] and a["final_loss"] == b["final_loss"]
+
+
+def test_quick_baselines_are_loadable_by_every_command(tmp_path):
+    out = tmp_path / "bl"
+    res = subprocess.run([sys.executable, "-m", "harness.cli", "train-baselines", "--quick", "--out", str(out)],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    for arch, model_type, runner in (("rope", "llama", "hf"), ("alibi", "bloom", "hf"), ("mamba", "mamba2", "mamba")):
+        info = json.loads((out / arch / "longctx_training.json").read_text())
+        assert info["model_type"] == model_type and info["steps_done"] == 3
+        run = subprocess.run([sys.executable, "-m", "harness.cli", "passkey", "--model", str(out / arch),
+                              "--lengths", "512", "--no-progress", "--out", str(tmp_path / f"pk-{arch}")],
+                             capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stderr[-2000:]
+        (rec,) = [json.loads(x) for x in (tmp_path / f"pk-{arch}" / "results.jsonl").read_text().splitlines()]
+        assert rec["runner"] == runner and 0.99 * 500 <= rec["tokens"] <= 500
+
+
+def test_bad_training_length_is_a_user_error():
+    res = subprocess.run([sys.executable, "-m", "harness.cli", "train-baselines", "--out", "x", "--train-length", "64"],
+                         capture_output=True, text=True)
+    assert res.returncode == 2 and "train_length=64 (>= 256)" in res.stderr
