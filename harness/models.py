@@ -6,6 +6,7 @@ safetensors checkpoints; nothing here reaches for the network on its own.
 """
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import json
 import os
@@ -128,8 +129,10 @@ def resolve_model(spec: str, auto_import: bool = True, log=print) -> ModelRef:
     # "org/name" with no local directory of that name: the user asked for a hub id explicitly.
     if spec.count("/") == 1 and not spec.startswith((".", "/", "~")):
         return ModelRef(spec, spec)
-    raise unknown_name("model", spec, list(KNOWN_MODELS)).__class__(
-        f"unknown model {spec!r}: not a known name ({', '.join(KNOWN_MODELS)}), nor a local checkpoint directory")
+    near = difflib.get_close_matches(spec, list(KNOWN_MODELS), n=1)
+    hint = f" Did you mean {near[0]!r}?" if near else ""
+    raise UserError(f"unknown model {spec!r}: not a known name ({', '.join(KNOWN_MODELS)}), nor a local checkpoint "
+                    f"directory.{hint}")
 
 
 def list_models() -> list[dict]:
