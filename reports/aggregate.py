@@ -22,7 +22,7 @@ def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
 
 def config_key(r: SampleRecord) -> tuple:
     """What distinguishes one line of a comparison: model, extension (with params), runner, task."""
-    params = ",".join(f"{k}={v}" for k, v in sorted(r.extension_params.items()))
+    params = ",".join(f"{k}={v}" for k, v in sorted(r.extension_params.items()) if v is not None)
     return (r.model, r.extension + (f"({params})" if params else ""), r.runner, r.task)
 
 

@@ -99,9 +99,39 @@ def accuracy_figure(groups: dict) -> str:
     ax.set_ylim(-0.05, 1.1)
     ax.set_xlabel("context length (tokens)")
     ax.set_ylabel("accuracy (strict), 95% Wilson CI")
-    ax.legend(fontsize=8, loc="lower left")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(alpha=0.3)
     return _png(fig, "accuracy_" + "_".join(sorted({k[3] for k in groups})))
+
+
+def comparison_figure(groups: dict) -> str:
+    """Grouped bars: every configuration's accuracy at each length (methods side by side), with Wilson CIs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    lengths = sorted({r.context_length for rs in groups.values() for r in rs})
+    keys = list(groups)
+    width = 0.8 / max(1, len(keys))
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 + 0.35 * len(keys) * len(lengths)), 3.8))
+    for i, key in enumerate(keys):
+        rows = {r["context_length"]: r for r in accuracy_by_length(groups[key])}
+        xs = [j + (i - (len(keys) - 1) / 2) * width for j, n in enumerate(lengths) if n in rows]
+        ys = [rows[n]["accuracy"] for n in lengths if n in rows]
+        lo = [rows[n]["accuracy"] - rows[n]["ci_low"] for n in lengths if n in rows]
+        hi = [rows[n]["ci_high"] - rows[n]["accuracy"] for n in lengths if n in rows]
+        ax.bar(xs, ys, width=width * 0.95, yerr=[lo, hi], capsize=2, label=_label(key))
+        for x, n in zip(xs, [n for n in lengths if n in rows]):
+            ax.text(x, 0.02, f"n={rows[n]['n']}", rotation=90, fontsize=6, ha="center", va="bottom")
+    ax.set_xticks(np.arange(len(lengths)), [format_length(n) for n in lengths])
+    ax.set_ylim(0, 1.1)
+    ax.set_xlabel("context length (tokens)")
+    ax.set_ylabel("accuracy (strict)")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.grid(alpha=0.3, axis="y")
+    return _png(fig, "comparison_" + "_".join(sorted({k[3] for k in groups})))
 
 
 def heatmap_figure(key: tuple, rs: list) -> str:
@@ -162,7 +192,7 @@ def cost_figure(groups: dict) -> str:
         ax.set_xlabel("context length (tokens)")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
+    axes[-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.tight_layout()
     return _png(fig, "cost")
 
@@ -327,6 +357,8 @@ def render(run_dirs: list[Path], title: str = "longctx report", threshold: float
             "<h2>Cost</h2>", cost_figure(groups)]
     for task, tgroups in by_task.items():
         body.append(f"<h2>{e(task)}: accuracy vs length</h2>{accuracy_figure(tgroups)}")
+        if len(tgroups) > 1:
+            body.append(comparison_figure(tgroups))
         for key, rs in tgroups.items():
             body.append(f"<h3>{e(_label(key))}</h3>{heatmap_figure(key, rs)}")
             body.append(f"<details><summary>failed samples ({sum(not r.correct for r in rs)})</summary>"
