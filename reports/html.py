@@ -192,7 +192,9 @@ def cost_figure(groups: dict) -> str:
         ax.set_xlabel("context length (tokens)")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
-    axes[-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    handles, labels = axes[0].get_legend_handles_labels()
+    if handles:  # one legend for the three panels, outside them
+        fig.legend(handles, labels, fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 0.95))
     fig.tight_layout()
     return _png(fig, "cost")
 
