@@ -169,10 +169,10 @@ def train_one(arch: str, cfg: TrainConfig, out_dir: Path, log: Callable[[str], N
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        losses.append(round(float(loss.detach()), 4))
+        losses.append(round(loss.item(), 4))
         steps_done = step + 1
         if step % 50 == 0 or step == cfg.steps - 1:
-            log(f"{arch} step {step}/{cfg.steps} loss {float(loss):.3f} ({time.perf_counter() - t0:.0f} s)")
+            log(f"{arch} step {step}/{cfg.steps} loss {losses[-1]:.3f} ({time.perf_counter() - t0:.0f} s)")
         if time.perf_counter() - t0 > cfg.time_budget_s:
             log(f"{arch}: time budget {cfg.time_budget_s:.0f} s reached after {steps_done} steps")
             break
