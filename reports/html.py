@@ -299,7 +299,7 @@ def perplexity_section(ppl_records: list) -> str:
 
     series: dict[tuple, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     for r in ppl_records:
-        params = ",".join(f"{k}={v}" for k, v in sorted(r.extension_params.items()))
+        params = ",".join(f"{k}={v}" for k, v in sorted(r.extension_params.items()) if v is not None)
         key = (r.model, r.extension + (f"({params})" if params else ""), r.runner, r.mode)
         series[key][r.context_length].append(r.nll)
     fig, ax = plt.subplots(figsize=(7.5, 4))
@@ -319,7 +319,7 @@ def perplexity_section(ppl_records: list) -> str:
     ax.set_yscale("log")
     ax.set_xlabel("token position (bucket end) or sliding window length")
     ax.set_ylabel("perplexity")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: many long labels
     ax.grid(alpha=0.3)
     head = ("model", "extension", "runner", "mode", "up to", "documents", "perplexity")
     table = ('<table class="sortable"><thead><tr>' + "".join(f"<th>{h}</th>" for h in head)
