@@ -67,15 +67,20 @@ class ScaledRopeConfig(ExtensionConfig):
                              "use e.g. factor=2 to double the context")
 
 
+def require_rope(name: str, hf_config: Any, what: str = "rescales RoPE") -> None:
+    """Refuse, in one line, a rotary method on a model without rotary embeddings (Bloom, MPT, Mamba...)."""
+    if not getattr(hf_config, "rope_parameters", None):
+        raise ValueError(f"{name!r} {what}, but this {hf_config.model_type} model has no RoPE; "
+                         "use none (or alibi for ALiBi models)")
+
+
 class RopeExtension(Extension):
     """A RoPE method: `rope_parameters(cfg, hf_config)` says what transformers should use."""
 
     rope_methods: ClassVar[bool] = True
 
     def resolve(self, config: Any, hf_config: Any) -> Any:
-        if not getattr(hf_config, "rope_parameters", None):
-            raise ValueError(f"{self.name!r} rescales RoPE, but this {hf_config.model_type} model has no RoPE; "
-                             "use none (or alibi for ALiBi models)")
+        require_rope(self.name, hf_config)
         return config
 
     def rope_parameters(self, config: Any, hf_config: Any) -> dict:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from extensions.attention import causal, positional_attention, query_positions, register, rotary_inv_freq
 from extensions.base import Extension, ExtensionConfig
-from extensions.rope import rotate
+from extensions.rope import require_rope, rotate
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,7 @@ class SelfExtend(Extension):
     config_cls = SelfExtendConfig
 
     def resolve(self, config: SelfExtendConfig, hf_config) -> SelfExtendConfig:
+        require_rope(self.name, hf_config, "regroups rotary positions")
         trained = hf_config.max_position_embeddings
         if config.window >= trained:
             raise ValueError(f"window {config.window} must be smaller than the model's context {trained}")

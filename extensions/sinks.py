@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from extensions.attention import positional_attention, query_positions, register, rotary_inv_freq
 from extensions.base import Extension, ExtensionConfig
-from extensions.rope import rotate
+from extensions.rope import require_rope, rotate
 
 
 @dataclass(frozen=True)
@@ -70,6 +70,7 @@ class Sinks(Extension):
     streaming = True  # runners feed the prompt in chunks with explicit positions and call after_forward
 
     def resolve(self, config: SinksConfig, hf_config) -> SinksConfig:
+        require_rope(self.name, hf_config, "keeps rotary keys at their cache positions")
         trained = hf_config.max_position_embeddings
         if config.sink_tokens + config.window > trained:
             raise ValueError(f"sink_tokens + window = {config.sink_tokens + config.window} exceeds the model's "

@@ -174,6 +174,18 @@ def test_selfextend_window_must_fit_the_model(tiny_llama_path):
         ext.resolve(ext.parse({"window": 600}), AutoConfig.from_pretrained(tiny_llama_path))
 
 
+@pytest.mark.parametrize("name", ["sinks", "selfextend"])
+def test_rotary_attention_methods_refuse_models_without_rope(name):
+    """Sinks and SelfExtend re-position rotary keys: on Bloom (ALiBi) or Mamba-2 they are a one-line refusal, not a
+    missing-attribute traceback (found running sinks on the ALiBi baseline)."""
+    from transformers import BloomConfig, Mamba2Config
+
+    ext = EXTENSIONS.get(name)()
+    for hf_config in (BloomConfig(), Mamba2Config()):
+        with pytest.raises(ValueError, match=f"'{name}' .* but this {hf_config.model_type} model has no RoPE"):
+            ext.resolve(ext.parse({}), hf_config)
+
+
 # ------------------------------------------------------------------------------------------------------- sinks
 def test_sinks_keep_exactly_the_first_s_and_last_w():
     assert kept_keys(20, 4, 6) == [0, 1, 2, 3, 14, 15, 16, 17, 18, 19]
