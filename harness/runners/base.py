@@ -7,6 +7,7 @@ protocol. Runner modules import their heavy dependencies inside methods, so choo
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -64,3 +65,18 @@ class Runner(Protocol):
     def generate(self, requests: list[GenerationRequest]) -> list[Generation]: ...
 
     def close(self) -> None: ...
+
+
+@contextmanager
+def readable_checkpoint(model_path: str):
+    """Turn a checkpoint that cannot be read (missing or truncated weight files, a corrupt safetensors header) into
+    a one-line UserError; anything else (a bug, an out-of-memory) keeps its traceback."""
+    from safetensors import SafetensorError
+
+    from harness.errors import UserError
+
+    try:
+        yield
+    except (OSError, SafetensorError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"cannot load the weights of {model_path}: {first}") from None

@@ -12,7 +12,7 @@ import time
 from typing import ClassVar
 
 from harness.memory import PeakMemory
-from harness.runners.base import Capabilities, Generation, GenerationRequest, LoadInfo
+from harness.runners.base import Capabilities, Generation, GenerationRequest, LoadInfo, readable_checkpoint
 
 HF_EXTENSIONS = frozenset({"none", "pi", "ntk", "dynamic-ntk", "yarn", "alibi", "selfextend", "sinks"})
 
@@ -58,15 +58,16 @@ class HFRunner:
         torch_dtype = getattr(torch, self.dtype)
         hf_config = AutoConfig.from_pretrained(model_path)
         ext_record = dict(extension.configure(hf_config, extension_config))
-        try:
-            model = AutoModelForCausalLM.from_pretrained(
-                model_path, config=hf_config, dtype=torch_dtype, attn_implementation=self.attn_implementation)
-        except ValueError as e:  # e.g. Bloom (ALiBi) has no SDPA path in transformers: use its eager attention
-            if "attention implementation" not in str(e) or self.attn_implementation == "eager":
-                raise
-            self.attn_implementation = "eager"
-            model = AutoModelForCausalLM.from_pretrained(model_path, config=hf_config, dtype=torch_dtype,
-                                                         attn_implementation="eager")
+        with readable_checkpoint(model_path):
+            try:
+                model = AutoModelForCausalLM.from_pretrained(
+                    model_path, config=hf_config, dtype=torch_dtype, attn_implementation=self.attn_implementation)
+            except ValueError as e:  # e.g. Bloom (ALiBi) has no SDPA path in transformers: use its eager attention
+                if "attention implementation" not in str(e) or self.attn_implementation == "eager":
+                    raise
+                self.attn_implementation = "eager"
+                model = AutoModelForCausalLM.from_pretrained(model_path, config=hf_config, dtype=torch_dtype,
+                                                             attn_implementation="eager")
         self.model = model.to(self.device)
         self.model.eval()
         ext_record.update(extension.attach(self.model, extension_config))

@@ -18,7 +18,7 @@ import time
 from typing import ClassVar
 
 from harness.memory import PeakMemory
-from harness.runners.base import Capabilities, Generation, GenerationRequest, LoadInfo
+from harness.runners.base import Capabilities, Generation, GenerationRequest, LoadInfo, readable_checkpoint
 
 MAMBA_TYPES = ("mamba", "mamba2")
 PREFILL_MODES = ("auto", "chunked", "full", "token")
@@ -67,7 +67,9 @@ class MambaRunner:
                             f"{hf_config.model_type!r} (use --runner hf)")
         self.device = self.device or default_device()
         self.dtype = self.dtype or default_dtype(self.device)
-        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, self.dtype)).to(self.device)
+        with readable_checkpoint(model_path):
+            model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, self.dtype))
+        self.model = model.to(self.device)
         self.model.eval()
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
         self.kind = hf_config.model_type

@@ -38,6 +38,25 @@ def test_missing_haystack_file_exits_2(tmp_path, tiny_llama_path):
     assert res.returncode == 2 and "nope.txt does not exist" in res.stderr
 
 
+@pytest.mark.parametrize("damage", ["truncated", "missing"])
+@pytest.mark.parametrize("checkpoint", ["tiny_llama_path", "tiny_mamba2_path"])
+def test_unreadable_weights_exit_2_with_one_line(damage, checkpoint, tmp_path, request):
+    import shutil
+    from pathlib import Path
+
+    src = Path(request.getfixturevalue(checkpoint))
+    bad = tmp_path / "bad"
+    shutil.copytree(src, bad)
+    weights = bad / "model.safetensors"
+    if damage == "truncated":
+        weights.write_bytes(weights.read_bytes()[:1000])
+    else:
+        weights.unlink()
+    res = _cli("passkey", "--model", str(bad), "--lengths", "512", "--no-progress", "--out", str(tmp_path / "r"))
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-2000:]
+    assert f"longctx: error: cannot load the weights of {bad}" in res.stderr.splitlines()[-1]
+
+
 def test_help_lists_commands(capsys):
     with pytest.raises(SystemExit) as e:
         main(["--help"])
