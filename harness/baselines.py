@@ -61,6 +61,8 @@ class TrainConfig:
             # 256: a byte-level passkey prompt's fixed parts alone take ~180 tokens
             raise UserError(f"bad training config: train_length={self.train_length} (>= 256), steps={self.steps}, "
                             f"batch_size={self.batch_size} (>= 1)")
+        if not self.time_budget_s > 0:
+            raise UserError(f"the time budget must be a positive number of seconds, got {self.time_budget_s}")
         if not 0 <= self.retrieval_fraction <= 1:
             raise UserError(f"retrieval_fraction must be in [0, 1], got {self.retrieval_fraction}")
 

@@ -99,7 +99,15 @@ def test_quick_baselines_are_loadable_by_every_command(tmp_path):
         assert rec["runner"] == runner and 0.99 * 500 <= rec["tokens"] <= 500
 
 
-def test_bad_training_length_is_a_user_error():
-    res = subprocess.run([sys.executable, "-m", "harness.cli", "train-baselines", "--out", "x", "--train-length", "64"],
+@pytest.mark.parametrize("args,needle", [
+    (["--train-length", "64"], "train_length=64 (>= 256)"),
+    (["--steps", "0"], "steps=0"),
+    (["--time-budget", "0"], "time budget must be a positive number"),
+    (["--arch", "transformer"], "unknown architecture(s) transformer"),
+])
+def test_bad_training_options_are_one_line_user_errors(args, needle, tmp_path):
+    res = subprocess.run([sys.executable, "-m", "harness.cli", "train-baselines", "--out", str(tmp_path / "x"), *args],
                          capture_output=True, text=True)
-    assert res.returncode == 2 and "train_length=64 (>= 256)" in res.stderr
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert res.returncode == 2 and len(lines) == 1 and needle in lines[0], res.stderr
+    assert not (tmp_path / "x").exists()
