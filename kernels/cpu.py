@@ -1,0 +1,232 @@
+"""The CPU path of the attention spec: it costs what the spec costs.
+
+Per block of queries, the keys split at a few position thresholds into segments on which the spec is uniform —
+every pair visible (or none), every pair scored the ordinary way (or the alternative way) — and a few narrow
+segments where it depends on the pair (the causal diagonal, the window's edge, SelfExtend's switch-over band).
+Uniform segments go to torch's fused CPU flash attention unmasked (`_scaled_dot_product_flash_attention_for_cpu`,
+which also returns the log-sum-exp); segments whose mask is a triangle (the diagonal; the window's edge after
+reversing both axes) go to the same kernel with `is_causal`; anything else is computed densely in fp32. The parts
+are merged by log-sum-exp. Skipped segments cost nothing, so sinks + window is O(N·(S + W)).
+
+Two arithmetic tricks keep everything on the fused kernel:
+- grouped-query heads are folded into the query axis, (B, H_kv, G·c, D), so KV heads are never repeated;
+- ALiBi's bias −m_h·(p_i − p_j) equals m_h·(p_j − c0) up to a per-query constant (which softmax ignores and the
+  log-sum-exp is corrected for), and that is a dot product: q gains a column m_h/scale, k a column p_j − c0.
+  c0 is the block's middle query position, so the column stays small (fp32 precision of the scores).
+"""
+from __future__ import annotations
+
+import torch
+
+from kernels.spec import AttentionSpec, Lowered, alibi_bias, lower, use_alt, visible
+
+BLOCK = 1024  # queries per block: large enough that the fused kernel runs at its matmul rate
+ALIBI_BLOCK = 256  # with ALiBi the bias column grows with the block; 256 keeps score errors near 1e-6
+
+_flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+
+
+def attention_cpu(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spec: AttentionSpec, q_pos: torch.Tensor,
+                  k_pos: torch.Tensor, scale: float | None = None, block: int | None = None) -> torch.Tensor:
+    """Same contract as `kernels.reference.attention_ref`: q (B, H, T, D), k, v (B, H_kv, S, D) → (B, H, T, D).
+    float32 inputs (the CPU fused kernel's fp32 path; this CPU has no native bf16)."""
+    low = lower(spec, q, k, q_pos, k_pos, scale)
+    block = block or (ALIBI_BLOCK if low.slopes is not None else BLOCK)
+    B, H, T, D = q.shape
+    out = torch.empty(B, H, T, D, dtype=q.dtype, device=q.device)
+    for start in range(0, T, block):
+        sl = slice(start, min(start + block, T))
+        parts = [p for p in _block_parts(q, k, v, low, q_pos, k_pos, sl) if p is not None]
+        out[:, :, sl] = _merge(parts, (B, H, sl.stop - sl.start, D), q.device).to(q.dtype)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------- planning
+def _segments(low: Lowered, qp: torch.Tensor, kp: torch.Tensor) -> list[tuple[int, int]]:
+    """Cut the keys at every position where some pair predicate can change for this block of queries."""
+    qa, qb = int(qp[0]), int(qp[-1])
+    cuts = {0, len(kp)}
+
+    def at(p, right=True):  # index of the first key with position > p (right) or ≥ p (left)
+        return int(torch.searchsorted(kp, torch.tensor(p, device=kp.device), right=right))
+
+    cuts |= {at(qa), at(qb)}  # causal: keys ≤ qa seen by all, > qb by none
+    if low.window is not None:
+        cuts |= {at(qa - low.window), at(qb - low.window), at(low.sink_tokens, right=False)}
+    if low.q_alt is not None:
+        cuts.add(at(low.alt_below, right=False))
+        if low.alt_from is not None:
+            cuts |= {at(qa - low.alt_from), at(qb - low.alt_from)}
+    edges = sorted(c for c in cuts if 0 <= c <= len(kp))
+    return [(a, b) for a, b in zip(edges, edges[1:]) if b > a]
+
+
+def _status(low: Lowered, qa: int, qb: int, p: int) -> tuple[str, str]:
+    """(visibility, source) of a segment whose first key is at position p: each 'all', 'none' or 'mixed'."""
+    if p > qb:
+        return "none", "none"
+    vis = "all" if p <= qa else "mixed"
+    if low.window is not None and p >= low.sink_tokens:
+        if p <= qa - low.window:
+            return "none", "none"
+        if p <= qb - low.window:
+            vis = "mixed"
+    src = "none"
+    if low.q_alt is not None:
+        if p < low.alt_below:
+            src = "all"
+        elif low.alt_from is not None:
+            src = "all" if p <= qa - low.alt_from else ("mixed" if p <= qb - low.alt_from else "none")
+    return vis, src
+
+
+def _block_parts(q, k, v, low: Lowered, q_pos, k_pos, sl):
+    qp = q_pos[sl]
+    qa, qb = int(qp[0]), int(qp[-1])
+    contiguous_q = qb - qa + 1 == len(qp)
+    runs: list[list] = []  # coalesced [a, b, vis, src]
+    for a, b in _segments(low, qp, k_pos):
+        vis, src = _status(low, qa, qb, int(k_pos[a]))
+        if vis == "none":
+            continue
+        if runs and runs[-1][1] == a and runs[-1][2] == vis == "all" and runs[-1][3] == src:
+            runs[-1][1] = b
+        else:
+            runs.append([a, b, vis, src])
+    for a, b, vis, src in runs:
+        kp = k_pos[a:b]
+        alt = src == "all"
+        qs = (low.q_alt if alt else q)[:, :, sl]
+        ks = (low.k_alt if alt else k)[:, :, a:b]
+        vs = v[:, :, a:b]
+        if vis == "all" and src != "mixed":
+            yield _fused(qs, ks, vs, low, qp, kp, delta=None)
+            continue
+        kp0 = int(kp[0])
+        contiguous_k = int(kp[-1]) - kp0 + 1 == len(kp)
+        causal_mixed = qa < kp0 <= qb
+        window_mixed = low.window is not None and kp0 >= low.sink_tokens and qa - low.window < kp0 <= qb - low.window
+        if src != "mixed" and contiguous_q and contiguous_k and causal_mixed != window_mixed:
+            if causal_mixed:  # the causal diagonal: key t visible to row r iff t ≤ r + δ
+                yield _fused(qs, ks, vs, low, qp, kp, delta=qa - kp0)
+            else:  # the window's edge: visible iff p_i − p_j < W, i.e. t ≥ r + δ
+                yield _reversed(qs, ks, vs, low, qp, kp, delta=qa - low.window + 1 - kp0)
+            continue
+        yield _dense(q[:, :, sl], k[:, :, a:b], vs, low, qp, kp, sl, a, b)
+
+
+# ----------------------------------------------------------------------------------------------- computing parts
+def _fold(x: torch.Tensor, kv_heads: int) -> torch.Tensor:
+    """(B, H, c, D) → (B, H_kv, G·c, D): query head h = kv·G + g reads KV head kv (transformers' repeat_kv order)."""
+    B, H, c, D = x.shape
+    return x.reshape(B, kv_heads, (H // kv_heads) * c, D)
+
+
+def _fused(qs, ks, vs, low: Lowered, qp, kp, delta: int | None):
+    """Fused flash attention of a query block on a key run. delta None: every pair visible; else key t is visible to
+    query row r iff t ≤ r + delta (a causal triangle, shifted)."""
+    B, H, c, D = qs.shape
+    Hkv = ks.shape[1]
+    G = H // Hkv
+    n = ks.shape[2]
+    if delta is not None and delta < 0:  # rows r < −δ see no key here
+        first = -delta
+        if first >= c:
+            return None
+        part = _fused(qs[:, :, first:], ks, vs, low, qp[first:], kp, delta=0)
+        return _pad_rows(part, first, c)
+    if delta is not None and delta > 0:  # keys [0, δ) are visible to every row, the rest form the triangle
+        head = _fused(qs, ks[:, :, :delta], vs[:, :, :delta], low, qp, kp[:delta], None)
+        tail = None if delta >= n else _fused(qs, ks[:, :, delta:], vs[:, :, delta:], low, qp, kp[delta:], 0)
+        return _merge_pair(head, tail)
+    q32, k32, v32 = qs.float(), ks.float(), vs.float()
+    correction = None
+    if low.slopes is not None:  # the bias as one more dot-product column, centred on the block
+        c0 = int(qp[(len(qp) - 1) // 2])
+        col_q = (low.slopes / low.scale)[None, :, None, None].expand(B, H, c, 1)
+        col_k = (kp - c0).to(torch.float32)[None, None, :, None].expand(B, Hkv, n, 1)
+        q32 = torch.cat([q32, col_q], dim=-1)
+        k32 = torch.cat([k32, col_k], dim=-1)
+        v32 = torch.cat([v32, torch.zeros(B, Hkv, n, 1, device=v32.device)], dim=-1)
+        correction = -low.slopes[:, None] * (qp - c0).to(torch.float32)[None, :]  # (H, c): −m_h·(p_i − c0)
+    if G > 1 and delta is not None:  # a triangle cannot be folded (rows would repeat): repeat the few keys
+        k32 = k32.repeat_interleave(G, dim=1)
+        v32 = v32.repeat_interleave(G, dim=1)
+        o, lse = _flash(q32.contiguous(), k32.contiguous(), v32.contiguous(), is_causal=True, scale=low.scale)
+    else:
+        o, lse = _flash(_fold(q32, Hkv).contiguous(), k32.contiguous(), v32.contiguous(), is_causal=delta is not None,
+                        scale=low.scale)
+        o, lse = o.reshape(B, H, c, -1), lse.reshape(B, H, c)
+    o = o[..., :D]
+    if correction is not None:
+        lse = lse + correction[None]
+    return o, lse
+
+
+def _reversed(qs, ks, vs, low, qp, kp, delta: int):
+    """Key t visible to row r iff t ≥ r + δ: reversing both axes turns it into t' ≤ r' + (n − c − δ)."""
+    c, n = qs.shape[2], ks.shape[2]
+    part = _fused(qs.flip(2), ks.flip(2), vs.flip(2), low, qp.flip(0), kp.flip(0), delta=n - c - delta)
+    if part is None:
+        return None
+    o, lse = part
+    return o.flip(2), lse.flip(2)
+
+
+def _dense(q, k, v, low: Lowered, qp, kp, sl, a: int, b: int):
+    """Exact fp32 scores for a narrow segment where visibility or the score's source depends on the pair."""
+    B, H, c, D = q.shape
+    Hkv = k.shape[1]
+    G = H // Hkv
+
+    def scores(qs, ks):  # (B, H, c, n) without repeating KV heads
+        return (qs.float().reshape(B, Hkv, G, c, D) @ ks.float()[:, :, None].transpose(-1, -2)).reshape(B, H, c, -1)
+
+    s = scores(q, k)
+    if low.q_alt is not None:
+        mask = use_alt(low, qp, kp)
+        if bool(mask.any()):
+            s = torch.where(mask[None, None], scores(low.q_alt[:, :, sl], low.k_alt[:, :, a:b]), s)
+    s = s * low.scale
+    if low.slopes is not None:
+        s = s + alibi_bias(low.slopes, qp, kp)[None]
+    s = s.masked_fill(~visible(low, qp, kp)[None, None], float("-inf"))
+    lse = torch.logsumexp(s, dim=-1)  # (B, H, c)
+    p = torch.exp(s - lse[..., None]).nan_to_num_(0.0)
+    o = (p.reshape(B, Hkv, G, c, -1) @ v.float()[:, :, None]).reshape(B, H, c, D)
+    return o, lse
+
+
+# ------------------------------------------------------------------------------------------------------ merging
+def _pad_rows(part, first: int, c: int):
+    if part is None:
+        return None
+    o, lse = part
+    B, H, _, D = o.shape
+    o_full = torch.zeros(B, H, c, D, dtype=o.dtype, device=o.device)
+    lse_full = torch.full((B, H, c), float("-inf"), dtype=lse.dtype, device=lse.device)
+    o_full[:, :, first:] = o
+    lse_full[:, :, first:] = lse
+    return o_full, lse_full
+
+
+def _merge_pair(x, y):
+    if x is None or y is None:
+        return x if y is None else y
+    return _merge([x, y], x[0].shape, x[0].device), torch.logaddexp(x[1], y[1])
+
+
+def _merge(parts, shape, device) -> torch.Tensor:
+    """Σ_p exp(lse_p − lse) · o_p with lse = log Σ_p exp(lse_p); rows that saw no key are zero."""
+    if not parts:
+        return torch.zeros(shape, dtype=torch.float32, device=device)
+    if len(parts) == 1:
+        o, lse = parts[0]
+        return torch.where(torch.isneginf(lse)[..., None], 0.0, o.float())
+    lses = torch.stack([lse for _, lse in parts])  # (P, B, H, c)
+    total = torch.logsumexp(lses, dim=0)
+    w = torch.exp(lses - total).nan_to_num_(0.0)  # (P, B, H, c)
+    out = torch.zeros(shape, dtype=torch.float32, device=device)
+    for (o, _), wp in zip(parts, w):
+        out.addcmul_(o.float().nan_to_num(0.0), wp[..., None])
+    return out

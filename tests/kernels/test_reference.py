@@ -1,0 +1,89 @@
+"""The fp32 oracle against the papers' definitions, evaluated pair by pair in float64 from unrotated q and k."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from kernels.reference import attention_ref
+from kernels.rotary import rotate
+from kernels.spec import AttentionSpec, key_positions
+
+from conftest import INV_FREQ, SHAPES, SHAPE_IDS, make_spec, qkv_at
+
+
+def naive(q, k, v, spec: AttentionSpec, q_pos, k_pos, scale):
+    """Per (i, j): is j visible to i, at which relative position, with which bias — straight from the papers."""
+    B, H, T, D = q.shape
+    G = H // k.shape[1]
+    out = torch.zeros(B, H, T, D, dtype=torch.float64)
+    for i, pi in enumerate(q_pos.tolist()):
+        cols, rel = [], []
+        for j, pj in enumerate(k_pos.tolist()):
+            if pj > pi:
+                continue
+            if spec.window is not None and pi - pj >= spec.window and pj >= spec.sink_tokens:
+                continue
+            if spec.group is not None and pi - pj >= spec.neighbor_window:  # SelfExtend's grouped positions
+                G_, N = spec.group, spec.neighbor_window
+                rel.append((pi // G_ + N - N // G_) - pj // G_)
+            elif spec.window is not None and pj < spec.sink_tokens:  # the query at its in-cache position
+                rel.append(min(pi, spec.sink_tokens + spec.window - 1) - pj)
+            else:
+                rel.append(pi - pj)
+            cols.append(j)
+        if not cols:
+            continue
+        for h in range(H):
+            r = torch.tensor(rel, dtype=torch.float64)
+            qi = rotate(q[:, h, i].double()[:, None].expand(B, len(cols), D), r[:, None] * INV_FREQ.double()[None])
+            s = (qi * k[:, h // G, cols].double()).sum(-1) * scale  # (B, n): q rotated by the relative position
+            if spec.alibi_slopes is not None:
+                s = s - spec.alibi_slopes[h].double() * torch.tensor([pi - k_pos[j].item() for j in cols],
+                                                                     dtype=torch.float64)
+            out[:, h, i] = torch.softmax(s, -1)[:, None, :].matmul(v[:, h // G, cols].double())[:, 0]
+    return out
+
+
+@pytest.mark.parametrize("shape", SHAPES[:2], ids=SHAPE_IDS[:2])
+def test_reference_equals_the_papers_pair_by_pair(spec_case, shape):
+    kind, params, alibi = spec_case
+    B, H, Hkv, T = shape
+    spec = make_spec(kind, H, alibi=alibi, **params)
+    q, k, v, qr, kr, _, pos = qkv_at(B, H, Hkv, T)
+    out = attention_ref(qr, kr, v, spec, pos, pos, scale=0.3, chunk=16)
+    expect = naive(q, k, v, spec, pos, pos, 0.3)
+    print(f"max abs error {(out.double() - expect).abs().max():.2e}")
+    torch.testing.assert_close(out.double(), expect, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("S,W", [(4, 7), (0, 9), (2, 30)])
+def test_reference_on_a_trimmed_sink_cache_uses_in_cache_positions(S, W):
+    """Decoding the last 3 tokens against a cache holding only the sinks and the window."""
+    spec = make_spec("window", 6, S=S, W=W)
+    q, k, v, qr, kr, _, pos = qkv_at(1, 6, 2, 61)
+    q_pos = pos[-3:]
+    k_pos = key_positions(spec, q_pos, S + W - 1 + 3)
+    out = attention_ref(qr[:, :, -3:], kr[:, :, k_pos], v[:, :, k_pos], spec, q_pos, k_pos, scale=0.3)
+    expect = naive(q[:, :, -3:], k, v, spec, q_pos, pos, 0.3)  # the full cache: invisible keys are skipped
+    torch.testing.assert_close(out.double(), expect, atol=1e-5, rtol=1e-5)
+
+
+def test_key_positions_of_a_trimmed_cache_are_sinks_then_the_recent_run():
+    spec = AttentionSpec(sink_tokens=2, window=4, inv_freq=INV_FREQ)
+    assert key_positions(spec, torch.tensor([9]), 5).tolist() == [0, 1, 7, 8, 9]
+    assert key_positions(spec, torch.tensor([3]), 4).tolist() == [0, 1, 2, 3]
+    with pytest.raises(ValueError, match="only a windowed spec"):
+        key_positions(AttentionSpec(), torch.tensor([9]), 5)
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"sink_tokens": 4}, "needs a window"),
+    ({"group": 2}, "both group and neighbor_window"),
+    ({"window": 0}, "window must be an integer >= 1"),
+    ({"group": 2, "neighbor_window": 4}, "needs the rotary inv_freq"),
+    ({"scale": float("nan")}, "positive finite"),
+    ({"window": 8, "group": 2, "neighbor_window": 4, "inv_freq": INV_FREQ}, "cannot be combined"),
+])
+def test_spec_refuses_what_it_cannot_mean(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        AttentionSpec(**kwargs)
