@@ -1,7 +1,15 @@
 """Shared fixtures: the real SmolLM2 checkpoint (imported once into the cache) and tiny models built in tests."""
 from __future__ import annotations
 
+import os
+
 import pytest
+import torch
+
+# Triton has no CPU backend: without a GPU its kernels run in the interpreter. The flag is read when a kernel (and
+# triton.language's own helpers) is decorated, so it must be set before anything imports triton.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 # Special-token ids and tied embeddings shared by every tiny model.
 SPECIAL_IDS = dict(eos_token_id=2, bos_token_id=1, pad_token_id=2, tie_word_embeddings=True)

@@ -7,7 +7,7 @@ import torch
 from kernels.cpu import attention_cpu
 from kernels.reference import attention_ref
 
-from conftest import SHAPES, SHAPE_IDS, make_spec, qkv_at, trimmed_cache
+from kernels.testing import SHAPES, SHAPE_IDS, make_spec, qkv_at, trimmed_cache
 
 # fp32 both sides; the fused kernel sums in a different order (online softmax, log-sum-exp merges), so the
 # outputs differ by a few ulps of the largest partial sums. 1e-5 absolute is the bound.

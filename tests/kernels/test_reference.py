@@ -8,7 +8,7 @@ from kernels.reference import attention_ref
 from kernels.rotary import rotate
 from kernels.spec import AttentionSpec, key_positions
 
-from conftest import INV_FREQ, SHAPES, SHAPE_IDS, make_spec, qkv_at
+from kernels.testing import INV_FREQ, SHAPES, SHAPE_IDS, make_spec, qkv_at
 
 
 def naive(q, k, v, spec: AttentionSpec, q_pos, k_pos, scale):

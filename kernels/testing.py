@@ -1,0 +1,62 @@
+"""Seeded cases for testing and benchmarking attention backends: random q/k/v on odd shapes, rotated as a model
+would hand them over, and a spec of every method (kept in the package so tests and scripts share one copy)."""
+from __future__ import annotations
+
+import itertools
+
+import torch
+
+from kernels.rotary import rotate
+from kernels.spec import AttentionSpec, key_positions
+
+D = 16  # a power of two: the Triton kernel tiles it with tl.dot
+INV_FREQ = 1.0 / (10000.0 ** (torch.arange(0, D, 2, dtype=torch.float32) / D))
+
+
+def make_spec(kind: str, heads: int, S: int = 0, W: int | None = None, G: int | None = None,
+              N: int | None = None, alibi: bool = False) -> AttentionSpec:
+    slopes = torch.tensor([2.0 ** -(8 * (h + 1) / heads) for h in range(heads)]) if alibi else None
+    if kind == "selfextend":
+        return AttentionSpec(group=G, neighbor_window=N, inv_freq=INV_FREQ, alibi_slopes=slopes)
+    if kind == "window":
+        return AttentionSpec(sink_tokens=S, window=W, inv_freq=INV_FREQ, alibi_slopes=slopes)
+    return AttentionSpec(alibi_slopes=slopes)
+
+
+def _specs():
+    out = []
+    for alibi in (False, True):
+        out.append(("causal", {}, alibi))
+        for S, W in itertools.product((0, 4), (7, 64)):
+            out.append(("window", {"S": S, "W": W}, alibi))
+        for G, N in ((2, 5), (4, 24)):
+            out.append(("selfextend", {"G": G, "N": N}, alibi))
+    return out
+
+
+SPECS = _specs()
+SPEC_IDS = [f"{k}-{'-'.join(f'{a}{b}' for a, b in p.items())}{'-alibi' if al else ''}" for k, p, al in SPECS]
+SHAPES = [(1, 6, 2, 217), (2, 8, 2, 37), (1, 3, 3, 1)]  # (B, H, H_kv, T): GQA 3:1, 4:1, MHA; odd lengths
+SHAPE_IDS = ["b1-gqa3-t217", "b2-gqa4-t37", "b1-mha-t1"]
+
+
+def qkv_at(B, H, Hkv, T, seed=0, dtype=torch.float32):
+    """Unrotated q, k, v and the rotated q, k at positions 0..T−1 (as a model hands them to attention)."""
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(B, H, T, D, generator=g)
+    k = torch.randn(B, Hkv, T, D, generator=g)
+    v = torch.randn(B, Hkv, T, D, generator=g)
+    pos = torch.arange(T)
+    angles = pos.float()[:, None] * INV_FREQ[None]
+    return q, k, v, rotate(q, angles).to(dtype), rotate(k, angles).to(dtype), v.to(dtype), pos
+
+
+def trimmed_cache(spec: AttentionSpec, k, v, T: int, n_queries: int):
+    """What a runner holds when the last n_queries arrive: sinks and the W − 1 keys before them, plus themselves."""
+    if spec.window is None or T <= spec.sink_tokens + spec.window - 1 + n_queries:
+        return k, v, torch.arange(T)
+    q_pos = torch.arange(T - n_queries, T)
+    k_pos = key_positions(spec, q_pos, spec.sink_tokens + spec.window - 1 + n_queries)
+    return k[:, :, k_pos], v[:, :, k_pos], k_pos
+
+
