@@ -19,8 +19,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from extensions.attention import causal, positional_attention, query_positions, register
-from extensions.base import Extension, ExtensionConfig
+from extensions.base import ATTENTION_SPEC, Extension, ExtensionConfig
 
 SLOPE_SCALES = ("none", "interpolate")
 NATIVE_ALIBI = ("bloom", "mpt")
@@ -34,12 +33,6 @@ def alibi_slopes(n_heads: int, max_bias: float = 8.0):
     slopes = [2 ** (-max_bias * h / closest) for h in range(1, closest + 1)]
     extra = [2 ** (-max_bias * (2 * h - 1) / (2 * closest)) for h in range(1, n_heads - closest + 1)]
     return torch.tensor(slopes + extra, dtype=torch.float32)
-
-
-def alibi_bias(slopes, q_pos, k_pos):
-    """(H, T, S) bias −m_h·(i − j) for query positions i (T,) and key positions j (S,)."""
-    dist = (q_pos[:, None] - k_pos[None, :]).float()  # (T, S)
-    return -slopes[:, None, None] * dist[None]
 
 
 @dataclass(frozen=True)
@@ -60,6 +53,7 @@ class AlibiConfig(ExtensionConfig):
 class Alibi(Extension):
     name = "alibi"
     config_cls = AlibiConfig
+    mechanisms = frozenset({ATTENTION_SPEC})
 
     def resolve(self, config: AlibiConfig, hf_config) -> AlibiConfig:
         if hf_config.model_type in NATIVE_ALIBI and (config.slope_scale != "none" or config.max_bias != 8.0):
@@ -78,25 +72,17 @@ class Alibi(Extension):
             m = m * (config.train_length / length)
         return m
 
+    def attention_spec(self, config: AlibiConfig, model_config, inv_freq, length: int):
+        """Slopes for a sequence of `length` tokens (interpolated past the trained length when asked)."""
+        from kernels.spec import AttentionSpec
+
+        return AttentionSpec(alibi_slopes=self.slopes(config, model_config, length))
+
     def attach(self, model, config: AlibiConfig) -> dict:
         if model.config.model_type in NATIVE_ALIBI:
-            if config.slope_scale != "none" or config.max_bias != 8.0:
-                raise ValueError(f"{model.config.model_type} applies its trained ALiBi slopes itself; only "
-                                 "slope_scale=none and max_bias=8 are supported on it")
+            self.resolve(config, model.config)  # refuses changed slopes on a model that applies its own
             return {"native_alibi": True, "changed": False}
-        hf_config = model.config
-        ext = self
-
-        def alibi_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
-            q_pos = query_positions(query, kwargs)
-            k_pos = q_pos.new_tensor(range(key.shape[2]))  # full (untrimmed) cache: key j sits at position j
-            slopes = ext.slopes(config, hf_config, length=int(k_pos[-1]) + 1).to(query.device)
-            out = positional_attention(query, key, value, scaling, q_pos, k_pos, allowed=causal,
-                                       bias=lambda qp, kp: alibi_bias(slopes, qp, kp))
-            return out, None
-
-        return {**register(model, "longctx_alibi", alibi_attention),
-                "slopes": [float(s) for s in self.slopes(config, hf_config)]}
+        return {"slopes": [float(s) for s in self.slopes(config, model.config)]}
 
     def inspect(self, config: AlibiConfig, hf_config, length: int | None = None) -> dict:
         return {"slopes": [float(s) for s in self.slopes(config, hf_config, length)]}

@@ -7,6 +7,14 @@ Lifecycle, driven by a runner:
   4. `attach(model, cfg)` → edit the loaded model through the library's extension points;
   5. `before_request` / `before_decode` → per-request hooks for methods with state (dynamic NTK's cached keys).
 `configure` and `attach` return a plain dict saying what was changed; it is written to run.json.
+
+Each method declares the *mechanisms* it needs a runner to carry out (`mechanisms`); runners declare the ones they
+provide, and which runner hosts which method is derived from the two (harness.runners.check_hostable):
+  rope-parameters  new rotary parameters in the model config before loading (`configure`);
+  attention-spec   attention as a `kernels.spec.AttentionSpec` (`attention_spec`): the runner routes every
+                   attention call through an implementation of the spec (the fp32 oracle, the CPU path, Triton);
+  kv-policy        the runner streams the prompt in chunks with explicit positions and applies the method's cache
+                   policy after every forward (`streaming`, `chunk_size`, `after_forward`: sinks' eviction).
 """
 from __future__ import annotations
 
@@ -27,9 +35,17 @@ class ExtensionConfig:
         return dataclasses.asdict(self)
 
 
+ROPE_PARAMETERS = "rope-parameters"
+ATTENTION_SPEC = "attention-spec"
+KV_POLICY = "kv-policy"
+MECHANISMS = (ROPE_PARAMETERS, ATTENTION_SPEC, KV_POLICY)
+
+
 class Extension:
     name: ClassVar[str] = ""
     config_cls: ClassVar[type[ExtensionConfig]] = ExtensionConfig
+    mechanisms: ClassVar[frozenset[str]] = frozenset()  # what a runner must carry out (see the module docstring)
+    streaming: ClassVar[bool] = False  # kv-policy: feed the prompt in chunks and call after_forward each time
 
     def parse(self, params: dict[str, Any]) -> ExtensionConfig:
         allowed = self.config_cls.allowed()
@@ -47,6 +63,15 @@ class Extension:
 
     def attach(self, model: Any, config: ExtensionConfig) -> dict:
         return {}
+
+    def attention_spec(self, config: ExtensionConfig, model_config: Any, inv_freq: Any, length: int) -> Any:
+        """attention-spec methods: the `kernels.spec.AttentionSpec` for sequences of `length` tokens.
+        inv_freq: the model's (D/2,) rotary frequencies, or None on a model without RoPE."""
+        raise NotImplementedError(f"{self.name} does not define attention")
+
+    def chunk_size(self, config: ExtensionConfig) -> int:
+        """kv-policy methods: prompt tokens per streaming step."""
+        raise NotImplementedError(f"{self.name} does not stream")
 
     def before_request(self, model: Any, config: ExtensionConfig) -> None:
         """Reset per-request state (runners call this before each prompt)."""

@@ -14,7 +14,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from extensions.base import Extension, ExtensionConfig
+from extensions.base import ROPE_PARAMETERS, Extension, ExtensionConfig
+from kernels.rotary import rotate, rotate_half  # noqa: F401  (re-exported: one copy of the rotation)
 
 
 # configure() keeps the trained rope parameters on the config under this name, so that the math can always be
@@ -36,21 +37,6 @@ def rope_dims(hf_config: Any) -> tuple[int, float]:
     base = params.get("rope_theta", getattr(hf_config, "rope_theta", 10000.0))
     dim = int(head_dim * params.get("partial_rotary_factor", 1.0))
     return dim, float(base)
-
-
-def rotate_half(x):
-    x1, x2 = x.chunk(2, dim=-1)
-    import torch
-
-    return torch.cat((-x2, x1), dim=-1)
-
-
-def rotate(x, angles):
-    """Rotate x (…, T, D) by per-position angles (T, D/2) in the half-split layout transformers' Llama uses."""
-    import torch
-
-    emb = torch.cat((angles, angles), dim=-1)  # (T, D)
-    return x * emb.cos().to(x.dtype) + rotate_half(x) * emb.sin().to(x.dtype)
 
 
 @dataclass(frozen=True)
@@ -77,7 +63,7 @@ def require_rope(name: str, hf_config: Any, what: str = "rescales RoPE") -> None
 class RopeExtension(Extension):
     """A RoPE method: `rope_parameters(cfg, hf_config)` says what transformers should use."""
 
-    rope_methods: ClassVar[bool] = True
+    mechanisms: ClassVar[frozenset[str]] = frozenset({ROPE_PARAMETERS})
 
     def resolve(self, config: Any, hf_config: Any) -> Any:
         require_rope(self.name, hf_config)
@@ -106,6 +92,14 @@ class RopeExtension(Extension):
     def inspect(self, config: Any, hf_config: Any, length: int | None = None) -> dict:
         inv_freq, scaling = self.inv_freq(config, hf_config, seq_len=length)
         return {"inv_freq": [float(x) for x in inv_freq], "attention_scaling": float(scaling)}
+
+
+def rotary_inv_freq(model):
+    """The (D/2,) inverse frequencies of a transformers RoPE model's rotary module, or None without one."""
+    for m in model.modules():
+        if hasattr(m, "inv_freq") and hasattr(m, "rope_type"):
+            return m.inv_freq.detach().float().clone()
+    return None
 
 
 def yarn_mscale(factor: float) -> float:

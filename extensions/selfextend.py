@@ -5,16 +5,16 @@ Two attention regimes merged per (query i, key j) pair:
   beyond the window:      grouped positions, query ⌊i/G⌋ + (W − ⌊W/G⌋), key ⌊j/G⌋, so the distance is
                           ⌊i/G⌋ − ⌊j/G⌋ + W − ⌊W/G⌋, which starts at about W where the neighbour regime ends.
 The largest relative position used is then about (n − W)/G + W, so a model trained on L tokens reaches
-(L − W)·G + W tokens. Implemented as an attention function: q and k arrive rotated at their true positions and
-the grouped versions are re-rotated from there (rotations compose), so the KV cache is the ordinary one.
+(L − W)·G + W tokens. Implemented as an attention spec (kernels.spec: group G, neighbour window W): q and k arrive
+rotated at their true positions and the grouped versions are re-rotated from there (rotations compose), so the KV
+cache is the ordinary one.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from extensions.attention import causal, positional_attention, query_positions, register, rotary_inv_freq
-from extensions.base import Extension, ExtensionConfig
-from extensions.rope import require_rope, rotate
+from extensions.base import ATTENTION_SPEC, Extension, ExtensionConfig
+from extensions.rope import require_rope
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,7 @@ def usable_length(trained: int, group: int, window: int) -> int:
 class SelfExtend(Extension):
     name = "selfextend"
     config_cls = SelfExtendConfig
+    mechanisms = frozenset({ATTENTION_SPEC})
 
     def resolve(self, config: SelfExtendConfig, hf_config) -> SelfExtendConfig:
         require_rope(self.name, hf_config, "regroups rotary positions")
@@ -59,29 +60,13 @@ class SelfExtend(Extension):
             raise ValueError(f"window {config.window} must be smaller than the model's context {trained}")
         return config
 
+    def attention_spec(self, config: SelfExtendConfig, model_config, inv_freq, length: int):
+        from kernels.spec import AttentionSpec
+
+        return AttentionSpec(group=config.group, neighbor_window=config.window, inv_freq=inv_freq)
+
     def attach(self, model, config: SelfExtendConfig) -> dict:
-        inv_freq = rotary_inv_freq(model)
-        G, W = config.group, config.window
-
-        def selfextend_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
-            import torch
-
-            q_pos = query_positions(query, kwargs)
-            k_pos = q_pos.new_tensor(range(key.shape[2]))
-            f = inv_freq.to(query.device)
-            # Move q from position i to its grouped position, and k from j to ⌊j/G⌋ (angles add).
-            q_shift = (grouped_query_position(q_pos, G, W) - q_pos).float()[:, None] * f[None, :]  # (T, D/2)
-            k_shift = (k_pos // G - k_pos).float()[:, None] * f[None, :]  # (S, D/2)
-            alt = (rotate(query.float(), q_shift), rotate(key.float(), k_shift),
-                   lambda qp, kp: (qp[:, None] - kp[None, :]) >= W,
-                   # keys at or before min(qp) − W are grouped for every query of the chunk; after max(qp) − W
-                   # for none: only a band one chunk wide needs both score products.
-                   lambda qp, kp: (int(torch.searchsorted(kp, qp.min() - W, right=True)),
-                                   int(torch.searchsorted(kp, qp.max() - W, right=True))))
-            return positional_attention(query, key, value, scaling, q_pos, k_pos, allowed=causal, alt=alt), None
-
-        record = register(model, "longctx_selfextend", selfextend_attention)
-        return {**record, "usable_length": usable_length(model.config.max_position_embeddings, G, W)}
+        return {"usable_length": usable_length(model.config.max_position_embeddings, config.group, config.window)}
 
     def inspect(self, config: SelfExtendConfig, hf_config, length: int | None = None) -> dict:
         n = length or hf_config.max_position_embeddings

@@ -7,17 +7,18 @@ keys [0, S) ∪ [i − W + 1, i]. Positions are assigned inside the cache, not i
 true ones, and only query→sink distances change (to S + W − 1 − s once the cache is full). The runner streams
 the input in chunks and trims the cache to S + W − 1 keys after every step, so memory is constant in length.
 
-Implementation: keys stay cached rotated at their true positions (which already gives the right window
-distances); for sink scores the query is re-rotated to its in-cache position, which is exact and needs no
-re-rotation of cached keys. sink_tokens=0 gives a plain sliding window (the "window-only" baseline).
+Implementation: an attention spec (kernels.spec: sinks S, window W) — keys stay cached rotated at their true
+positions (which already gives the right window distances); for sink scores the query is re-rotated to its
+in-cache position, which is exact and needs no re-rotation of cached keys — plus a KV-cache policy (evict all but
+the sinks and the last W − 1 keys after every forward). sink_tokens=0 gives a plain sliding window (the
+"window-only" baseline).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from extensions.attention import positional_attention, query_positions, register, rotary_inv_freq
-from extensions.base import Extension, ExtensionConfig
-from extensions.rope import require_rope, rotate
+from extensions.base import ATTENTION_SPEC, KV_POLICY, Extension, ExtensionConfig
+from extensions.rope import require_rope
 
 
 @dataclass(frozen=True)
@@ -43,31 +44,11 @@ def cache_positions(n: int, sink_tokens: int, window: int) -> list[int]:
     return list(range(len(kept_keys(n, sink_tokens, window))))
 
 
-def sink_visible(sink_tokens: int, window: int):
-    def allowed(qp, kp):
-        causal = kp[None, :] <= qp[:, None]
-        recent = kp[None, :] > (qp[:, None] - window)
-        return causal & (recent | (kp[None, :] < sink_tokens))
-
-    return allowed
-
-
-def cached_key_positions(q_pos, n_keys: int, sink_tokens: int):
-    """True positions of the keys in a trimmed cache: sinks 0..S−1, then a contiguous run ending at the queries."""
-    import torch
-
-    end = int(q_pos[-1]) + 1
-    if n_keys >= end:
-        return torch.arange(n_keys, device=q_pos.device)
-    recent = n_keys - sink_tokens
-    return torch.cat([torch.arange(sink_tokens, device=q_pos.device),
-                      torch.arange(end - recent, end, device=q_pos.device)])
-
-
 class Sinks(Extension):
     name = "sinks"
     config_cls = SinksConfig
-    streaming = True  # runners feed the prompt in chunks with explicit positions and call after_forward
+    mechanisms = frozenset({ATTENTION_SPEC, KV_POLICY})
+    streaming = True
 
     def resolve(self, config: SinksConfig, hf_config) -> SinksConfig:
         require_rope(self.name, hf_config, "keeps rotary keys at their cache positions")
@@ -80,22 +61,10 @@ class Sinks(Extension):
     def chunk_size(self, config: SinksConfig) -> int:
         return config.chunk
 
-    def attach(self, model, config: SinksConfig) -> dict:
-        inv_freq = rotary_inv_freq(model)
-        S, W = config.sink_tokens, config.window
-        allowed = sink_visible(S, W)
+    def attention_spec(self, config: SinksConfig, model_config, inv_freq, length: int):
+        from kernels.spec import AttentionSpec
 
-        def sinks_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
-            q_pos = query_positions(query, kwargs)
-            k_pos = cached_key_positions(q_pos, key.shape[2], S)
-            # Sink scores: the query moves from position i to its in-cache position min(i, S + W − 1).
-            in_cache = q_pos.clamp(max=S + W - 1)
-            shift = (in_cache - q_pos).float()[:, None] * inv_freq.to(query.device)[None, :]  # (T, D/2)
-            alt = (rotate(query.float(), shift), key, lambda qp, kp: (kp < S)[None, :].expand(len(qp), -1),
-                   lambda qp, kp: (min(S, len(kp)), min(S, len(kp))))  # sinks always alt, the rest never
-            return positional_attention(query, key, value, scaling, q_pos, k_pos, allowed=allowed, alt=alt), None
-
-        return register(model, "longctx_sinks", sinks_attention)
+        return AttentionSpec(sink_tokens=config.sink_tokens, window=config.window, inv_freq=inv_freq)
 
     def after_forward(self, cache, config: SinksConfig) -> None:
         """Evict: keep the S sinks and the W − 1 most recent keys (the next query completes the window)."""

@@ -156,7 +156,7 @@ def run(exp: Experiment, log: Callable[[str], None] = print, progress: bool = Tr
                     needle_token_offset=s.needle_token_offset, haystack=s.haystack, dtype=info.dtype,
                     model_max_position=info.model_max_position, prompt_sha=s.prompt_sha, error=g.error,
                     score=score.value if g.error is None else 0.0, metric=score.metric,
-                    cache_bytes=g.cache_bytes, cached_tokens=g.cached_tokens))
+                    cache_bytes=g.cache_bytes, cached_tokens=g.cached_tokens, kernel=g.kernel))
                 bar.set_postfix_str(f"{s.context_length} tok: {'ok' if score.correct else 'miss'}")
                 bar.update(1)
     finally:

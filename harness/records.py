@@ -19,7 +19,8 @@ from typing import Any, Iterator
 
 from harness.errors import UserError
 
-SCHEMA_VERSION = 2  # 2: adds `score`, `metric` (partial credit for multi-reference tasks) and `cache_bytes`
+SCHEMA_VERSION = 3  # 2: adds `score`, `metric` (partial credit for multi-reference tasks) and `cache_bytes`;
+# 3: adds `kernel`
 RESULTS = "results.jsonl"
 RUN = "run.json"
 
@@ -57,6 +58,7 @@ class SampleRecord:
     cached_tokens: int | None = None  # prompt tokens served from a prefix cache (vLLM's prefix caching)
     score: float | None = None  # the task's primary metric for this sample in [0, 1] (partial credit allowed)
     metric: str | None = None  # what `score` means: "exact", "all-references", "any-reference"
+    kernel: str | None = None  # attention implementation(s) that ran: sdpa, eager, reference, cpu, triton, flash-attn
     schema_version: int = SCHEMA_VERSION  # bumped whenever a field changes meaning
 
     @property

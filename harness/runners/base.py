@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 @dataclass(frozen=True)
 class Capabilities:
-    extensions: frozenset[str]  # extension names this runner can host
+    mechanisms: frozenset[str]  # what it carries out (extensions.base.MECHANISMS); hosts methods needing a subset
     batch_size: int = 1  # requests the loop hands over at once (vLLM batches; HF on CPU gains nothing)
     needs_main_guard: bool = False  # starts worker processes (vLLM)
     scores_tokens: bool = False  # implements token_nll(ids) (perplexity, loglikelihood)
@@ -39,6 +39,7 @@ class Generation:
     mem_kind: str | None = None
     cache_bytes: int | None = None  # KV cache (or recurrent state) held at the end of the request
     cached_tokens: int | None = None  # prompt tokens served from a prefix cache (vLLM)
+    kernel: str | None = None  # attention implementation(s) that ran: sdpa / cpu / triton / flash-attn / reference
     error: str | None = None
 
 

@@ -21,7 +21,7 @@ def _default_answer(prompt: str, reach: int) -> str:
 
 class ScriptedRunner:
     name: ClassVar[str] = "fake"
-    capabilities: ClassVar[Capabilities] = Capabilities(extensions=frozenset({"none"}), batch_size=4)
+    capabilities: ClassVar[Capabilities] = Capabilities(mechanisms=frozenset(), batch_size=4)
 
     def __init__(self, reach: int = 10**9, answer: Callable[[str], str] | None = None, **_):
         self.reach = reach

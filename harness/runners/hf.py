@@ -2,7 +2,8 @@
 
 - dtype: float32 on CPU (CPUs without native bf16 run bf16 matmuls ~400× slower: 0.3 vs 121 GFLOP/s measured
   here), bfloat16 on CUDA; `dtype=` overrides.
-- attention: SDPA.
+- attention: SDPA; extensions that define attention (an attention spec: ALiBi, SelfExtend, sinks) run the spec's
+  fp32 oracle, `kernels.reference` — exact and slow; the kernel runner runs the same spec fast.
 - decoding: a plain greedy loop over a KV cache. The prefill asks for the logits of the last position only
   (`logits_to_keep=1`): a 32k-token prompt's full logits over a 49k vocabulary would be 6 GB of fp32.
 """
@@ -14,7 +15,7 @@ from typing import ClassVar
 from harness.memory import PeakMemory
 from harness.runners.base import Capabilities, Generation, GenerationRequest, LoadInfo, readable_checkpoint
 
-HF_EXTENSIONS = frozenset({"none", "pi", "ntk", "dynamic-ntk", "yarn", "alibi", "selfextend", "sinks"})
+from extensions.base import ATTENTION_SPEC, KV_POLICY, MECHANISMS
 
 
 def default_device() -> str:
@@ -37,9 +38,16 @@ def cache_nbytes(cache) -> int:
     return total
 
 
+def _native_alibi(model) -> bool:
+    """Bloom applies its trained ALiBi slopes itself, in its own eager attention."""
+    return getattr(model.config, "model_type", None) == "bloom"
+
+
 class HFRunner:
     name: ClassVar[str] = "hf"
-    capabilities: ClassVar[Capabilities] = Capabilities(extensions=HF_EXTENSIONS, batch_size=1, scores_tokens=True)
+    capabilities: ClassVar[Capabilities] = Capabilities(mechanisms=frozenset(MECHANISMS), batch_size=1,
+                                                        scores_tokens=True)
+    attention_impl: ClassVar[str | None] = "reference"  # for attention-spec extensions; None: leave attention as is
 
     def __init__(self, device: str | None = None, dtype: str | None = None, attn_implementation: str = "sdpa"):
         self.device = device
@@ -71,6 +79,8 @@ class HFRunner:
         self.model = model.to(self.device)
         self.model.eval()
         ext_record.update(extension.attach(self.model, extension_config))
+        self._attention = []
+        ext_record.update(self._install_attention(extension, extension_config))
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
         gen_cfg = getattr(self.model, "generation_config", None)
         eos = getattr(gen_cfg, "eos_token_id", None) or hf_config.eos_token_id
@@ -80,6 +90,24 @@ class HFRunner:
                         extension_record=ext_record,
                         extra={"attn_implementation": self.attn_implementation,
                                "torch_threads": torch.get_num_threads()})
+
+    def _install_attention(self, extension, extension_config) -> dict:
+        """attention-spec extensions: every attention call goes through the spec (per model, see attention.py)."""
+        if ATTENTION_SPEC not in extension.mechanisms or _native_alibi(self.model):
+            return {}
+        from harness.runners.attention import install
+
+        fn, record = install(self.model, extension, extension_config, self.attention_impl)
+        self._attention.append(fn)
+        return record
+
+    def _kernels_used(self) -> str | None:
+        """The attention implementations that served the last request, e.g. "cpu" or "cpu+sdpa"."""
+        used = set()
+        for fn in self._attention:
+            used |= {k for k, n in fn.used.items() if n}
+            fn.used.clear()
+        return "+".join(sorted(used)) or self.attn_implementation  # transformers' own: sdpa, or eager (Bloom)
 
     def generate(self, requests: list[GenerationRequest]) -> list[Generation]:
         return [self._generate_one(r) for r in requests]
@@ -96,7 +124,8 @@ class HFRunner:
             latency = time.perf_counter() - t0
         text = self.tokenizer.decode(new, skip_special_tokens=True)
         return Generation(text=text, prompt_tokens=int(ids.shape[1]), new_tokens=len(new), latency_s=latency,
-                          prefill_s=prefill_s, peak_mem_bytes=pm.peak, mem_kind=pm.kind, cache_bytes=cache_bytes)
+                          prefill_s=prefill_s, peak_mem_bytes=pm.peak, mem_kind=pm.kind, cache_bytes=cache_bytes,
+                          kernel=self._kernels_used())
 
     def _greedy(self, ids, max_new_tokens: int) -> tuple[list[int], float, int]:
         """Greedy decoding over a KV cache. Streaming extensions (sinks) get the prompt in chunks with explicit
@@ -105,7 +134,7 @@ class HFRunner:
         from transformers import DynamicCache
 
         model, ext, ext_cfg = self.model, self.extension, self.extension_config
-        streaming = getattr(ext, "streaming", False)
+        streaming = KV_POLICY in ext.mechanisms
         T = ids.shape[1]
         with torch.inference_mode():
             ext.before_request(model, ext_cfg)
@@ -157,7 +186,7 @@ class HFRunner:
         greedy = torch.zeros(T - 1, dtype=torch.bool)
         with torch.inference_mode():
             ext.before_request(model, ext_cfg)
-            if getattr(ext, "streaming", False):
+            if KV_POLICY in ext.mechanisms:
                 cache = DynamicCache(config=model.config)
                 step = ext.chunk_size(ext_cfg)
                 for start in range(0, T, step):

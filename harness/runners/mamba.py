@@ -42,7 +42,7 @@ def state_nbytes(cache) -> int:
 
 class MambaRunner:
     name: ClassVar[str] = "mamba"
-    capabilities: ClassVar[Capabilities] = Capabilities(extensions=frozenset({"none"}), batch_size=1,
+    capabilities: ClassVar[Capabilities] = Capabilities(mechanisms=frozenset(), batch_size=1,
                                                          scores_tokens=True)
 
     def __init__(self, device: str | None = None, dtype: str | None = None, chunk: int = 2048,

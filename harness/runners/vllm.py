@@ -21,7 +21,7 @@ from typing import ClassVar
 
 from harness.runners.base import Capabilities, Generation, GenerationRequest, LoadInfo
 
-VLLM_EXTENSIONS = frozenset({"none", "pi", "ntk", "dynamic-ntk", "yarn"})
+from extensions.base import ROPE_PARAMETERS
 
 
 def _on_cuda() -> bool:
@@ -40,7 +40,7 @@ def kv_bytes_per_token(hf_config, dtype_bytes: int) -> int:
 class VLLMRunner:
     name: ClassVar[str] = "vllm"
     capabilities: ClassVar[Capabilities] = Capabilities(
-        extensions=VLLM_EXTENSIONS, batch_size=8, needs_main_guard=True,
+        mechanisms=frozenset({ROPE_PARAMETERS}), batch_size=8, needs_main_guard=True,
         notes="dynamic-ntk: vLLM computes the base once for max_position_embeddings x factor")
 
     def __init__(self, device: str | None = None, dtype: str | None = None, max_model_len: int | None = None,

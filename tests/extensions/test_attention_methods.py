@@ -1,49 +1,16 @@
-"""ALiBi, SelfExtend and attention sinks: closed forms from the papers, per-pair dense references, and the
-methods inside a real (tiny) Llama."""
-import math
-
+"""ALiBi, SelfExtend and attention sinks: closed forms from the papers and the methods inside a real (tiny) Llama.
+Their attention itself (the spec) is checked pair by pair against the papers in tests/kernels/."""
 import pytest
 import torch
 
 from extensions import EXTENSIONS
-from extensions.alibi import alibi_bias, alibi_slopes
-from extensions.attention import causal, positional_attention
-from extensions.rope import default_inv_freq, rotate
+from extensions.alibi import alibi_slopes
+from harness.runners.attention import install
 from extensions.selfextend import selfextend_distances, usable_length
 from extensions.sinks import kept_keys
 
 
 # ----------------------------------------------------------------------------------------------------- helpers
-def _rotated(x, pos, inv_freq):
-    return rotate(x, pos.float()[:, None] * inv_freq[None, :])
-
-
-def _dense_reference(q, k, v, scaling, rel_pos_fn, visible_fn, inv_freq, bias_fn=None):
-    """Per (i, j) pair: score = R(r_ij)·… computed from *unrotated* q, k. q (H, T, D), k, v (H, S, D)."""
-    H, T, D = q.shape
-    out = torch.zeros_like(q, dtype=torch.float64)
-    for i in range(T):
-        js = [j for j in range(k.shape[1]) if visible_fn(i, j)]
-        scores = []
-        for j in js:
-            r = torch.tensor([float(rel_pos_fn(i, j))])
-            qi = rotate(q[:, i:i + 1].double(), (r[:, None] * inv_freq[None, :]).double())  # rotate q by r_ij
-            s = (qi[:, 0] * k[:, j].double()).sum(-1) * scaling  # (H,)
-            if bias_fn is not None:
-                s = s + bias_fn(i, j)
-            scores.append(s)
-        w = torch.softmax(torch.stack(scores, -1), -1)  # (H, |js|)
-        out[:, i] = torch.einsum("hj,hjd->hd", w, v[:, js].double())
-    return out
-
-
-@pytest.fixture
-def qkv():
-    torch.manual_seed(0)
-    H, T, D = 3, 37, 16
-    return torch.randn(H, T, D), torch.randn(H, T, D), torch.randn(H, T, D), default_inv_freq(D, 10000.0)
-
-
 # ------------------------------------------------------------------------------------------------------- ALiBi
 def test_alibi_slopes_power_of_two_heads_are_the_papers():
     torch.testing.assert_close(alibi_slopes(8), torch.tensor([2.0 ** -i for i in range(1, 9)]))
@@ -57,17 +24,6 @@ def test_alibi_slopes_equal_blooms(n_heads):
     mask = torch.ones(1, 4)
     bloom = build_alibi_tensor(mask, n_heads, torch.float32)  # (H, 1, 4) = slope × position
     torch.testing.assert_close(alibi_slopes(n_heads), bloom[:, 0, 1], rtol=1e-6, atol=0)
-
-
-def test_alibi_attention_equals_dense_reference(qkv):
-    q, k, v, inv = qkv
-    slopes = alibi_slopes(q.shape[0])
-    pos = torch.arange(q.shape[1])
-    out = positional_attention(_rotated(q, pos, inv)[None], _rotated(k, pos, inv)[None], v[None], 0.25, pos, pos,
-                               allowed=causal, bias=lambda qp, kp: alibi_bias(slopes, qp, kp), chunk=8)
-    ref = _dense_reference(q, k, v, 0.25, lambda i, j: i - j, lambda i, j: j <= i, inv,
-                           bias_fn=lambda i, j: -slopes.double() * (i - j))
-    torch.testing.assert_close(out[0].transpose(0, 1).double(), ref, atol=1e-5, rtol=1e-5)
 
 
 def test_alibi_interpolation_scales_slopes_past_the_trained_length():
@@ -116,43 +72,6 @@ def test_selfextend_usable_length_reaches_exactly_the_trained_positions(trained,
     assert int(selfextend_distances(n, group, window).max()) == trained - 1
 
 
-def _selfextend_attention(q, k, v, inv, group, window):
-    """Call SelfExtend's attention function on (H, T, D) tensors rotated at their true positions."""
-    from extensions.selfextend import SelfExtend
-
-    captured = {}
-
-    class FakeModel:  # just enough of a model for attach(): the rotary inv_freq and a registry hook
-        config = type("C", (), {"max_position_embeddings": 10_000, "_attn_implementation": "sdpa"})()
-
-        def modules(self):
-            return [type("R", (), {"inv_freq": inv, "rope_type": "default"})()]
-
-        def set_attn_implementation(self, name):
-            from transformers import AttentionInterface
-
-            captured["fn"] = AttentionInterface._global_mapping[name]
-
-    ext = SelfExtend()
-    ext.attach(FakeModel(), ext.parse({"group": group, "window": window}))
-    pos = torch.arange(q.shape[1])
-    out, _ = captured["fn"](None, _rotated(q, pos, inv)[None], _rotated(k, pos, inv)[None], v[None], None,
-                            scaling=0.25, position_ids=pos[None])
-    return out[0].transpose(0, 1)
-
-
-@pytest.mark.parametrize("group,window", [(2, 4), (4, 8), (3, 10)])
-def test_selfextend_attention_equals_dense_reference(qkv, group, window):
-    q, k, v, inv = qkv
-    out = _selfextend_attention(q, k, v, inv, group, window)
-
-    def rel(i, j):
-        return i - j if i - j < window else (i // group + window - window // group) - j // group
-
-    ref = _dense_reference(q, k, v, 0.25, rel, lambda i, j: j <= i, inv)
-    torch.testing.assert_close(out.double(), ref, atol=1e-5, rtol=1e-5)
-
-
 def test_selfextend_with_group_1_is_the_plain_model(tiny_llama_path):
     from transformers import AutoModelForCausalLM
 
@@ -161,7 +80,7 @@ def test_selfextend_with_group_1_is_the_plain_model(tiny_llama_path):
     with torch.inference_mode():
         ref = model(ids).logits
         ext = EXTENSIONS.get("selfextend")()
-        ext.attach(model, ext.resolve(ext.parse({"group": 1, "window": 16}), model.config))
+        install(model, ext, ext.resolve(ext.parse({"group": 1, "window": 16}), model.config), "reference")
         ours = model(ids).logits
     torch.testing.assert_close(ours, ref, atol=1e-4, rtol=1e-4)
 
@@ -193,38 +112,6 @@ def test_sinks_keep_exactly_the_first_s_and_last_w():
     assert kept_keys(20, 0, 6) == list(range(14, 20))  # window only
 
 
-@pytest.mark.parametrize("S,W", [(2, 8), (0, 5), (4, 4)])
-def test_sinks_attention_equals_dense_reference_over_kept_keys_at_cache_positions(qkv, S, W):
-    """Each query attends, with positions assigned inside the cache, to exactly [0,S) ∪ [i−W+1, i]."""
-    from extensions.sinks import Sinks
-
-    q, k, v, inv = qkv
-    captured = {}
-
-    class FakeModel:
-        config = type("C", (), {"_attn_implementation": "sdpa"})()
-
-        def modules(self):
-            return [type("R", (), {"inv_freq": inv, "rope_type": "default"})()]
-
-        def set_attn_implementation(self, name):
-            from transformers import AttentionInterface
-
-            captured["fn"] = AttentionInterface._global_mapping[name]
-
-    Sinks().attach(FakeModel(), Sinks().parse({"sink_tokens": S, "window": W}))
-    pos = torch.arange(q.shape[1])
-    out, _ = captured["fn"](None, _rotated(q, pos, inv)[None], _rotated(k, pos, inv)[None], v[None], None,
-                            scaling=0.25, position_ids=pos[None])
-
-    def slot(i, j):  # the key's position inside the cache seen by query i
-        return kept_keys(i + 1, S, W).index(j)
-
-    ref = _dense_reference(q, k, v, 0.25, lambda i, j: slot(i, i) - slot(i, j),
-                           lambda i, j: j in kept_keys(i + 1, S, W), inv)
-    torch.testing.assert_close(out[0].transpose(0, 1).double(), ref, atol=1e-5, rtol=1e-5)
-
-
 def _stream_logits(model, ext, conf, ids, chunk):
     """Stream ids through model in chunks; returns the last logits and the final cache length."""
     from transformers import DynamicCache
@@ -239,13 +126,14 @@ def _stream_logits(model, ext, conf, ids, chunk):
     return out.logits[0, -1], cache.layers[0].keys.shape[-2]
 
 
-def test_sinks_streaming_token_by_token_equals_chunked_and_memory_is_constant(tiny_llama_path):
+@pytest.mark.parametrize("impl", ["reference", "cpu"])
+def test_sinks_streaming_token_by_token_equals_chunked_and_memory_is_constant(tiny_llama_path, impl):
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(tiny_llama_path, dtype=torch.float32).eval()
     ext = EXTENSIONS.get("sinks")()
     conf = ext.resolve(ext.parse({"sink_tokens": 4, "window": 32}), model.config)
-    ext.attach(model, conf)
+    install(model, ext, conf, impl)
     torch.manual_seed(1)
     ids = torch.randint(10, 1000, (1, 150))
     one, n_one = _stream_logits(model, ext, conf, ids, chunk=1)
@@ -264,7 +152,7 @@ def test_sinks_before_any_eviction_equal_the_plain_model(tiny_llama_path):
         ref = model(ids).logits[0, -1]
     ext = EXTENSIONS.get("sinks")()
     conf = ext.resolve(ext.parse({"sink_tokens": 4, "window": 40, "chunk": 8}), model.config)
-    ext.attach(model, conf)
+    install(model, ext, conf, "reference")
     logits, _ = _stream_logits(model, ext, conf, ids, chunk=8)
     torch.testing.assert_close(logits, ref, atol=1e-4, rtol=1e-4)
 
@@ -285,18 +173,23 @@ def test_hf_runner_hosts_attention_methods(tiny_llama_path, name, params):
     assert g.prompt_tokens > 512 and g.new_tokens >= 1 and g.error is None
 
 
-@pytest.mark.parametrize("chunk", [1, 5, 16, 64])
-def test_band_split_equals_the_unsplit_computation(qkv, chunk):
-    """The (a, b) split is an optimisation only: same output as evaluating use_alt on every pair."""
-    q, k, v, inv = qkv
-    pos = torch.arange(q.shape[1])
-    W = 6
-    qr, kr = _rotated(q, pos, inv)[None], _rotated(k, pos, inv)[None]
-    aq, ak = _rotated(q, pos // 2, inv)[None], _rotated(k, pos // 3, inv)[None]
-    use = lambda qp, kp: (qp[:, None] - kp[None, :]) >= W  # noqa: E731
-    split = lambda qp, kp: (int(torch.searchsorted(kp, qp.min() - W, right=True)),  # noqa: E731
-                            int(torch.searchsorted(kp, qp.max() - W, right=True)))
-    plain = positional_attention(qr, kr, v[None], 0.25, pos, pos, allowed=causal, alt=(aq, ak, use), chunk=chunk)
-    fast = positional_attention(qr, kr, v[None], 0.25, pos, pos, allowed=causal, alt=(aq, ak, use, split),
-                                chunk=chunk)
-    torch.testing.assert_close(fast, plain, atol=1e-6, rtol=1e-6)
+
+
+def test_two_models_configured_differently_keep_their_own_attention(tiny_llama_path):
+    """transformers' attention table is global by name: each model must keep its own closure and config."""
+    from transformers import AutoModelForCausalLM
+
+    ids = torch.randint(10, 1000, (1, 120))
+    ext = EXTENSIONS.get("selfextend")()
+    models, alone = [], []
+    for group in (2, 4):
+        m = AutoModelForCausalLM.from_pretrained(tiny_llama_path, dtype=torch.float32).eval()
+        install(m, ext, ext.resolve(ext.parse({"group": group, "window": 16}), m.config), "reference")
+        with torch.inference_mode():
+            alone.append(m(ids).logits)
+        models.append(m)
+    with torch.inference_mode():
+        together = [m(ids).logits for m in models]  # both installed now: each must still compute its own
+    assert not torch.allclose(alone[0], alone[1], atol=1e-3)
+    for a, b in zip(alone, together):
+        torch.testing.assert_close(a, b)

@@ -1,0 +1,61 @@
+"""The custom-kernel runner: the HF runner's loading and decoding, with every attention call routed through the
+attention spec's fast implementations (kernels/).
+
+- CPU: plain causal attention dispatches to torch's SDPA; every other spec (sinks + window, SelfExtend, ALiBi)
+  runs `kernels.cpu`, which costs what the spec costs (O(N·(S + W)) for sinks).
+- CUDA: flash-attn (the `[gpu]` extra) for what it expresses natively — causal, ALiBi slopes, a pure window —
+  and the Triton kernel for the rest.
+Each record says which implementation served it (`kernel`). `impl` (or $LONGCTX_KERNEL) forces one: auto,
+reference, cpu, sdpa, triton, flash-attn.
+
+Models: Llama-family RoPE models (anything whose attention goes through transformers' attention interface).
+Native-ALiBi Bloom keeps transformers' eager attention here (it has no attention interface to plug into): the
+record then says `eager`.
+"""
+from __future__ import annotations
+
+import os
+from typing import ClassVar
+
+from extensions.base import ATTENTION_SPEC, MECHANISMS
+from harness.runners.base import Capabilities
+from harness.runners.hf import HFRunner, _native_alibi
+
+
+class _Causal:
+    """The spec of methods that do not define attention (none and the RoPE methods): plain causal."""
+
+    mechanisms = frozenset({ATTENTION_SPEC})
+
+    def attention_spec(self, config, model_config, inv_freq, length):
+        from kernels.spec import AttentionSpec
+
+        return AttentionSpec()
+
+
+class KernelRunner(HFRunner):
+    name: ClassVar[str] = "kernel"
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        mechanisms=frozenset(MECHANISMS), batch_size=1, scores_tokens=True,
+        notes="attention through kernels/: SDPA for plain causal, the CPU path or Triton / flash-attn otherwise")
+
+    def __init__(self, device: str | None = None, dtype: str | None = None, impl: str | None = None):
+        from kernels import IMPLEMENTATIONS
+
+        super().__init__(device=device, dtype=dtype, attn_implementation="sdpa")
+        impl = impl or os.environ.get("LONGCTX_KERNEL", "auto")
+        if impl not in IMPLEMENTATIONS:
+            from harness.errors import unknown_name
+
+            raise unknown_name("kernel implementation", impl, list(IMPLEMENTATIONS))
+        self.attention_impl = impl
+
+    def _install_attention(self, extension, extension_config) -> dict:
+        if _native_alibi(self.model):
+            return {"kernel_impl": "eager (Bloom has no attention interface)"}
+        from harness.runners.attention import install
+
+        source = extension if ATTENTION_SPEC in extension.mechanisms else _Causal()
+        fn, record = install(self.model, source, extension_config, self.attention_impl)
+        self._attention.append(fn)
+        return record

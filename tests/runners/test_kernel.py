@@ -1,0 +1,80 @@
+"""The custom-kernel runner: same greedy outputs as the HF runner (whose attention is the fp32 oracle), records
+which kernel ran, hosts every extension, and streams sinks in one pass as exactly as token by token."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from extensions import EXTENSIONS
+from harness.errors import UserError
+from harness.runners import check_hostable, hosts_of
+from harness.runners.base import GenerationRequest
+
+CASES = [("none", {}), ("yarn", {"factor": 2}), ("dynamic-ntk", {"factor": 2}), ("pi", {"factor": 2}),
+         ("sinks", {"sink_tokens": 4, "window": 64, "chunk": 96}), ("selfextend", {"group": 2, "window": 64}),
+         ("alibi", {})]
+PROMPT = "The lake is calm and the hills are green. " * 70  # ~700 tokens: past the tiny model's 512 positions
+
+
+def _load(runner_cls, path, name, params, **kw):
+    from transformers import AutoConfig
+
+    ext = EXTENSIONS.get(name)()
+    conf = ext.resolve(ext.parse(params), AutoConfig.from_pretrained(path))
+    runner = runner_cls(device="cpu", dtype="float32", **kw)
+    runner.load(path, ext, conf)
+    return runner
+
+
+@pytest.mark.parametrize("name,params", CASES, ids=[c[0] for c in CASES])
+def test_kernel_runner_generates_what_the_hf_runner_generates(tiny_llama_path, name, params):
+    from harness.runners.hf import HFRunner
+    from harness.runners.kernel import KernelRunner
+
+    req = [GenerationRequest(PROMPT, max_new_tokens=6)]
+    (ref,) = _load(HFRunner, tiny_llama_path, name, params).generate(req)
+    (ours,) = _load(KernelRunner, tiny_llama_path, name, params).generate(req)
+    assert ours.text == ref.text and ours.prompt_tokens == ref.prompt_tokens > 512
+    plain = name in ("none", "yarn", "dynamic-ntk", "pi")
+    assert ours.kernel == ("sdpa" if plain else "cpu")
+    assert ref.kernel == ("sdpa" if plain else "reference")
+
+
+def test_kernel_runner_hidden_states_match_the_oracle_per_token(tiny_llama_path):
+    """Stronger than equal argmaxes: per-token NLL of a SelfExtend prompt agrees with the oracle to 1e-4."""
+    from harness.runners.hf import HFRunner
+    from harness.runners.kernel import KernelRunner
+
+    ids = torch.randint(10, 1000, (1, 700), generator=torch.Generator().manual_seed(0))
+    params = {"group": 4, "window": 32}
+    ref = _load(HFRunner, tiny_llama_path, "selfextend", params).token_nll(ids)
+    ours = _load(KernelRunner, tiny_llama_path, "selfextend", params).token_nll(ids)
+    torch.testing.assert_close(ours, ref, atol=1e-4, rtol=1e-4)
+
+
+def test_one_pass_sink_streaming_perplexity_equals_token_by_token(tiny_llama_path):
+    """The kernel runner streams the prompt in chunks of 128 through the sink+window spec; StreamingLLM's loop feeds
+    one token at a time. Same NLL (the issue asks ±0.5 %; this holds to 1e-4)."""
+    from harness.runners.hf import HFRunner
+    from harness.runners.kernel import KernelRunner
+
+    ids = torch.randint(10, 1000, (1, 400), generator=torch.Generator().manual_seed(1))
+    one = _load(KernelRunner, tiny_llama_path, "sinks", {"sink_tokens": 4, "window": 48, "chunk": 128}).token_nll(ids)
+    step = _load(HFRunner, tiny_llama_path, "sinks", {"sink_tokens": 4, "window": 48, "chunk": 1}).token_nll(ids)
+    assert abs(float(one.mean()) / float(step.mean()) - 1) < 0.005
+    torch.testing.assert_close(one, step, atol=1e-4, rtol=1e-4)
+
+
+def test_hosting_is_derived_from_mechanisms():
+    assert "kernel" in hosts_of("sinks") and "hf" in hosts_of("sinks") and "mamba" not in hosts_of("sinks")
+    for name in EXTENSIONS.names():
+        check_hostable("kernel", name)  # the kernel runner hosts every extension
+    with pytest.raises(UserError, match="needs attention-spec, kv-policy.*runners that can: hf, kernel"):
+        check_hostable("mamba", "sinks")
+
+
+def test_kernel_runner_refuses_an_unknown_implementation():
+    from harness.runners.kernel import KernelRunner
+
+    with pytest.raises(UserError, match="unknown kernel implementation 'trition'.*triton"):
+        KernelRunner(impl="trition")
