@@ -10,7 +10,6 @@ from extensions.selfextend import selfextend_distances, usable_length
 from extensions.sinks import kept_keys
 
 
-# ----------------------------------------------------------------------------------------------------- helpers
 # ------------------------------------------------------------------------------------------------------- ALiBi
 def test_alibi_slopes_power_of_two_heads_are_the_papers():
     torch.testing.assert_close(alibi_slopes(8), torch.tensor([2.0 ** -i for i in range(1, 9)]))
