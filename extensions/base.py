@@ -14,7 +14,7 @@ provide, and which runner hosts which method is derived from the two (harness.ru
   attention-spec   attention as a `kernels.spec.AttentionSpec` (`attention_spec`): the runner routes every
                    attention call through an implementation of the spec (the fp32 oracle, the CPU path, Triton);
   kv-policy        the runner streams the prompt in chunks with explicit positions and applies the method's cache
-                   policy after every forward (`streaming`, `chunk_size`, `after_forward`: sinks' eviction).
+                   policy after every forward (`chunk_size`, `after_forward`: sinks' eviction).
 """
 from __future__ import annotations
 
@@ -45,7 +45,6 @@ class Extension:
     name: ClassVar[str] = ""
     config_cls: ClassVar[type[ExtensionConfig]] = ExtensionConfig
     mechanisms: ClassVar[frozenset[str]] = frozenset()  # what a runner must carry out (see the module docstring)
-    streaming: ClassVar[bool] = False  # kv-policy: feed the prompt in chunks and call after_forward each time
 
     def parse(self, params: dict[str, Any]) -> ExtensionConfig:
         allowed = self.config_cls.allowed()

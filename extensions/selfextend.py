@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from extensions.base import ATTENTION_SPEC, Extension, ExtensionConfig
 from extensions.rope import require_rope
+from kernels.spec import grouped_query_position
 
 
 @dataclass(frozen=True)
@@ -27,10 +28,6 @@ class SelfExtendConfig(ExtensionConfig):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
-
-
-def grouped_query_position(q_pos, group: int, window: int):
-    return q_pos // group + (window - window // group)
 
 
 def selfextend_distances(n: int, group: int, window: int):

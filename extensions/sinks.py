@@ -48,7 +48,6 @@ class Sinks(Extension):
     name = "sinks"
     config_cls = SinksConfig
     mechanisms = frozenset({ATTENTION_SPEC, KV_POLICY})
-    streaming = True
 
     def resolve(self, config: SinksConfig, hf_config) -> SinksConfig:
         require_rope(self.name, hf_config, "keeps rotary keys at their cache positions")

@@ -64,7 +64,7 @@ def prepare(exp: Experiment, log: Callable[[str], None] = print) -> Prepared:
         log(f"{exp.model} is a {hf_config.model_type} checkpoint: using the mamba runner")
         exp = dataclasses.replace(exp, runner="mamba")
     runner_cls = RUNNERS.get(exp.runner)
-    check_hostable(exp.runner, exp.extension)
+    check_hostable(exp.runner, exp.extension, exp.runner_options)
     try:
         ext_config = extension.resolve(ext_config, hf_config)
     except ValueError as e:

@@ -107,10 +107,15 @@ def lower(spec: AttentionSpec, q: torch.Tensor, k: torch.Tensor, q_pos: torch.Te
         alt_below = S
     elif spec.group is not None:
         G, N = spec.group, spec.neighbor_window
-        q_alt = shift(q, q_pos // G + (N - N // G) - q_pos, spec.inv_freq)
+        q_alt = shift(q, grouped_query_position(q_pos, G, N) - q_pos, spec.inv_freq)
         k_alt = shift(k, k_pos // G - k_pos, spec.inv_freq)
         alt_from = N
     return Lowered(q_alt, k_alt, alt_below, alt_from, spec.sink_tokens, spec.window, slopes, float(scale))
+
+
+def grouped_query_position(q_pos, group: int, neighbor_window: int):
+    """SelfExtend's position of a query beyond the neighbour window: ⌊p/G⌋ + N − ⌊N/G⌋ (keys take ⌊p/G⌋)."""
+    return q_pos // group + (neighbor_window - neighbor_window // group)
 
 
 def visible(low: Lowered, qp: torch.Tensor, kp: torch.Tensor) -> torch.Tensor:

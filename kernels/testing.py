@@ -60,3 +60,14 @@ def trimmed_cache(spec: AttentionSpec, k, v, T: int, n_queries: int):
     return k[:, :, k_pos], v[:, :, k_pos], k_pos
 
 
+
+
+def error_vs_reference(run, spec: AttentionSpec, q, k, v, q_pos, k_pos, scale: float = 0.3) -> float:
+    """Max abs difference between `run(q, k, v, spec, q_pos, k_pos, scale)` and the fp32 oracle (printed with the
+    mean, so a failing test shows how far off it was)."""
+    from kernels.reference import attention_ref
+
+    ref = attention_ref(q, k, v, spec, q_pos, k_pos, scale=scale)
+    err = (run(q, k, v, spec, q_pos, k_pos, scale).cpu().float() - ref).abs()
+    print(f"max abs error {err.max():.2e}, mean {err.mean():.2e}")
+    return float(err.max())

@@ -2,7 +2,7 @@
 attention-level method, in one run (so the ratios share the machine's state).
 
 Usage: .venv/bin/python scripts/bench_kernel_runner.py [--length 16k] [--out runs/bench_kernel_runner.json]
-Each configuration feeds the same token ids (a passkey prompt's length of natural text) and times the prefill
+Each configuration feeds the same seeded random token ids (cost does not depend on the text) and times the prefill
 (the runners' own loop: chunked streaming for sinks, one forward otherwise); peak RSS is the process's high-water
 mark during that configuration (measured in a fresh process per configuration, so earlier ones do not mask it).
 """

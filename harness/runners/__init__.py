@@ -36,14 +36,18 @@ def hosts_of(extension: str) -> list[str]:
     return out
 
 
-def check_hostable(runner: str, extension: str) -> None:
-    """Refuse an unsupported (runner, extension) pair before any model is loaded."""
+def check_hostable(runner: str, extension: str, options: dict | None = None) -> None:
+    """Refuse an unsupported (runner, extension) pair before any model is loaded. A runner class may also define
+    `check(extension_cls, options)` to refuse options this machine cannot serve (the kernel runner's Triton on CPU)."""
     from extensions import EXTENSIONS
 
     cls = RUNNERS.get(runner)
-    missing = missing_mechanisms(cls, EXTENSIONS.get(extension))
+    ext_cls = EXTENSIONS.get(extension)
+    missing = missing_mechanisms(cls, ext_cls)
     if missing:
         hosts = hosts_of(extension)
         where = f"; runners that can: {', '.join(hosts)}" if hosts else ""
         raise UserError(f"runner {runner!r} cannot host extension {extension!r} (it needs {', '.join(missing)}, "
                         f"which {runner} does not carry out){where}")
+    if hasattr(cls, "check"):
+        cls.check(ext_cls, dict(options or {}))

@@ -47,7 +47,7 @@ class HFRunner:
     name: ClassVar[str] = "hf"
     capabilities: ClassVar[Capabilities] = Capabilities(mechanisms=frozenset(MECHANISMS), batch_size=1,
                                                         scores_tokens=True)
-    attention_impl: ClassVar[str | None] = "reference"  # for attention-spec extensions; None: leave attention as is
+    attention_impl: ClassVar[str] = "reference"  # what attention-spec extensions run on (kernels.IMPLEMENTATIONS)
 
     def __init__(self, device: str | None = None, dtype: str | None = None, attn_implementation: str = "sdpa"):
         self.device = device

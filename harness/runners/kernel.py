@@ -40,15 +40,35 @@ class KernelRunner(HFRunner):
         notes="attention through kernels/: SDPA for plain causal, the CPU path or Triton / flash-attn otherwise")
 
     def __init__(self, device: str | None = None, dtype: str | None = None, impl: str | None = None):
-        from kernels import IMPLEMENTATIONS
-
         super().__init__(device=device, dtype=dtype, attn_implementation="sdpa")
-        impl = impl or os.environ.get("LONGCTX_KERNEL", "auto")
-        if impl not in IMPLEMENTATIONS:
-            from harness.errors import unknown_name
+        self.attention_impl = _chosen_impl(impl)
 
-            raise unknown_name("kernel implementation", impl, list(IMPLEMENTATIONS))
-        self.attention_impl = impl
+    @classmethod
+    def check(cls, extension_cls, options: dict) -> None:
+        """Refuse, before anything is written or loaded, an implementation this machine or method cannot use."""
+        import importlib.util
+
+        from harness.errors import UserError
+        from harness.runners.hf import default_device
+
+        impl = _chosen_impl(options.get("impl"))
+        device = str(options.get("device") or default_device())
+        on_cuda = device.startswith("cuda")
+        if impl == "triton" and not on_cuda and not os.environ.get("TRITON_INTERPRET"):
+            raise UserError(f"kernel implementation 'triton' needs a CUDA device (this run is on {device}); "
+                            "use auto, cpu or reference")
+        if impl == "flash-attn":
+            if not on_cuda:
+                raise UserError(f"kernel implementation 'flash-attn' needs a CUDA device (this run is on {device}); "
+                                "use auto, cpu or reference")
+            if importlib.util.find_spec("flash_attn") is None:
+                raise UserError('kernel implementation \'flash-attn\' needs flash-attn: pip install -e ".[gpu]"')
+            if extension_cls.name in ("selfextend", "sinks"):
+                raise UserError(f"flash-attn cannot express {extension_cls.name}; use auto (it picks flash-attn "
+                                "where it applies) or triton")
+        if impl == "sdpa" and ATTENTION_SPEC in extension_cls.mechanisms:
+            raise UserError(f"kernel implementation 'sdpa' computes plain causal attention only; "
+                            f"{extension_cls.name} defines its own — use auto, cpu or reference")
 
     def _install_attention(self, extension, extension_config) -> dict:
         if _native_alibi(self.model):
@@ -59,3 +79,15 @@ class KernelRunner(HFRunner):
         fn, record = install(self.model, source, extension_config, self.attention_impl)
         self._attention.append(fn)
         return record
+
+
+def _chosen_impl(impl: str | None) -> str:
+    """The implementation asked for (argument, else $LONGCTX_KERNEL, else auto), checked against the known ones."""
+    from kernels import IMPLEMENTATIONS
+
+    impl = impl or os.environ.get("LONGCTX_KERNEL", "auto")
+    if impl not in IMPLEMENTATIONS:
+        from harness.errors import unknown_name
+
+        raise unknown_name("kernel implementation", impl, list(IMPLEMENTATIONS))
+    return impl

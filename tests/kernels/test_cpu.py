@@ -5,9 +5,7 @@ import pytest
 import torch
 
 from kernels.cpu import attention_cpu
-from kernels.reference import attention_ref
-
-from kernels.testing import SHAPES, SHAPE_IDS, make_spec, qkv_at, trimmed_cache
+from kernels.testing import SHAPE_IDS, SHAPES, error_vs_reference, make_spec, qkv_at, trimmed_cache
 
 # fp32 both sides; the fused kernel sums in a different order (online softmax, log-sum-exp merges), so the
 # outputs differ by a few ulps of the largest partial sums. 1e-5 absolute is the issue's bound.
@@ -19,13 +17,9 @@ ATOL = 1e-5
 def test_cpu_prefill_equals_reference(spec_case, shape, block):
     kind, params, alibi = spec_case
     B, H, Hkv, T = shape
-    spec = make_spec(kind, H, alibi=alibi, **params)
     _, _, _, q, k, v, pos = qkv_at(B, H, Hkv, T, seed=1)
-    ref = attention_ref(q, k, v, spec, pos, pos, scale=0.3)
-    out = attention_cpu(q, k, v, spec, pos, pos, scale=0.3, block=block)
-    err = (out - ref).abs()
-    print(f"max abs error {err.max():.2e}, mean {err.mean():.2e}")
-    assert err.max() <= ATOL
+    run = lambda *a: attention_cpu(*a, block=block)  # noqa: E731
+    assert error_vs_reference(run, make_spec(kind, H, alibi=alibi, **params), q, k, v, pos, pos) <= ATOL
 
 
 @pytest.mark.parametrize("n_queries", [1, 5])
@@ -35,19 +29,12 @@ def test_cpu_decode_steps_equal_reference(spec_case, n_queries):
     spec = make_spec(kind, 6, alibi=alibi, **params)
     _, _, _, q, k, v, pos = qkv_at(1, 6, 2, 151, seed=2)
     kc, vc, k_pos = trimmed_cache(spec, k, v, 151, n_queries)
-    q_pos = pos[-n_queries:]
-    ref = attention_ref(q[:, :, -n_queries:], kc, vc, spec, q_pos, k_pos, scale=0.3)
-    out = attention_cpu(q[:, :, -n_queries:], kc, vc, spec, q_pos, k_pos, scale=0.3, block=4)
-    err = (out - ref).abs().max()
-    print(f"max abs error {err:.2e}")
-    assert err <= ATOL
+    run = lambda *a: attention_cpu(*a, block=4)  # noqa: E731
+    assert error_vs_reference(run, spec, q[:, :, -n_queries:], kc, vc, pos[-n_queries:], k_pos) <= ATOL
 
 
 def test_cpu_alibi_at_long_positions_keeps_fp32_accuracy():
     """The bias column is centred per block: at position 60k a raw p_j column would cost ~3 digits."""
-    spec = make_spec("causal", 4, alibi=True)
     _, _, _, q, k, v, _ = qkv_at(1, 4, 1, 300, seed=3)
     pos = torch.arange(60_000, 60_300)
-    ref = attention_ref(q, k, v, spec, pos, pos, scale=0.25)
-    out = attention_cpu(q, k, v, spec, pos, pos, scale=0.25)
-    assert (out - ref).abs().max() <= ATOL
+    assert error_vs_reference(attention_cpu, make_spec("causal", 4, alibi=True), q, k, v, pos, pos, 0.25) <= ATOL

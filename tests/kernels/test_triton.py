@@ -14,24 +14,23 @@ triton = pytest.importorskip("triton")
 from kernels.reference import attention_ref  # noqa: E402
 from kernels.triton_attention import attention_triton  # noqa: E402
 
-from kernels.testing import make_spec, qkv_at, trimmed_cache  # noqa: E402
+from kernels.testing import error_vs_reference, make_spec, qkv_at, trimmed_cache  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 ATOL = 1e-5  # fp32 in, IEEE fp32 products: only the summation order differs from the oracle
+
+
+def _triton(q, k, v, spec, q_pos, k_pos, scale):
+    to = lambda t: t.to(DEVICE)  # noqa: E731
+    return attention_triton(to(q), to(k), to(v), spec, to(q_pos), to(k_pos), scale, block_m=16, block_n=16)
 
 
 @pytest.mark.parametrize("shape", [(1, 6, 2, 53), (1, 8, 2, 37)], ids=["gqa3-t53", "gqa4-t37"])
 def test_triton_prefill_equals_reference(spec_case, shape):
     kind, params, alibi = spec_case
     B, H, Hkv, T = shape
-    spec = make_spec(kind, H, alibi=alibi, **params)
     _, _, _, q, k, v, pos = qkv_at(B, H, Hkv, T, seed=4)
-    ref = attention_ref(q, k, v, spec, pos, pos, scale=0.3)
-    out = attention_triton(q.to(DEVICE), k.to(DEVICE), v.to(DEVICE), spec, pos.to(DEVICE), pos.to(DEVICE),
-                           scale=0.3, block_m=16, block_n=16).cpu()
-    err = (out - ref).abs()
-    print(f"max abs error {err.max():.2e}, mean {err.mean():.2e}")
-    assert err.max() <= ATOL
+    assert error_vs_reference(_triton, make_spec(kind, H, alibi=alibi, **params), q, k, v, pos, pos) <= ATOL
 
 
 @pytest.mark.parametrize("n_queries", [1, 3])
@@ -40,11 +39,7 @@ def test_triton_decode_equals_reference(spec_case, n_queries):
     spec = make_spec(kind, 6, alibi=alibi, **params)
     _, _, _, q, k, v, pos = qkv_at(1, 6, 2, 83, seed=5)
     kc, vc, k_pos = trimmed_cache(spec, k, v, 83, n_queries)
-    q_pos = pos[-n_queries:]
-    ref = attention_ref(q[:, :, -n_queries:], kc, vc, spec, q_pos, k_pos, scale=0.3)
-    out = attention_triton(q[:, :, -n_queries:].to(DEVICE), kc.to(DEVICE), vc.to(DEVICE), spec, q_pos.to(DEVICE),
-                           k_pos.to(DEVICE), scale=0.3, block_m=16, block_n=16).cpu()
-    assert (out - ref).abs().max() <= ATOL
+    assert error_vs_reference(_triton, spec, q[:, :, -n_queries:], kc, vc, pos[-n_queries:], k_pos) <= ATOL
 
 
 def test_triton_refuses_head_dims_tl_dot_cannot_tile():

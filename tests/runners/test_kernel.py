@@ -78,3 +78,25 @@ def test_kernel_runner_refuses_an_unknown_implementation():
 
     with pytest.raises(UserError, match="unknown kernel implementation 'trition'.*triton"):
         KernelRunner(impl="trition")
+
+
+@pytest.mark.parametrize("impl,extension,needle", [
+    ("trition", "none", "unknown kernel implementation 'trition'"),
+    ("triton", "none", "'triton' needs a CUDA device"),
+    ("flash-attn", "alibi", "'flash-attn' needs a CUDA device"),
+    ("sdpa", "sinks", "'sdpa' computes plain causal attention only"),
+])
+def test_an_impossible_kernel_choice_is_one_line_before_anything_is_written(tiny_llama_path, tmp_path, impl,
+                                                                           extension, needle):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"} | {"LONGCTX_KERNEL": impl}
+    out = tmp_path / "run"
+    res = subprocess.run([sys.executable, "-m", "harness.cli", "passkey", "--model", tiny_llama_path, "--runner",
+                          "kernel", "-e", extension, "--device", "cpu", "--lengths", "512", "--no-progress",
+                          "--out", str(out)], capture_output=True, text=True, env=env)
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert res.returncode == 2 and len(lines) == 1 and needle in lines[0], res.stderr[-2000:]
+    assert not out.exists()
