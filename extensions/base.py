@@ -5,22 +5,25 @@ Lifecycle, driven by a runner:
   2. `resolve(cfg, hf)`   → fill defaults that depend on the model's config (e.g. the original context);
   3. `configure(hf, cfg)` → edit the model *config* before weights load (transformers' rope parameters);
   4. `attach(model, cfg)` → edit the loaded model through the library's extension points;
-  5. `before_request` / `before_decode` → per-request hooks for methods with state (dynamic NTK's cached keys).
-`configure` and `attach` return a plain dict saying what was changed; it is written to run.json.
+  5. `before_request`     → reset per-request state on the model (dynamic NTK's grown base).
+`configure` and `attach` return a plain dict saying what was changed; it is written to run.json. What a method asks
+of the KV cache is data (`kv_policy` → `KVPolicy`); the runner owns the cache and applies the policy to it.
 
 Each method declares the *mechanisms* it needs a runner to carry out (`mechanisms`); runners declare the ones they
 provide, and which runner hosts which method is derived from the two (harness.runners.check_hostable):
   rope-parameters  new rotary parameters in the model config before loading (`configure`);
   attention-spec   attention as a `kernels.spec.AttentionSpec` (`attention_spec`): the runner routes every
                    attention call through an implementation of the spec (the fp32 oracle, the CPU path, Triton);
-  kv-policy        the runner streams the prompt in chunks with explicit positions and applies the method's cache
-                   policy after every forward (`chunk_size`, `after_forward`: sinks' eviction).
+  kv-policy        the runner owns a KV cache that applies the method's `KVPolicy`: the prompt streamed in chunks
+                   with explicit positions, eviction after every forward (sinks). Re-rotation of cached keys
+                   (dynamic NTK) is a refinement of a rope-parameters method: runners with a cache of their own
+                   apply it, others (vLLM) run the method without it and say so in run.json.
 """
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,29 @@ ROPE_PARAMETERS = "rope-parameters"
 ATTENTION_SPEC = "attention-spec"
 KV_POLICY = "kv-policy"
 MECHANISMS = (ROPE_PARAMETERS, ATTENTION_SPEC, KV_POLICY)
+
+
+@dataclass(frozen=True)
+class KVPolicy:
+    """What a method asks of the runner's KV cache (harness.runners.cache applies it).
+
+    chunk        prompt tokens per forward, positions given explicitly; None: the prompt in one forward.
+    sink_tokens  with `recent`: after every forward keep the first `sink_tokens` cached keys ...
+    recent       ... and the `recent` most recent ones (None: never evict).
+    rerotate     before the decode step that makes the sequence L tokens long, rerotate(L) gives Δinv_freq (D/2,):
+                 every cached key at cache position p is turned by p·Δinv_freq (None from it: unchanged).
+    A policy that only evicts drops exactly the keys the method's attention spec never shows again, so a runner that
+    implements the spec may score a whole text in one forward instead of streaming it (`evicts_only`).
+    """
+
+    chunk: int | None = None
+    sink_tokens: int = 0
+    recent: int | None = None
+    rerotate: Callable[[int], Any] | None = None
+
+    @property
+    def evicts_only(self) -> bool:
+        return self.recent is not None and self.rerotate is None
 
 
 class Extension:
@@ -68,18 +94,12 @@ class Extension:
         inv_freq: the model's (D/2,) rotary frequencies, or None on a model without RoPE."""
         raise NotImplementedError(f"{self.name} does not define attention")
 
-    def chunk_size(self, config: ExtensionConfig) -> int:
-        """kv-policy methods: prompt tokens per streaming step."""
-        raise NotImplementedError(f"{self.name} does not stream")
+    def kv_policy(self, config: ExtensionConfig, model_config: Any) -> KVPolicy | None:
+        """What the method asks of the KV cache (kv-policy methods, and dynamic NTK's re-rotation); None: nothing."""
+        return None
 
     def before_request(self, model: Any, config: ExtensionConfig) -> None:
         """Reset per-request state (runners call this before each prompt)."""
-
-    def before_decode(self, model: Any, cache: Any, seq_len: int, config: ExtensionConfig) -> None:
-        """Runners with a KV cache call this before each decode step; `seq_len` counts the token being decoded."""
-
-    def after_forward(self, cache: Any, config: ExtensionConfig) -> None:
-        """Streaming methods evict from the KV cache here (runners call it after every forward)."""
 
     def describe(self, config: ExtensionConfig) -> str:
         params = ", ".join(f"{k}={v}" for k, v in config.params().items())

@@ -51,34 +51,23 @@ class DynamicNTK(RopeExtension):
             rope.inv_freq = rope.original_inv_freq.to(rope.inv_freq.device)
             rope.max_seq_len_cached = rope.original_max_seq_len
 
-    def before_decode(self, model, cache, seq_len: int, config: DynamicNTKConfig) -> None:
-        """Re-rotate cached keys from the base of length seq_len − 1 to the base of length seq_len."""
+    def kv_policy(self, config: DynamicNTKConfig, model_config):
+        """Re-rotate cached keys from the base of length L − 1 to the base of length L before each decode step."""
         if not config.rerotate:
-            return
-        hf_config = model.config
-        trained = hf_config.max_position_embeddings
-        if seq_len <= trained:
-            return
-        old, _ = self.inv_freq(config, hf_config, seq_len=seq_len - 1)
-        new, _ = self.inv_freq(config, hf_config, seq_len=seq_len)
-        rerotate_cached_keys(cache, new - old)
+            return None
+        from extensions.base import KVPolicy
+
+        trained = model_config.max_position_embeddings
+
+        def delta(seq_len: int):
+            if seq_len <= trained:
+                return None
+            old, _ = self.inv_freq(config, model_config, seq_len=seq_len - 1)
+            new, _ = self.inv_freq(config, model_config, seq_len=seq_len)
+            return new - old
+
+        return KVPolicy(rerotate=delta)
 
 
 def _rotary_modules(model):
     return [m for m in model.modules() if hasattr(m, "original_inv_freq") and hasattr(m, "max_seq_len_cached")]
-
-
-def rerotate_cached_keys(cache, delta_inv_freq) -> None:
-    """Rotate every cached key at position p by p·Δθ (keys are cached after rotation, so this moves them from the
-    old base to the new one). cache: transformers DynamicCache; keys (B, H_kv, T, D)."""
-    import torch
-
-    from extensions.rope import rotate
-
-    for layer in cache.layers:
-        keys = layer.keys
-        if keys is None or keys.numel() == 0:
-            continue
-        pos = torch.arange(keys.shape[-2], device=keys.device, dtype=torch.float32)  # cached positions 0..T-1
-        angles = pos[:, None] * delta_inv_freq.to(keys.device)[None, :]  # (T, D/2)
-        layer.keys = rotate(keys.float(), angles).to(keys.dtype)

@@ -10,14 +10,14 @@ the input in chunks and trims the cache to S + W − 1 keys after every step, so
 Implementation: an attention spec (kernels.spec: sinks S, window W) — keys stay cached rotated at their true
 positions (which already gives the right window distances); for sink scores the query is re-rotated to its
 in-cache position, which is exact and needs no re-rotation of cached keys — plus a KV-cache policy (evict all but
-the sinks and the last W − 1 keys after every forward). sink_tokens=0 gives a plain sliding window (the
+the sinks and the last W − 1 keys after every forward, applied by the runner's cache). sink_tokens=0 gives a plain sliding window (the
 "window-only" baseline).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from extensions.base import ATTENTION_SPEC, KV_POLICY, Extension, ExtensionConfig
+from extensions.base import ATTENTION_SPEC, KV_POLICY, Extension, ExtensionConfig, KVPolicy
 from extensions.rope import require_rope
 
 
@@ -57,25 +57,15 @@ class Sinks(Extension):
                              f"context {trained}; use a window of at most {trained - config.sink_tokens}")
         return config
 
-    def chunk_size(self, config: SinksConfig) -> int:
-        return config.chunk
-
     def attention_spec(self, config: SinksConfig, model_config, inv_freq, length: int):
         from kernels.spec import AttentionSpec
 
         return AttentionSpec(sink_tokens=config.sink_tokens, window=config.window, inv_freq=inv_freq)
 
-    def after_forward(self, cache, config: SinksConfig) -> None:
-        """Evict: keep the S sinks and the W − 1 most recent keys (the next query completes the window)."""
-        import torch
-
-        S, keep = config.sink_tokens, config.window - 1
-        for layer in cache.layers:
-            if layer.keys is None or layer.keys.shape[-2] <= S + keep:
-                continue
-            layer.keys = torch.cat([layer.keys[:, :, :S], layer.keys[:, :, layer.keys.shape[-2] - keep:]], dim=-2)
-            layer.values = torch.cat([layer.values[:, :, :S], layer.values[:, :, layer.values.shape[-2] - keep:]],
-                                     dim=-2)
+    def kv_policy(self, config: SinksConfig, model_config) -> KVPolicy:
+        """Stream the prompt; after every forward keep the S sinks and the W − 1 most recent keys (the next query
+        completes the window)."""
+        return KVPolicy(chunk=config.chunk, sink_tokens=config.sink_tokens, recent=config.window - 1)
 
     def inspect(self, config: SinksConfig, hf_config, length: int | None = None) -> dict:
         n = length or hf_config.max_position_embeddings

@@ -53,6 +53,15 @@ def tiny_llama_path(tmp_path_factory, smollm2_tokenizer) -> str:
 
 
 @pytest.fixture(scope="session")
+def tiny_bloom_path(tmp_path_factory, smollm2_tokenizer) -> str:
+    """A randomly initialised 2-layer Bloom (native ALiBi, 6 heads: a non-power-of-two slope set)."""
+    from transformers import BloomConfig, BloomForCausalLM
+
+    cfg = BloomConfig(vocab_size=len(smollm2_tokenizer), hidden_size=48, n_layer=2, n_head=6, **SPECIAL_IDS)
+    return _save_random(tmp_path_factory, "tiny-bloom", BloomForCausalLM, cfg, smollm2_tokenizer)
+
+
+@pytest.fixture(scope="session")
 def tiny_llama64_path(tmp_path_factory, smollm2_tokenizer) -> str:
     """Like tiny_llama_path but with head_dim 64 (vLLM's CPU attention supports no head_dim below 32)."""
     from transformers import LlamaConfig, LlamaForCausalLM

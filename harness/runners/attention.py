@@ -4,6 +4,9 @@ transformers' `AttentionInterface` is one global table keyed by name: a closure 
 shared by every model in the process that uses that name, so two models configured differently would both run the
 last one registered. Each model here gets its own name (`longctx_<impl>_<n>`), its closure holds its own extension
 config, and `set_attn_implementation` switches only that model.
+
+Bloom has no attention interface (its eager attention adds its ALiBi tensor to materialised scores): `install_bloom`
+replaces the forward of that model's own attention modules with one that runs its trained slopes as an ALiBi spec.
 """
 from __future__ import annotations
 
@@ -65,3 +68,54 @@ def install(model, extension, config, impl: str) -> tuple[SpecAttention, dict]:
     return fn, {"attn_implementation_before": before, "attn_implementation": name, "attention_spec": spec.describe(),
                 "kernel_impl": impl}
 
+
+
+class BloomSpecAttention:
+    """The attention of one Bloom model as an ALiBi spec (its own slopes), counting implementations like
+    SpecAttention. Bloom adds m_h·p_j to the scores; softmax is shift-invariant per query, so this equals the
+    spec's −m_h·(p_i − p_j)."""
+
+    def __init__(self, model, impl: str):
+        import torch
+        from transformers.models.bloom.modeling_bloom import build_alibi_tensor
+
+        from kernels.spec import AttentionSpec
+
+        heads = model.config.n_head
+        slopes = build_alibi_tensor(torch.ones(1, 2), heads, torch.float32)[:, 0, 1]  # (H,): the bias at p_j = 1
+        self.spec, self.impl, self.used = AttentionSpec(alibi_slopes=slopes), impl, Counter()
+
+    def forward(self, module, hidden_states, residual, alibi, attention_mask, layer_past=None, use_cache=False,
+                output_attentions=False, **kwargs):
+        """BloomAttention.forward with the scores left to the kernel (the `alibi` and mask arguments unused)."""
+        import torch
+        from transformers.models.bloom.modeling_bloom import dropout_add
+
+        from kernels import attention
+
+        B, T, _ = hidden_states.shape
+        q, k, v = module._reshape(module.query_key_value(hidden_states))  # (B, H, T, D) each
+        if layer_past is not None:
+            k, v = layer_past.update(k, v, module.layer_idx)
+        S = k.shape[2]
+        k_pos = torch.arange(S, device=q.device)
+        out, used = attention(q, k, v, self.spec, k_pos[S - T:], k_pos, scale=module.inv_norm_factor, impl=self.impl)
+        self.used[used] += 1
+        context = out.transpose(1, 2).reshape(B, T, module.hidden_size)
+        return dropout_add(module.dense(context), residual, module.hidden_dropout, module.training), None
+
+
+def install_bloom(model, impl: str) -> tuple[BloomSpecAttention, dict]:
+    """Make every attention module of this Bloom model run its ALiBi through `kernels.attention` (impl)."""
+    import functools
+
+    from transformers.models.bloom.modeling_bloom import BloomAttention
+
+    if model.config.pretraining_tp > 1 and model.config.slow_but_exact:
+        raise ValueError("Bloom with pretraining_tp > 1 and slow_but_exact is not supported by the kernel runner")
+    fn = BloomSpecAttention(model, impl)
+    modules = [m for m in model.modules() if isinstance(m, BloomAttention)]
+    for m in modules:
+        m.forward = functools.partial(fn.forward, m)
+    return fn, {"attention_spec": fn.spec.describe() + " (Bloom's trained slopes)", "kernel_impl": impl,
+                "attention_modules_replaced": len(modules)}

@@ -15,7 +15,7 @@ from typing import ClassVar
 from harness.memory import PeakMemory
 from harness.runners.base import Capabilities, Generation, GenerationRequest, LoadInfo, readable_checkpoint
 
-from extensions.base import ATTENTION_SPEC, KV_POLICY, MECHANISMS
+from extensions.base import ATTENTION_SPEC, MECHANISMS
 
 
 def default_device() -> str:
@@ -26,16 +26,6 @@ def default_device() -> str:
 
 def default_dtype(device: str) -> str:
     return "bfloat16" if str(device).startswith("cuda") else "float32"
-
-
-def cache_nbytes(cache) -> int:
-    """Bytes held by a transformers KV cache (keys and values of every layer)."""
-    total = 0
-    for layer in getattr(cache, "layers", []):
-        for t in (getattr(layer, "keys", None), getattr(layer, "values", None)):
-            if t is not None:
-                total += t.numel() * t.element_size()
-    return total
 
 
 def _native_alibi(model) -> bool:
@@ -127,29 +117,50 @@ class HFRunner:
                           prefill_s=prefill_s, peak_mem_bytes=pm.peak, mem_kind=pm.kind, cache_bytes=cache_bytes,
                           kernel=self._kernels_used())
 
-    def _greedy(self, ids, max_new_tokens: int) -> tuple[list[int], float, int]:
-        """Greedy decoding over a KV cache. Streaming extensions (sinks) get the prompt in chunks with explicit
-        positions and trim the cache after every forward, so memory does not grow with the input."""
-        import torch
-        from transformers import DynamicCache
+    def _new_cache(self):
+        """A KV cache of the runner's own, applying the extension's policy (harness.runners.cache)."""
+        from harness.runners.cache import RunnerCache
 
-        model, ext, ext_cfg = self.model, self.extension, self.extension_config
-        streaming = KV_POLICY in ext.mechanisms
+        return RunnerCache(self.model.config, self.extension.kv_policy(self.extension_config, self.model.config))
+
+    def _prefill(self, ids, cache, on_hidden=None):
+        """Run the prompt ids (1, T) into `cache`: in one forward, or streamed in the policy's chunks with explicit
+        positions and the policy applied after every forward (constant memory for sinks). on_hidden(h, start, end)
+        receives each forward's last hidden states (token scoring); otherwise returns the last forward's output."""
+        import torch
+
+        T = ids.shape[1]
+        streamed = cache.streams
+        step = cache.policy.chunk if streamed else self._prefill_chunk(T)
+        out = None
+        for start in range(0, T, step):
+            end = min(start + step, T)
+            kw = {"position_ids": torch.arange(start, end, device=ids.device)[None]} if streamed else {}
+            if on_hidden is None:
+                out = self.model(input_ids=ids[:, start:end], past_key_values=cache, use_cache=True, logits_to_keep=1,
+                                 **kw)
+            else:
+                h = self.model.base_model(input_ids=ids[:, start:end], past_key_values=cache, use_cache=True, **kw)
+                on_hidden(h.last_hidden_state[0], start, end)
+            cache.after_forward()
+        return out
+
+    def _prefill_chunk(self, T: int) -> int:
+        """Prompt tokens per forward when the method does not stream: all of them."""
+        return T
+
+    def _greedy(self, ids, max_new_tokens: int) -> tuple[list[int], float, int]:
+        """Greedy decoding over the runner's KV cache; streaming methods (sinks) get the prompt in chunks and their
+        cache trimmed after every forward, so memory does not grow with the input."""
+        import torch
+
+        model = self.model
         T = ids.shape[1]
         with torch.inference_mode():
-            ext.before_request(model, ext_cfg)
-            cache = DynamicCache(config=model.config)
+            self.extension.before_request(model, self.extension_config)
+            cache = self._new_cache()
             t0 = time.perf_counter()
-            if streaming:
-                step = ext.chunk_size(ext_cfg)
-                for start in range(0, T, step):
-                    end = min(start + step, T)
-                    pos = torch.arange(start, end, device=ids.device)[None]  # (1, c) true positions
-                    out = model(input_ids=ids[:, start:end], position_ids=pos, past_key_values=cache,
-                                use_cache=True, logits_to_keep=1)
-                    ext.after_forward(cache, ext_cfg)
-            else:
-                out = model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
+            out = self._prefill(ids, cache)
             prefill_s = time.perf_counter() - t0
             new: list[int] = []
             for step_i in range(max_new_tokens):
@@ -157,50 +168,49 @@ class HFRunner:
                 new.append(token)
                 if token in self._eos or step_i == max_new_tokens - 1:
                     break
-                nxt = torch.tensor([[token]], device=ids.device)  # (1, 1)
                 seq_len = T + len(new)  # length including the token being fed
-                ext.before_decode(model, cache, seq_len, ext_cfg)
-                kw = {"position_ids": torch.tensor([[seq_len - 1]], device=ids.device)} if streaming else {}
-                out = model(input_ids=nxt, past_key_values=cache, use_cache=True, logits_to_keep=1, **kw)
-                if streaming:
-                    ext.after_forward(cache, ext_cfg)
-        return new, prefill_s, cache_nbytes(cache)
+                cache.before_decode(seq_len)
+                kw = {"position_ids": torch.tensor([[seq_len - 1]], device=ids.device)} if cache.streams else {}
+                out = model(input_ids=torch.tensor([[token]], device=ids.device), past_key_values=cache,
+                            use_cache=True, logits_to_keep=1, **kw)
+                cache.after_forward()
+        return new, prefill_s, cache.nbytes()
+
+    def _one_pass(self, policy) -> bool:
+        """Whether token scoring may run the whole text in one forward without a cache: yes unless the method's
+        cache policy changes what attention sees (here, where the oracle's cost grows with all keys, sinks stream)."""
+        return policy is None or (policy.chunk is None and policy.recent is None)
 
     def token_nll(self, ids, chunk: int = 1024, return_greedy: bool = False):
         """Negative log-likelihood of every token given its prefix: ids (1, T) → (T − 1,) float32
         (and, with return_greedy, whether each token is the model's argmax, (T − 1,) bool).
 
-        Dense methods run one forward over the whole input (no re-running per length) and project hidden states
-        to the vocabulary `chunk` positions at a time (full logits of a 32k × 49k prompt would be 6 GB).
-        Streaming methods (sinks) run the same chunked, position-explicit loop as generation.
+        One forward over the whole input where the method allows it (`_one_pass`), hidden states projected to the
+        vocabulary `chunk` positions at a time (full logits of a 32k × 49k prompt would be 6 GB); streaming methods
+        (sinks) run the same chunked loop as generation.
         """
         import torch
         import torch.nn.functional as F
-        from transformers import DynamicCache
 
-        model, ext, ext_cfg = self.model, self.extension, self.extension_config
+        model = self.model
         ids = ids.to(self.device)
         T = ids.shape[1]
         head = model.get_output_embeddings()
         nll = torch.empty(T - 1, dtype=torch.float32)
         greedy = torch.zeros(T - 1, dtype=torch.bool)
+
+        def score(hidden, start, end):
+            for a in range(start, end, chunk):
+                b = min(a + chunk, end)
+                self._nll_into(nll, greedy, head, hidden[a - start:b - start], ids[0], a, b, F)
+
         with torch.inference_mode():
-            ext.before_request(model, ext_cfg)
-            if KV_POLICY in ext.mechanisms:
-                cache = DynamicCache(config=model.config)
-                step = ext.chunk_size(ext_cfg)
-                for start in range(0, T, step):
-                    end = min(start + step, T)
-                    pos = torch.arange(start, end, device=ids.device)[None]
-                    out = model.base_model(input_ids=ids[:, start:end], position_ids=pos, past_key_values=cache,
-                                      use_cache=True)
-                    ext.after_forward(cache, ext_cfg)
-                    self._nll_into(nll, greedy, head, out.last_hidden_state[0], ids[0], start, end, F)
+            self.extension.before_request(model, self.extension_config)
+            cache = self._new_cache()
+            if self._one_pass(cache.policy):
+                score(model.base_model(input_ids=ids, use_cache=False).last_hidden_state[0], 0, T)
             else:
-                hidden = model.base_model(input_ids=ids, use_cache=False).last_hidden_state[0]  # (T, hidden)
-                for start in range(0, T, chunk):
-                    end = min(start + chunk, T)
-                    self._nll_into(nll, greedy, head, hidden[start:end], ids[0], start, end, F)
+                self._prefill(ids, cache, on_hidden=score)
         return (nll, greedy) if return_greedy else nll
 
     @staticmethod

@@ -8,9 +8,13 @@ attention spec's fast implementations (kernels/).
 Each record says which implementation served it (`kernel`). `impl` (or $LONGCTX_KERNEL) forces one: auto,
 reference, cpu, sdpa, triton, flash-attn.
 
-Models: Llama-family RoPE models (anything whose attention goes through transformers' attention interface).
-Native-ALiBi Bloom keeps transformers' eager attention here (it has no attention interface to plug into): the
-record then says `eager`.
+Models: Llama-family RoPE models (anything whose attention goes through transformers' attention interface), and
+native-ALiBi Bloom, whose attention modules get a forward that runs its trained slopes as an ALiBi spec; its
+prompt is prefilled in chunks of 1,024 tokens, because Bloom still builds a (T, S) float mask per forward (1 GiB at
+16k) although the kernel does not read it.
+
+Token scoring (perplexity): a method whose cache policy only evicts (sinks) is scored in one forward over the whole
+text — the spec gives every query exactly the keys the streaming loop would have kept, at O(T·(S + W)) cost.
 """
 from __future__ import annotations
 
@@ -70,15 +74,26 @@ class KernelRunner(HFRunner):
             raise UserError(f"kernel implementation 'sdpa' computes plain causal attention only; "
                             f"{extension_cls.name} defines its own — use auto, cpu or reference")
 
+    BLOOM_PREFILL_CHUNK: ClassVar[int] = 1024
+
     def _install_attention(self, extension, extension_config) -> dict:
+        from harness.runners.attention import install, install_bloom
+
         if _native_alibi(self.model):
-            return {"kernel_impl": "eager (Bloom has no attention interface)"}
-        from harness.runners.attention import install
+            fn, record = install_bloom(self.model, self.attention_impl)
+            self._attention.append(fn)
+            return record
 
         source = extension if ATTENTION_SPEC in extension.mechanisms else _Causal()
         fn, record = install(self.model, source, extension_config, self.attention_impl)
         self._attention.append(fn)
         return record
+
+    def _prefill_chunk(self, T: int) -> int:
+        return min(T, self.BLOOM_PREFILL_CHUNK) if _native_alibi(self.model) else T
+
+    def _one_pass(self, policy) -> bool:
+        return super()._one_pass(policy) or (policy.evicts_only and ATTENTION_SPEC in self.extension.mechanisms)
 
 
 def _chosen_impl(impl: str | None) -> str:

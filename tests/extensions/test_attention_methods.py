@@ -113,15 +113,15 @@ def test_sinks_keep_exactly_the_first_s_and_last_w():
 
 def _stream_logits(model, ext, conf, ids, chunk):
     """Stream ids through model in chunks; returns the last logits and the final cache length."""
-    from transformers import DynamicCache
+    from harness.runners.cache import RunnerCache
 
-    cache = DynamicCache(config=model.config)
+    cache = RunnerCache(model.config, ext.kv_policy(conf, model.config))
     with torch.inference_mode():
         for start in range(0, ids.shape[1], chunk):
             end = min(start + chunk, ids.shape[1])
             out = model(input_ids=ids[:, start:end], position_ids=torch.arange(start, end)[None],
                         past_key_values=cache, use_cache=True)
-            ext.after_forward(cache, conf)
+            cache.after_forward()
     return out.logits[0, -1], cache.layers[0].keys.shape[-2]
 
 

@@ -117,14 +117,15 @@ def test_configured_model_uses_our_frequencies(tiny_llama_path, name, params):
 
 
 def _decode_vs_full(runner, ext, conf, ids, prefill: int):
-    from transformers import DynamicCache
+    from harness.runners.cache import RunnerCache
 
     model = runner.model
     with torch.inference_mode():
         ext.before_request(model, conf)
-        out = model(input_ids=ids[:, :prefill], past_key_values=DynamicCache(config=model.config), use_cache=True)
+        cache = RunnerCache(model.config, ext.kv_policy(conf, model.config))
+        out = model(input_ids=ids[:, :prefill], past_key_values=cache, use_cache=True)
         for t in range(prefill, ids.shape[1]):
-            ext.before_decode(model, out.past_key_values, t + 1, conf)
+            cache.before_decode(t + 1)
             out = model(input_ids=ids[:, t:t + 1], past_key_values=out.past_key_values, use_cache=True)
         cached = out.logits[0, -1]
         ext.before_request(model, conf)

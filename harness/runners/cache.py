@@ -1,0 +1,61 @@
+"""The KV cache the HF-family runners own, applying an extension's `KVPolicy` (extensions.base).
+
+Extensions say what they need as data (evict all but S sinks and the R most recent keys after every forward;
+re-rotate cached keys before a decode step); this cache does it to its own storage. It is transformers'
+`DynamicCache` (so any transformers model accepts it) with the policy's two operations added, and nothing in
+`extensions/` touches cache internals.
+"""
+from __future__ import annotations
+
+import torch
+from transformers import DynamicCache
+
+from kernels.rotary import rotate
+
+
+class RunnerCache(DynamicCache):
+    def __init__(self, model_config, policy=None):
+        super().__init__(config=model_config)
+        self.policy = policy
+
+    @property
+    def streams(self) -> bool:
+        """The prompt goes in chunks with explicit positions (the policy evicts between them)."""
+        return self.policy is not None and self.policy.chunk is not None
+
+    def after_forward(self) -> None:
+        """Evict: keep the first `sink_tokens` and the `recent` most recent keys of every layer."""
+        p = self.policy
+        if p is None or p.recent is None:
+            return
+        for layer in self.layers:
+            keys = getattr(layer, "keys", None)
+            if keys is None or keys.shape[-2] <= p.sink_tokens + p.recent:
+                continue
+            n = keys.shape[-2]
+            layer.keys = torch.cat([keys[:, :, :p.sink_tokens], keys[:, :, n - p.recent:]], dim=-2)
+            layer.values = torch.cat([layer.values[:, :, :p.sink_tokens], layer.values[:, :, n - p.recent:]], dim=-2)
+
+    def before_decode(self, seq_len: int) -> None:
+        """Re-rotate cached keys for the step that makes the sequence `seq_len` tokens long (keys are cached after
+        rotation, so turning the key at cache position p by p·Δθ moves it to the new frequencies)."""
+        p = self.policy
+        delta = p.rerotate(seq_len) if p is not None and p.rerotate is not None else None
+        if delta is None:
+            return
+        for layer in self.layers:
+            keys = getattr(layer, "keys", None)
+            if keys is None or keys.numel() == 0:
+                continue
+            pos = torch.arange(keys.shape[-2], device=keys.device, dtype=torch.float32)
+            angles = pos[:, None] * delta.to(keys.device)[None, :]  # (T, D/2)
+            layer.keys = rotate(keys.float(), angles).to(keys.dtype)
+
+    def nbytes(self) -> int:
+        """Bytes of keys and values held (every layer)."""
+        total = 0
+        for layer in self.layers:
+            for t in (getattr(layer, "keys", None), getattr(layer, "values", None)):
+                if t is not None:
+                    total += t.numel() * t.element_size()
+        return total
