@@ -36,6 +36,9 @@ def experiment_options(default_depths: str):
             click.option("--extension", "-e", default="none", show_default=True, help="position-extension method"),
             click.option("-E", "ext_params", multiple=True, metavar="KEY=VALUE",
                          help="extension parameter, repeatable (e.g. -E factor=2)"),
+            click.option("-R", "--runner-opt", "runner_opts", multiple=True, metavar="KEY=VALUE",
+                         help="runner option, repeatable (its constructor's keywords, e.g. -R impl=cpu for the "
+                              "kernel runner, -R prefill=recurrent for mamba)"),
             click.option("--dtype", default=None, help="compute dtype (default: float32 on CPU, bfloat16 on CUDA)"),
             click.option("--device", default=None, help="torch device (default: cuda if available, else cpu)"),
             click.option("--out", "-o", default=None,
@@ -65,13 +68,26 @@ def _run_experiment(task: str, **kw) -> None:
     task_config = TaskConfig(lengths=tuple(parse_lengths(kw["lengths"])), depths=tuple(parse_depths(kw["depths"])),
                              samples=kw["samples"], seed=kw["seed"], haystack=kw["haystack"],
                              haystack_file=kw["haystack_file"], max_new_tokens=kw["max_new_tokens"])
-    runner_options = {k: kw[k] for k in ("dtype", "device") if kw[k] is not None}
+    runner_options = _runner_options(kw)
     exp = Experiment(task=task, task_config=task_config, model=kw["model"], extension=kw["extension"],
                      extension_params=parse_params(kw["ext_params"]), runner=kw["runner"],
                      runner_options=runner_options,
                      out=kw["out"] or default_out(task, kw["model"], kw["extension"]))
     path = run(exp, log=functools.partial(click.echo, err=True), progress=not kw["no_progress"])
     _print_summary(path)
+
+
+def _runner_options(kw) -> dict:
+    """--dtype / --device and every -R KEY=VALUE, as the runner's constructor keywords."""
+    from harness.config import parse_params
+
+    opts = parse_params(kw["runner_opts"], what="runner option", example="-R impl=cpu")
+    for key in ("dtype", "device"):
+        if kw[key] is not None:
+            if key in opts:
+                raise UserError(f"{key} given twice (--{key} and -R {key}=...); give it once")
+            opts[key] = kw[key]
+    return opts
 
 
 def _print_summary(path) -> None:
@@ -136,6 +152,8 @@ def tasks():
 @click.option("--runner", "-r", default="hf", show_default=True)
 @click.option("--extension", "-e", default="none", show_default=True)
 @click.option("-E", "ext_params", multiple=True, metavar="KEY=VALUE", help="extension parameter, repeatable")
+@click.option("-R", "--runner-opt", "runner_opts", multiple=True, metavar="KEY=VALUE",
+              help="runner option, repeatable (e.g. -R impl=cpu)")
 @click.option("--dtype", default=None)
 @click.option("--device", default=None)
 @click.option("--out", "-o", default=None, help="run directory [default: runs/perplexity-MODEL-EXTENSION]")
@@ -149,7 +167,7 @@ def perplexity(**kw):
     cfg = PerplexityConfig(lengths=tuple(parse_lengths(kw["lengths"])), documents=kw["documents"], seed=kw["seed"],
                            haystack_file=kw["haystack_file"], sliding_window=kw["sliding_window"],
                            stride=kw["stride"])
-    runner_options = {k: kw[k] for k in ("dtype", "device") if kw[k] is not None}
+    runner_options = _runner_options(kw)
     exp = Experiment(task="perplexity", task_config=cfg, model=kw["model"], extension=kw["extension"],
                      extension_params=parse_params(kw["ext_params"]), runner=kw["runner"],
                      runner_options=runner_options,

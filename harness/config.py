@@ -66,12 +66,13 @@ def parse_value(text: str):
     return text
 
 
-def parse_params(items: tuple[str, ...] | list[str]) -> dict:
+def parse_params(items: tuple[str, ...] | list[str], what: str = "extension parameter",
+                 example: str = "-E factor=2") -> dict:
     """('factor=2', 'beta_fast=32') → {'factor': 2, 'beta_fast': 32}."""
     params = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise UserError(f"bad extension parameter {item!r}: use -E key=value, e.g. -E factor=2")
+            raise UserError(f"bad {what} {item!r}: use KEY=VALUE, e.g. {example}")
         params[key.strip()] = parse_value(value)
     return params

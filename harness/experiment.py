@@ -50,7 +50,7 @@ def prepare(exp: Experiment, log: Callable[[str], None] = print) -> Prepared:
     from extensions import EXTENSIONS
     from evals.registry import make_task
     from harness.models import resolve_model
-    from harness.runners import RUNNERS, check_hostable
+    from harness.runners import RUNNERS, check_hostable, check_runner_options
 
     task = None if exp.task == "perplexity" else make_task(exp.task, exp.task_config)
     extension = EXTENSIONS.get(exp.extension)()
@@ -64,6 +64,7 @@ def prepare(exp: Experiment, log: Callable[[str], None] = print) -> Prepared:
         log(f"{exp.model} is a {hf_config.model_type} checkpoint: using the mamba runner")
         exp = dataclasses.replace(exp, runner="mamba")
     runner_cls = RUNNERS.get(exp.runner)
+    check_runner_options(exp.runner, exp.runner_options)
     check_hostable(exp.runner, exp.extension, exp.runner_options)
     try:
         ext_config = extension.resolve(ext_config, hf_config)

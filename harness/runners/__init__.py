@@ -51,3 +51,30 @@ def check_hostable(runner: str, extension: str, options: dict | None = None) -> 
                         f"which {runner} does not carry out){where}")
     if hasattr(cls, "check"):
         cls.check(ext_cls, dict(options or {}))
+
+
+def runner_options(runner: str) -> dict:
+    """The options a runner takes (its constructor's keyword parameters) → their defaults (None when required)."""
+    import inspect
+
+    sig = inspect.signature(RUNNERS.get(runner).__init__)
+    return {n: (None if p.default is p.empty else p.default) for n, p in sig.parameters.items()
+            if n != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+
+
+def check_runner_options(runner: str, options: dict) -> None:
+    """Refuse, in one line, an option the runner does not take or a value of the wrong kind (a number where the
+    default is a number, true/false where it is a flag). Runners check the meaning of values themselves."""
+    from harness.errors import unknown_name
+
+    allowed = runner_options(runner)
+    for key, value in options.items():
+        if key not in allowed:
+            raise unknown_name(f"option of runner {runner!r}", key, sorted(allowed))
+        default = allowed[key]
+        kinds = {bool: (bool,), int: (int,), float: (int, float), str: (str,)}.get(type(default))
+        if value is None or not kinds:
+            continue
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            raise UserError(f"runner {runner} option {key}={value!r}: expected {type(default).__name__} "
+                            f"(default {default!r})")

@@ -114,11 +114,44 @@ def test_an_impossible_kernel_choice_is_one_line_before_anything_is_written(tiny
     import subprocess
     import sys
 
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"} | {"LONGCTX_KERNEL": impl}
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     out = tmp_path / "run"
     res = subprocess.run([sys.executable, "-m", "harness.cli", "passkey", "--model", tiny_llama_path, "--runner",
-                          "kernel", "-e", extension, "--device", "cpu", "--lengths", "512", "--no-progress",
-                          "--out", str(out)], capture_output=True, text=True, env=env)
+                          "kernel", "-R", f"impl={impl}", "-e", extension, "--device", "cpu", "--lengths", "512",
+                          "--no-progress", "--out", str(out)], capture_output=True, text=True, env=env)
     lines = [line for line in res.stderr.splitlines() if line.strip()]
     assert res.returncode == 2 and len(lines) == 1 and needle in lines[0], res.stderr[-2000:]
     assert not out.exists()
+
+
+@pytest.mark.parametrize("opt,needle", [
+    ("imp=cpu", "unknown option of runner 'kernel' 'imp'; available: device, dtype, impl. Did you mean 'impl'?"),
+    ("impl", "bad runner option 'impl': use KEY=VALUE"),
+])
+def test_a_bad_runner_option_is_one_line_before_anything_is_written(tiny_llama_path, tmp_path, capsys, opt,
+                                                                     needle):
+    from harness.cli import main
+
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as exit_:
+        main(["passkey", "--model", tiny_llama_path, "--runner", "kernel", "-R", opt, "--lengths", "512",
+              "--no-progress", "--out", str(out)])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert exit_.value.code == 2 and len(err) == 1 and needle in err[0], err
+    assert not out.exists()
+
+
+def test_runner_options_reach_the_runner(tiny_llama_path, tmp_path):
+    """-R impl=cpu makes the kernel runner serve plain causal attention with its CPU path instead of SDPA."""
+    from click.testing import CliRunner
+
+    from harness.cli import cli
+    from harness.records import read_records
+
+    out = tmp_path / "run"
+    res = CliRunner().invoke(cli, ["passkey", "--model", tiny_llama_path, "--runner", "kernel", "-R", "impl=cpu",
+                                   "--device", "cpu", "--lengths", "512", "--max-new-tokens", "4", "--no-progress",
+                                   "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    (rec,) = read_records(out)
+    assert rec.kernel == "cpu"
