@@ -336,8 +336,12 @@ class NeedleTask:
 
     name: str = ""
     preamble: str = ""
+    uses_haystack: bool = True  # False: the task builds its own context (kv, phonebook) and refuses --haystack
 
     def __init__(self, config: TaskConfig):
+        if not self.uses_haystack and (config.haystack != "noise" or config.haystack_file is not None):
+            raise UserError(f"task {self.name!r} builds its own context; --haystack / --haystack-file do not "
+                            "apply to it")
         self.config = config
 
     def make_needle(self, rng: random.Random) -> Needle:

@@ -28,13 +28,14 @@ def pair_entry(key: str, value: str) -> str:
 class KeyValueTask(NeedleTask):
     """Find one key's value in a JSON object of UUID pairs.
 
-    The config's haystack and haystack_file are not used (the object is the haystack; samples record "json").
+    It refuses the config's haystack and haystack_file (the object is the haystack; samples record "json").
     Generation budget: a UUID value (with its full stop) takes up to 38 tokens with SmolLM2's tokenizer:
     use --max-new-tokens 48. A pair costs ~70 tokens, so a short context holds only a few, and some lengths below
     ~700 tokens cannot be filled to within 1 % (a UserError says so; 512 can).
     """
 
     name = "kv"
+    uses_haystack = False
     preamble = "Below is a JSON object whose keys and values are random IDs. Look up the key you are asked about.\n"
 
     def sample(self, tokenizer, length: int, depth: float, sample_id: int) -> Sample:

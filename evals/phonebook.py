@@ -50,12 +50,13 @@ def phone_number(rng: random.Random) -> str:
 class PhonebookTask(NeedleTask):
     """Find one person's number in a phone book that fills the context.
 
-    The config's haystack and haystack_file are not used (the phone book is the haystack; samples record
+    It refuses the config's haystack and haystack_file (the phone book is the haystack; samples record
     "phonebook"). Generation budget: a number takes 14 tokens with SmolLM2's tokenizer (digits are single tokens):
     use --max-new-tokens 16.
     """
 
     name = "phonebook"
+    uses_haystack = False
     preamble = "Below is a phone book: each line gives a person's name and phone number.\n"
 
     def sample(self, tokenizer, length: int, depth: float, sample_id: int) -> Sample:

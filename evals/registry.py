@@ -1,4 +1,8 @@
-"""Task names → task classes (lazy)."""
+"""Task names → task classes (lazy). A new task is its module and one line here (or one `TASKS.register` call
+in the user's own code); the task list, presets, CLI help and lm-eval's glue all read this registry.
+
+Variants are presets of a registered task (`PRESETS` on its class, e.g. "niah-multikey-words"); they are accepted
+wherever a task name is."""
 from harness.registry import Registry
 
 TASKS = Registry("task")
@@ -11,25 +15,23 @@ TASKS.register("kv", "evals.kv:KeyValueTask")
 TASKS.register("phonebook", "evals.phonebook:PhonebookTask")
 TASKS.register("vt", "evals.vt:VariableTracking")
 
-# Variants are presets of a registered task (e.g. "niah-multikey-words"); they are accepted wherever a task name is.
-PRESET_OWNERS = ("niah-multikey", "niah-multivalue", "niah-multiquery", "vt")
+
+def presets() -> dict[str, str]:
+    """Preset name → the registered task that owns it."""
+    return {preset: name for name in TASKS.names() for preset in getattr(TASKS.get(name), "PRESETS", {})}
 
 
 def task_names() -> list[str]:
-    names = set(TASKS.names())
-    for owner in PRESET_OWNERS:
-        names |= set(getattr(TASKS.get(owner), "PRESETS", {}))
-    return sorted(names)
+    return sorted(set(TASKS.names()) | set(presets()))
 
 
 def make_task(name: str, config):
     """Instantiate a task by registered name or preset name."""
     if name in TASKS:
         return TASKS.get(name)(config)
-    for owner in PRESET_OWNERS:
-        cls = TASKS.get(owner)
-        if name in getattr(cls, "PRESETS", {}):
-            return cls.from_preset(name, config)
+    owner = presets().get(name)
+    if owner is not None:
+        return TASKS.get(owner).from_preset(name, config)
     from harness.errors import unknown_name
 
     raise unknown_name("task", name, task_names())

@@ -10,6 +10,7 @@ import sys
 
 import click
 
+from evals.registry import TASKS
 from harness.errors import UserError
 
 LENGTH_HELP = "comma-separated target lengths in tokens; k = 1024 (e.g. 4k,8k,16k)"
@@ -123,8 +124,8 @@ def needle(**kw):
 
 @cli.command()
 @click.option("--task", "-t", required=True,
-              help="niah-multikey | niah-multivalue | niah-multiquery | kv | phonebook | vt, or a preset "
-                   "(e.g. niah-multikey-words; `longctx tasks` lists them)")
+              help=f"a registered task ({', '.join(n for n in TASKS.names() if n not in ('passkey', 'needle'))}) "
+                   "or a preset of one (`longctx tasks` lists them)")
 @experiment_options(default_depths="0.5")
 def retrieval(task, **kw):
     """RULER-style retrieval tasks: multi-key/value/query needles, key-value JSON, phone book, variable tracking."""

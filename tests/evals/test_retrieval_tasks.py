@@ -302,3 +302,28 @@ def test_phonebook_redraws_a_number_somebody_already_has():
     assert [next(lines), next(lines)] == ["Ann Lee: 300-300-0001", "Bob Kim: 400-400-0002"]
     with pytest.raises(UserError, match="only 3 people"):  # the book is exhausted: say so, do not repeat names
         next(lines)
+
+
+@pytest.mark.parametrize("name", sorted(TASKS.names()))
+def test_a_task_that_builds_its_own_context_refuses_a_haystack(name, tmp_path):
+    """kv and phonebook are their own haystack: --haystack essay / --haystack-file is a one-line refusal, not a
+    silently ignored option; every other task accepts both."""
+    text = tmp_path / "t.txt"
+    text.write_text("One sentence. Another one.")
+    ignores = name in ("kv", "phonebook")
+    for cfg in (TaskConfig(lengths=(512,), haystack="essay"),
+                TaskConfig(lengths=(512,), haystack="essay", haystack_file=str(text))):
+        if ignores:
+            with pytest.raises(UserError, match=f"task '{name}' builds its own context"):
+                TASKS.get(name)(cfg)
+        else:
+            assert TASKS.get(name)(cfg).config is cfg
+
+
+def test_presets_come_from_the_registered_classes():
+    from evals.registry import make_task, presets, task_names
+
+    assert presets()["niah-multikey-words"] == "niah-multikey"
+    assert set(TASKS.names()) < set(task_names())
+    task = make_task("niah-multikey-words", TaskConfig(lengths=(512,)))
+    assert type(task).name == "niah-multikey" and task.name == "niah-multikey-words"
