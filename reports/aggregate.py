@@ -9,7 +9,7 @@ from typing import Iterable
 from harness.records import SampleRecord
 
 
-def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+def wilson_interval(k: float, n: int, z: float = 1.96) -> tuple[float, float]:
     """95 % Wilson score interval for k successes in n trials (Wilson 1927); (0, 1) when n = 0."""
     if n == 0:
         return 0.0, 1.0
@@ -45,9 +45,12 @@ def sample_score(r: SampleRecord) -> float:
 
 
 def _cell(rs: list[SampleRecord]) -> dict:
+    """Statistics of one cell. Every figure and table reads `score` (the task's metric: strict correctness, or
+    partial credit where the task gives it) and its interval; strict and lenient counts stand beside it. The
+    interval is Wilson's on the summed score: exact for 0/1 scores, an approximation for partial credit."""
     n = len(rs)
     k = sum(r.correct for r in rs)
-    lo, hi = wilson_interval(k, n)
+    lo, hi = wilson_interval(sum(sample_score(r) for r in rs), n)
     mems = [r.peak_mem_bytes for r in rs if r.peak_mem_bytes is not None]
     caches = [r.cache_bytes for r in rs if r.cache_bytes is not None]
     return {"n": n, "correct": k, "lenient": sum(r.lenient for r in rs), "accuracy": k / n if n else None,

@@ -86,7 +86,7 @@ def accuracy_figure(groups: dict) -> str:
     for key, rs in groups.items():
         rows = accuracy_by_length(rs)
         xs = [r["context_length"] for r in rows]
-        ys = [r["accuracy"] for r in rows]
+        ys = [r["score"] for r in rows]
         err = [[y - r["ci_low"] for y, r in zip(ys, rows)], [r["ci_high"] - y for y, r in zip(ys, rows)]]
         ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=_label(key))
     windows = {r.model_max_position for rs in groups.values() for r in rs if r.model_max_position}
@@ -98,14 +98,14 @@ def accuracy_figure(groups: dict) -> str:
     ax.set_xticks(lengths, [format_length(n) for n in lengths])
     ax.set_ylim(-0.05, 1.1)
     ax.set_xlabel("context length (tokens)")
-    ax.set_ylabel("accuracy (strict), 95% Wilson CI")
+    ax.set_ylabel("score (the task's metric), 95% Wilson CI")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(alpha=0.3)
     return _png(fig, "accuracy_" + "_".join(sorted({k[3] for k in groups})))
 
 
 def comparison_figure(groups: dict) -> str:
-    """Grouped bars: every configuration's accuracy at each length (methods side by side), with Wilson CIs."""
+    """Grouped bars: every configuration's score at each length (methods side by side), with Wilson CIs."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -119,16 +119,16 @@ def comparison_figure(groups: dict) -> str:
     for i, key in enumerate(keys):
         rows = {r["context_length"]: r for r in accuracy_by_length(groups[key])}
         xs = [j + (i - (len(keys) - 1) / 2) * width for j, n in enumerate(lengths) if n in rows]
-        ys = [rows[n]["accuracy"] for n in lengths if n in rows]
-        lo = [rows[n]["accuracy"] - rows[n]["ci_low"] for n in lengths if n in rows]
-        hi = [rows[n]["ci_high"] - rows[n]["accuracy"] for n in lengths if n in rows]
+        ys = [rows[n]["score"] for n in lengths if n in rows]
+        lo = [rows[n]["score"] - rows[n]["ci_low"] for n in lengths if n in rows]
+        hi = [rows[n]["ci_high"] - rows[n]["score"] for n in lengths if n in rows]
         ax.bar(xs, ys, width=width * 0.95, yerr=[lo, hi], capsize=2, label=_label(key))
         for x, n in zip(xs, [n for n in lengths if n in rows]):
             ax.text(x, 0.02, f"n={rows[n]['n']}", rotation=90, fontsize=6, ha="center", va="bottom")
     ax.set_xticks(np.arange(len(lengths)), [format_length(n) for n in lengths])
     ax.set_ylim(0, 1.1)
     ax.set_xlabel("context length (tokens)")
-    ax.set_ylabel("accuracy (strict)")
+    ax.set_ylabel("score (the task's metric)")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(alpha=0.3, axis="y")
     return _png(fig, "comparison_" + "_".join(sorted({k[3] for k in groups})))
@@ -151,17 +151,18 @@ def heatmap_figure(key: tuple, rs: list) -> str:
             c = cells.get((d, n))
             if c is None:
                 continue
-            acc[i, j] = c["accuracy"]
+            acc[i, j] = c["score"]
             few = "*" if c["n"] < FEW else ""
-            ax.text(j, i, f"{c['correct']}/{c['n']}{few}", ha="center", va="center", fontsize=9,
-                    color="white" if c["accuracy"] < 0.5 else "black")
+            text = f"{c['correct']}/{c['n']}" if c["metric"] in (None, "exact") else f"{c['score']:.2f}"
+            ax.text(j, i, text + few, ha="center", va="center", fontsize=9,
+                    color="white" if c["score"] < 0.5 else "black")
     im = ax.imshow(acc, cmap="RdYlGn", vmin=0, vmax=1, aspect="auto")
     ax.set_xticks(range(len(lengths)), [format_length(n) for n in lengths])
     ax.set_yticks(range(len(depths)), ["-" if d is None else f"{d:.0%}" for d in depths])
     ax.set_xlabel("context length (tokens)")
     ax.set_ylabel("needle depth")
     ax.set_title(_label(key), fontsize=9)
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="accuracy")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="score")
     return _png(fig, "heatmap_" + "_".join(str(k).replace("/", "_").replace(" ", "") for k in key))
 
 
@@ -233,22 +234,23 @@ def summary_table(groups: dict) -> str:
     rows = []
     for key, rs in groups.items():
         for row in accuracy_by_length(rs):
-            acc = row["accuracy"]
+            score = row["score"]
             mem = row["peak_mem_bytes"]
             rows.append(
                 "<tr>" + "".join(f"<td>{e(str(x))}</td>" for x in key)
                 + f'<td class="num" data-v="{row["context_length"]}">{format_length(row["context_length"])}</td>'
                 + f'<td class="num">{row["n"]}</td>'
-                + f'<td class="num {"ok" if acc and acc >= 0.5 else "bad"}" data-v="{acc}">'
-                  f'{row["correct"]}/{row["n"]} = {acc:.0%}</td>'
+                + f'<td class="num {"ok" if score and score >= 0.5 else "bad"}" data-v="{score}">{score:.2f} '
+                  f'<span class="muted">{e(row["metric"] or "exact")}</span></td>'
                 + f'<td class="num">[{row["ci_low"]:.2f}, {row["ci_high"]:.2f}]</td>'
+                + f'<td class="num">{row["correct"]}/{row["n"]}</td>'
                 + f'<td class="num">{row["lenient"]}/{row["n"]}</td>'
                 + f'<td class="num">{row["empty"]}</td>'
                 + f'<td class="num">{_num(row["tokens"], "{:.0f}")}</td>'
                 + f'<td class="num">{_num(row["latency_s"], "{:.1f}")}</td>'
                 + f'<td class="num" data-v="{mem or 0}">{"" if mem is None else f"{mem / 2**30:.2f}"}</td>'
                 + "</tr>")
-    head = ("model", "extension", "runner", "task", "length", "n", "strict", "95% CI", "lenient", "empty",
+    head = ("model", "extension", "runner", "task", "length", "n", "score", "95% CI", "strict", "lenient", "empty",
             "mean tokens", "mean latency s", "peak mem GiB")
     return ('<table class="sortable"><thead><tr>' + "".join(f"<th>{h}</th>" for h in head)
             + "</tr></thead><tbody>" + "".join(rows) + "</tbody></table>")

@@ -108,3 +108,24 @@ def test_report_of_perplexity_runs_has_the_curve(tmp_path):
     text = write_report([str(rd.path)], str(tmp_path / "r.html")).read_text()
     assert "Perplexity vs length" in text and text.count("data:image/png;base64,") == 1
     assert "403.43" in text  # exp(6.0), mean over the two documents
+
+
+def test_a_partial_credit_task_reads_the_same_everywhere(tmp_path):
+    """niah-multivalue-style records: every answer half right (score 0.5, strict miss). The summary, the
+    interval, the heatmap's colour and the effective length all use the score, with strict beside it."""
+    import dataclasses
+
+    from reports.aggregate import effective_length, grid
+
+    rd = RunDir.open(tmp_path / "run", {"task": "niah-multivalue"}, {"argv": ["longctx"]})
+    recs = [dataclasses.replace(_rec(n, 0.5, sid, False, " 1 2"), task="niah-multivalue", score=0.5,
+                                metric="all-references") for n in (4096, 8192) for sid in range(4)]
+    for r in recs:
+        rd.append(r)
+    rows = accuracy_by_length(recs)
+    assert [(r["score"], r["correct"]) for r in rows] == [(0.5, 0), (0.5, 0)]
+    assert rows[0]["ci_low"] < 0.5 < rows[0]["ci_high"] and rows[0]["ci_low"] > 0  # an interval around the score
+    assert grid(recs)[(0.5, 4096)]["score"] == 0.5
+    assert effective_length(rows, 0.4) == 8192 and effective_length(rows, 0.6) is None
+    text = write_report([str(rd.path)], str(tmp_path / "r.html")).read_text()
+    assert '0.50 <span class="muted">all-references</span>' in text and "0/4" in text
