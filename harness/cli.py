@@ -161,23 +161,23 @@ def tasks():
 @click.option("--no-progress", is_flag=True)
 def perplexity(**kw):
     """Perplexity vs length: a long text's loss bucketed by token position, from one forward per document."""
-    from evals.perplexity import PerplexityConfig, read_perplexity
+    from evals.perplexity import PerplexityConfig
     from harness.config import parse_lengths, parse_params
-    from harness.experiment import Experiment, run_perplexity
+    from harness.experiment import Experiment, run
+    from harness.records import read_records
 
     cfg = PerplexityConfig(lengths=tuple(parse_lengths(kw["lengths"])), documents=kw["documents"], seed=kw["seed"],
                            haystack_file=kw["haystack_file"], sliding_window=kw["sliding_window"],
                            stride=kw["stride"])
-    runner_options = _runner_options(kw)
     exp = Experiment(task="perplexity", task_config=cfg, model=kw["model"], extension=kw["extension"],
                      extension_params=parse_params(kw["ext_params"]), runner=kw["runner"],
-                     runner_options=runner_options,
+                     runner_options=_runner_options(kw),
                      out=kw["out"] or default_out("perplexity", kw["model"], kw["extension"]))
-    path = run_perplexity(exp, log=functools.partial(click.echo, err=True), progress=not kw["no_progress"])
-    for r in sorted(read_perplexity(path), key=lambda r: (r.mode, r.context_length, r.document)):
-        click.echo(f"  {r.mode:>8} doc {r.document} tokens [{r.position_start}, {r.context_length}): "
+    path = run(exp, log=functools.partial(click.echo, err=True), progress=not kw["no_progress"])
+    for r in sorted(read_records(path), key=lambda r: (r.mode, r.context_length, r.sample_id)):
+        click.echo(f"  {r.mode:>8} doc {r.sample_id} tokens [{r.position_start}, {r.context_length}): "
                    f"ppl {r.ppl:.2f}")
-    click.echo(f"results: {path}/perplexity.jsonl")
+    click.echo(f"results: {path}/results.jsonl")
 
 
 @cli.command()

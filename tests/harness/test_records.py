@@ -19,7 +19,7 @@ def test_records_round_trip_through_jsonl(tmp_path):
     (back,) = read_records(tmp_path)
     assert back == _record()
     line = json.loads((tmp_path / RESULTS).read_text())
-    assert line["schema_version"] == 3 and line["depth"] == 0.5
+    assert line["schema_version"] == 4 and line["depth"] == 0.5
 
 
 def test_resume_knows_finished_samples_and_records_invocations(tmp_path):
@@ -67,3 +67,18 @@ def test_version_1_records_still_read(tmp_path):
     (tmp_path / RESULTS).write_text(json.dumps(d) + "\n")
     (r,) = read_records(tmp_path)
     assert r.schema_version == 1 and r.score is None and r.correct
+
+
+def test_perplexity_from_before_schema_4_reads_as_ordinary_records_through_the_same_reader(tmp_path):
+    """Old run directories kept perplexity in perplexity.jsonl (document, tokens = scored tokens); the one reader
+    returns them as SampleRecords and treats a torn last line there exactly as in results.jsonl."""
+    old = {"task": "perplexity", "model": "m", "extension": "none", "extension_params": {}, "runner": "hf",
+           "document": 1, "seed": 0, "mode": "one-pass", "context_length": 4096, "position_start": 2048,
+           "tokens": 2048, "nll": 2.5, "ppl": 12.18, "forward_length": 8192, "schema_version": 2}
+    (tmp_path / "perplexity.jsonl").write_text(json.dumps(old) + "\n" + '{"task": "perpl')
+    with pytest.warns(UserWarning, match="incomplete last line"):
+        (r,) = read_records(tmp_path)
+    assert r.scores_tokens and (r.sample_id, r.scored_tokens, r.tokens, r.depth) == (1, 2048, 8192, None)
+    (tmp_path / "perplexity.jsonl").write_text("garbage\n" + json.dumps(old) + "\n")
+    with pytest.raises(UserError, match="perplexity.jsonl:1:"):
+        read_records(tmp_path)

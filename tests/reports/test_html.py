@@ -96,15 +96,13 @@ def test_report_renders_in_chromium_without_js_errors(run_dir, tmp_path):
 
 
 def test_report_of_perplexity_runs_has_the_curve(tmp_path):
-    from evals.perplexity import PerplexityRecord
-
     rd = RunDir.open(tmp_path / "ppl", {"task": "perplexity"}, {"argv": ["longctx", "perplexity"]})
     for doc in (0, 1):
         for a, b, nll in ((0, 4096, 2.0), (4096, 8192, 2.1), (8192, 16384, 6.0)):
-            rd.append(PerplexityRecord(task="perplexity", model="m", extension="none", extension_params={},
-                                       runner="hf", document=doc, seed=0, mode="one-pass", context_length=b,
-                                       position_start=a, tokens=b - a, nll=nll, ppl=2.718 ** nll,
-                                       forward_length=16384, model_max_position=8192), "perplexity.jsonl")
+            rd.append(SampleRecord(task="perplexity", model="m", extension="none", extension_params={},
+                                   runner="hf", context_length=b, tokens=16384, depth=None, sample_id=doc, seed=0,
+                                   mode="one-pass", position_start=a, scored_tokens=b - a, nll=nll,
+                                   ppl=2.718 ** nll, forward_length=16384, model_max_position=8192))
     text = write_report([str(rd.path)], str(tmp_path / "r.html")).read_text()
     assert "Perplexity vs length" in text and text.count("data:image/png;base64,") == 1
     assert "403.43" in text  # exp(6.0), mean over the two documents
