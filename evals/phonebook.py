@@ -57,6 +57,7 @@ class PhonebookTask(NeedleTask):
 
     name = "phonebook"
     uses_haystack = False
+    default_budget = 16
     preamble = "Below is a phone book: each line gives a person's name and phone number.\n"
 
     def sample(self, tokenizer, length: int, depth: float, sample_id: int) -> Sample:
@@ -65,13 +66,13 @@ class PhonebookTask(NeedleTask):
         people = [f"{f} {l}" for f in FIRST_NAMES for l in LAST_NAMES]
         rng.shuffle(people)
         name, number = people[0], phone_number(rng)
-        require_answer_room(tokenizer, self.name, number, c.max_new_tokens)
+        require_answer_room(tokenizer, self.name, number, self.max_new_tokens)
         question = f"\nWhat is the phone number of {name}? The phone number of {name} is"
         built = build_entries_prompt(tokenizer, head=self.preamble, target=f"{name}: {number}",
                                      entries=self._lines(rng, people[1:], {number}), tail=question,
-                                     budget=length - c.max_new_tokens, depth=depth, sep="\n")
+                                     budget=length - self.max_new_tokens, depth=depth, sep="\n")
         return Sample(task=self.name, context_length=length, depth=depth, sample_id=sample_id, seed=c.seed,
-                      prompt=built.prompt, target=number, tokens=built.tokens, max_new_tokens=c.max_new_tokens,
+                      prompt=built.prompt, target=number, tokens=built.tokens, max_new_tokens=self.max_new_tokens,
                       needle_token_offset=built.needle_token_offset, haystack="phonebook",
                       meta={"name": name, "references": [number], "entries": len(built.entries),
                             "target_index": built.target_index})

@@ -133,14 +133,14 @@ class MultiNeedleTask(NeedleTask):
         rng = random.Random(f"{self.name}|{c.seed}|{length}|{depth!r}|{sample_id}|{c.haystack}")
         ns = self.make_needles(rng, depth)
         target = ", ".join(ns.references)
-        require_answer_room(tokenizer, self.name, target, c.max_new_tokens)
+        require_answer_room(tokenizer, self.name, target, self.max_new_tokens)
         built = build_needles_prompt(tokenizer, self.preamble, ns.needles, ns.question,
                                      sentence_stream(c.haystack, rng, c.haystack_file),
-                                     budget=length - c.max_new_tokens)
+                                     budget=length - self.max_new_tokens)
         meta = {**self.params, **ns.meta, "references": list(ns.references),
                 "needle_token_offsets": list(built.needle_token_offsets)}
         return Sample(task=self.name, context_length=length, depth=depth, sample_id=sample_id, seed=c.seed,
-                      prompt=built.prompt, target=target, tokens=built.tokens, max_new_tokens=c.max_new_tokens,
+                      prompt=built.prompt, target=target, tokens=built.tokens, max_new_tokens=self.max_new_tokens,
                       needle_token_offset=built.needle_token_offsets[ns.anchor], haystack=c.haystack, meta=meta)
 
 
@@ -174,6 +174,9 @@ class MultiKeyNeedle(MultiNeedleTask):
         super().__init__(config, num_keys=num_keys, value_kind=value_kind)
         noun = _VALUE_NOUN[value_kind]
         self.preamble = f"Some secret {noun}s are hidden in the irrelevant text below. Find them and memorize them.\n"
+
+    def budget(self) -> int:
+        return 48 if self.params["value_kind"] == "uuids" else 12
 
     def make_needles(self, rng: random.Random, depth: float) -> NeedleSet:
         n, kind = self.params["num_keys"], self.params["value_kind"]
@@ -210,6 +213,9 @@ class MultiValueNeedle(MultiNeedleTask):
         noun = _VALUE_NOUN[value_kind]
         self.preamble = (f"Several secret {noun}s for one thing are hidden in the irrelevant text below. "
                          "Find them all and memorize them.\n")
+
+    def budget(self) -> int:
+        return {"numbers": 48, "words": 16, "uuids": 160}[self.params["value_kind"]]
 
     def make_needles(self, rng: random.Random, depth: float) -> NeedleSet:
         n, kind = self.params["num_values"], self.params["value_kind"]
@@ -249,6 +255,9 @@ class MultiQueryNeedle(MultiNeedleTask):
         super().__init__(config, num_queries=num_queries, value_kind=value_kind)
         noun = _VALUE_NOUN[value_kind]
         self.preamble = f"Some secret {noun}s are hidden in the irrelevant text below. Find them and memorize them.\n"
+
+    def budget(self) -> int:
+        return {"numbers": 48, "words": 16, "uuids": 160}[self.params["value_kind"]]
 
     def make_needles(self, rng: random.Random, depth: float) -> NeedleSet:
         n, kind = self.params["num_queries"], self.params["value_kind"]

@@ -59,6 +59,10 @@ class VariableTracking(MultiNeedleTask):
             raise UserError(f"num_chains and num_hops must be at least 1, got {num_chains} and {num_hops}")
         super().__init__(config, num_chains=num_chains, num_hops=num_hops)
 
+    def budget(self) -> int:
+        hops = self.params["num_hops"]
+        return 32 if hops <= 4 else 64 if hops <= 8 else 8 * (hops + 1)
+
     def make_needles(self, rng: random.Random, depth: float) -> NeedleSet:
         chains, m = self.params["num_chains"], self.params["num_hops"] + 1
         names = make_names(rng, chains * m)

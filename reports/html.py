@@ -374,9 +374,14 @@ def render(run_dirs: list[Path], title: str = "longctx report", threshold: float
 
 def write_report(paths: list[str], output: str, title: str = "longctx report", threshold: float = RULER_THRESHOLD,
                  relative: float = RELATIVE_THRESHOLD, save_figures: str | None = None) -> Path:
-    run_dirs = list(iter_run_dirs(paths))
+    from harness.paths import check_output_dir, check_output_file
+
     if not 0 < threshold <= 1 or not 0 < relative <= 1:
         raise UserError(f"thresholds are fractions in (0, 1], got --threshold {threshold}, --relative {relative}")
+    check_output_file(output, "--output")
+    if save_figures:
+        check_output_dir(save_figures, "--save-figures")
+    run_dirs = list(iter_run_dirs(paths))
     SAVED.clear()
     text = render(run_dirs, title=title, threshold=threshold, relative=relative)
     if save_figures:

@@ -59,24 +59,24 @@ def needle(**kwargs):
 
 
 def niah_multikey(**kwargs):
-    return _dataset("niah-multikey", **{"max_new_tokens": 12, **kwargs})
+    return _dataset("niah-multikey", **kwargs)
 
 
 def niah_multivalue(**kwargs):
-    return _dataset("niah-multivalue", **{"max_new_tokens": 48, **kwargs})
+    return _dataset("niah-multivalue", **kwargs)
 
 
 def niah_multiquery(**kwargs):
-    return _dataset("niah-multiquery", **{"max_new_tokens": 48, **kwargs})
+    return _dataset("niah-multiquery", **kwargs)
 
 
 def kv(**kwargs):
-    return _dataset("kv", **{"max_new_tokens": 48, **kwargs})
+    return _dataset("kv", **kwargs)
 
 
 def phonebook(**kwargs):
-    return _dataset("phonebook", **{"max_new_tokens": 16, **kwargs})
+    return _dataset("phonebook", **kwargs)
 
 
 def vt(**kwargs):
-    return _dataset("vt", **{"max_new_tokens": 32, **kwargs})
+    return _dataset("vt", **kwargs)

@@ -68,6 +68,7 @@ def check_runner_options(runner: str, options: dict) -> None:
     from harness.errors import unknown_name
 
     allowed = runner_options(runner)
+    _check_device_and_dtype(options)
     for key, value in options.items():
         if key not in allowed:
             raise unknown_name(f"option of runner {runner!r}", key, sorted(allowed))
@@ -78,3 +79,26 @@ def check_runner_options(runner: str, options: dict) -> None:
         if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
             raise UserError(f"runner {runner} option {key}={value!r}: expected {type(default).__name__} "
                             f"(default {default!r})")
+
+
+DTYPES = ("float32", "float16", "bfloat16")
+
+
+def _check_device_and_dtype(options: dict) -> None:
+    """--dtype and --device, checked before anything is loaded or written."""
+    dtype, device = options.get("dtype"), options.get("device")
+    if dtype is not None and dtype not in DTYPES:
+        from harness.errors import unknown_name
+
+        raise unknown_name("dtype", str(dtype), list(DTYPES))
+    if device is not None:
+        import torch
+
+        try:
+            dev = torch.device(device)
+        except (RuntimeError, TypeError):
+            raise UserError(f"bad device {device!r}: use cpu, cuda or cuda:N") from None
+        if dev.type not in ("cpu", "cuda"):
+            raise UserError(f"device {device!r}: longctx runs on cpu or cuda")
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise UserError(f"device {device!r}: no CUDA device is visible on this machine; use --device cpu")

@@ -15,7 +15,13 @@ def test_unknown_name_is_refused_without_touching_the_network():
 
 
 def test_hub_id_passes_through_only_when_given_explicitly():
-    assert resolve_model("someorg/somemodel").path == "someorg/somemodel"
+    """hf:ORG/NAME goes to transformers as ORG/NAME; a bare ORG/NAME that is no local directory is refused at once
+    (no network retry), with the explicit form suggested."""
+    assert resolve_model("hf:someorg/somemodel").path == "someorg/somemodel"
+    with pytest.raises(UserError, match="no such directory.*write hf:someorg/somemodel"):
+        resolve_model("someorg/somemodel")
+    with pytest.raises(UserError, match="bad hub id"):
+        resolve_model("hf:justaname")
 
 
 def test_imported_smollm2_matches_the_gguf_loaded_by_transformers(smollm2_path):

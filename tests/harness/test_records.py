@@ -34,9 +34,45 @@ def test_resume_knows_finished_samples_and_records_invocations(tmp_path):
 
 
 def test_resume_with_a_different_experiment_is_refused(tmp_path):
-    RunDir.open(tmp_path, {"task": "passkey", "extension": "none"}, {})
+    rd = RunDir.open(tmp_path, {"task": "passkey", "extension": "none"}, {})
+    rd.append(_record())
     with pytest.raises(UserError, match="differs in: extension"):
         RunDir.open(tmp_path, {"task": "passkey", "extension": "yarn"}, {})
+
+
+def test_a_directory_without_records_does_not_lock_its_experiment(tmp_path):
+    """A command that stopped before its first sample (a typo found late, a crash in loading) leaves run.json but
+    no record: the corrected command takes the directory over instead of being refused."""
+    RunDir.open(tmp_path, {"task": "passkey", "extension": "yarn", "dtype": "flaot32"}, {"argv": ["typo"]})
+    rd = RunDir.open(tmp_path, {"task": "passkey", "extension": "yarn", "dtype": "float32"}, {"argv": ["fixed"]})
+    meta = json.loads((tmp_path / "run.json").read_text())
+    assert meta["identity"]["dtype"] == "float32" and [i["argv"] for i in meta["invocations"]] == [["typo"],
+                                                                                                  ["fixed"]]
+    assert rd.done == set()
+
+
+def test_a_garbage_last_line_is_set_aside_not_appended_behind(tmp_path):
+    rd = RunDir.open(tmp_path, {"task": "passkey"}, {})
+    rd.append(_record(sample_id=0))
+    with (tmp_path / RESULTS).open("a") as f:
+        f.write("#### not a record ####\n")  # complete line, garbage
+    RunDir.open(tmp_path, {"task": "passkey"}, {}).append(_record(sample_id=1))
+    assert [r.sample_id for r in read_records(tmp_path)] == [0, 1]
+    assert (tmp_path / (RESULTS + ".torn")).read_text() == "#### not a record ####\n"
+
+
+def test_records_of_the_wrong_type_are_one_line_naming_file_and_line(tmp_path):
+    bad = json.loads(_record().to_json()) | {"context_length": "4k"}
+    (tmp_path / RESULTS).write_text(json.dumps(bad) + "\n" + _record().to_json() + "\n")
+    with pytest.raises(UserError, match=r"results.jsonl:1: .*'context_length' = '4k' is not int"):
+        read_records(tmp_path)
+
+
+@pytest.mark.parametrize("content", ["{not json", "[1, 2]"])
+def test_a_corrupt_run_json_is_one_line(tmp_path, content):
+    (tmp_path / "run.json").write_text(content)
+    with pytest.raises(UserError, match="run.json is unreadable"):
+        RunDir.open(tmp_path, {"task": "passkey"}, {})
 
 
 def test_torn_last_line_is_dropped_and_appending_continues(tmp_path):
