@@ -62,6 +62,9 @@ class TaskConfig:
             raise UserError("--haystack-file is the text of the 'essay' haystack; add --haystack essay")
         if self.max_new_tokens is not None and self.max_new_tokens < 1:
             raise UserError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
+        if self.max_new_tokens is not None and self.max_new_tokens >= min(self.lengths):
+            raise UserError(f"--max-new-tokens {self.max_new_tokens} leaves no room for a prompt in a "
+                            f"{min(self.lengths)}-token context (the budget counts inside each length)")
 
 
 @dataclass(frozen=True)
@@ -364,7 +367,10 @@ class NeedleTask:
         c = self.config
         if c.haystack == "essay":
             essay_sentences(c.haystack_file)
-        self.sample(tokenizer, min(c.lengths), c.depths[0], 0)
+        try:
+            self.sample(tokenizer, min(c.lengths), c.depths[0], 0)
+        except UserError as e:
+            raise UserError(f"{self.name} at {min(c.lengths)} tokens: {e}") from None
 
     def score(self, sample: Sample, prediction: str) -> Score:
         raise NotImplementedError

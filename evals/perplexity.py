@@ -110,6 +110,12 @@ class PerplexityTask:
         self.config = config
         self.mode = "sliding" if config.sliding_window else "one-pass"
 
+    def check(self, tokenizer) -> None:
+        """The text must be readable and long enough before anything is written (see NeedleTask.check)."""
+        from evals.haystack import essay_sentences
+
+        essay_sentences(self.config.haystack_file)
+
     def cells(self):
         """(bucket end, None, document): one forward per document yields all its cells."""
         for doc in range(self.config.documents):

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from harness.errors import UserError
-from harness.records import RunDir, SampleRecord, sample_key
+from harness.records import RunDir, SampleRecord, check_run_dir, sample_key
 
 
 @dataclass(frozen=True)
@@ -114,6 +114,7 @@ def run(exp: Experiment, log: Callable[[str], None] = print, progress: bool = Tr
 
     p = prepare(exp, log=log)
     exp = p.experiment  # prepare may pick the runner (Mamba checkpoints)
+    check_run_dir(Path(exp.out), identity(p))  # before the first line is printed: a refusal is one line
     grid = {k: v for k, v in dataclasses.asdict(exp.task_config).items() if k in GRID}
     settings = {k: v for k, v in dataclasses.asdict(exp.task_config).items() if k not in GRID and v is not None}
     log(f"{exp.task}: model={exp.model} extension={p.extension.describe(p.extension_config)} runner={exp.runner} "

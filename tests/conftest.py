@@ -10,6 +10,8 @@ import torch
 # triton.language's own helpers) is decorated, so it must be set before anything imports triton.
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+# The scripted runner (harness.runners.fake) is registered only for tests, here and in the CLI subprocesses they start.
+os.environ["LONGCTX_TEST_RUNNERS"] = "1"
 
 # Special-token ids and tied embeddings shared by every tiny model.
 SPECIAL_IDS = dict(eos_token_id=2, bos_token_id=1, pad_token_id=2, tie_word_embeddings=True)

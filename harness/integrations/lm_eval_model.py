@@ -38,21 +38,43 @@ class LongctxLM(LM):
     def __init__(self, model: str = "smollm2", extension: str = "none", runner: str = "hf", dtype=None,
                  device=None, **kwargs):
         super().__init__()
+        from harness.errors import UserError
+        from harness.runners import RUNNERS
+
+        try:  # every mistake in --model_args is one line and exit 2 (lm-eval would print a traceback)
+            options = self._check(model, extension, runner, dtype, device, kwargs)
+        except (UserError, ValueError, TypeError) as e:
+            import sys
+
+            print(f"longctx: error: --model_args: {e}", file=sys.stderr)
+            raise SystemExit(2) from None
+        self.runner = RUNNERS.get(runner)(**options)
+        self.info = self.runner.load(self.model_ref.path, self.extension, self.extension_config)
+        self.name = f"longctx:{model}:{self.extension.describe(self.extension_config)}:{runner}"
+
+    def _check(self, model, extension, runner, dtype, device, kwargs):
+        """Resolve and check everything --model_args says, before any weight is loaded."""
         from extensions import EXTENSIONS
         from harness.experiment import load_tokenizer_and_config
         from harness.models import resolve_model
-        from harness.runners import RUNNERS, check_hostable
+        from harness.runners import RUNNERS, check_hostable, check_runner_options
 
         params = {k: parse_value(str(v)) for k, v in kwargs.items() if k not in IGNORED and v is not None}
-        check_hostable(runner, extension)
-        self.extension = EXTENSIONS.get(extension)()
+        ext_cls = EXTENSIONS.get(extension)
+        RUNNERS.get(runner)
+        options = {k: v for k, v in {"dtype": dtype, "device": _usable_device(device)}.items() if v is not None}
+        check_runner_options(runner, options)
+        check_hostable(runner, extension, options)
+        self.extension = ext_cls()
+        try:
+            config = self.extension.parse(params)
+        except ValueError as e:
+            raise ValueError(f"extension {extension}: {e} (model_args keys other than {', '.join(RUNNER_KEYS)} "
+                             "and model, extension are extension parameters)") from None
         self.model_ref = resolve_model(str(model))
         self.tokenizer, hf_config = load_tokenizer_and_config(self.model_ref.path)
-        self.extension_config = self.extension.resolve(self.extension.parse(params), hf_config)
-        options = {"dtype": dtype, "device": _usable_device(device)}
-        self.runner = RUNNERS.get(runner)(**{k: v for k, v in options.items() if v is not None})
-        self.info = self.runner.load(self.model_ref.path, self.extension, self.extension_config)
-        self.name = f"longctx:{model}:{self.extension.describe(self.extension_config)}:{runner}"
+        self.extension_config = self.extension.resolve(config, hf_config)
+        return options
 
     # ------------------------------------------------------------------------------------------------ generation
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:

