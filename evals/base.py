@@ -334,7 +334,28 @@ def require_answer_room(tokenizer, task: str, answer: str, max_new_tokens: int) 
                         "or more")
 
 
-class NeedleTask:
+class Task:
+    """What the experiment loop needs from a task (register the class in `evals.registry.TASKS`).
+
+    Every task: `name`, a `config` (a frozen dataclass; its grid fields lengths/depths/samples/documents may grow
+    between invocations of one run directory), `cells()` → (length, depth, sample_id), and `check(tokenizer)`, which
+    fails in one line on whatever would otherwise fail mid-run. Then either
+      generation (`scores_tokens = False`): `sample(tokenizer, *cell)` → `Sample`, `score(sample, text)` → `Score`;
+      token scoring (`scores_tokens = True`, e.g. perplexity): `evaluate(runner, tokenizer, sample_id)` → the
+      fields of every cell of that sample, from the runner's `token_nll`, and `record_fields()`.
+    """
+
+    name: str = ""
+    scores_tokens: bool = False
+
+    def cells(self) -> Iterator[tuple[int, float | None, int]]:
+        raise NotImplementedError
+
+    def check(self, tokenizer) -> None:
+        pass
+
+
+class NeedleTask(Task):
     """Base of single-needle tasks: subclasses define `name`, `preamble`, `make_needle` and `score`."""
 
     name: str = ""

@@ -23,6 +23,7 @@ import random
 from dataclasses import dataclass
 from typing import Callable
 
+from evals.base import Task
 from harness.errors import UserError
 
 
@@ -99,7 +100,7 @@ def ppl(nll: float) -> float:
     return math.exp(nll) if nll < 700 else float("inf")
 
 
-class PerplexityTask:
+class PerplexityTask(Task):
     name = "perplexity"
     scores_tokens = True  # the loop calls `evaluate` with a token-scoring runner instead of generating
 
@@ -123,18 +124,20 @@ class PerplexityTask:
                 yield n, None, doc
 
     def evaluate(self, runner, tokenizer, doc: int) -> list[dict]:
-        """The cells of one document: context_length, position_start, scored_tokens, nll, forward_length."""
+        """The cells of one document: context_length, position_start, scored_tokens, nll, ppl, forward_length."""
         import torch
 
         cfg, lengths = self.config, sorted(self.config.lengths)
         ids = torch.tensor([document_ids(tokenizer, cfg, doc)])
         if self.mode == "one-pass":
-            return [dict(context_length=b, position_start=a, scored_tokens=count, nll=nll, forward_length=lengths[-1])
+            return [dict(context_length=b, position_start=a, scored_tokens=count, nll=nll, ppl=ppl(nll),
+                         forward_length=lengths[-1])
                     for a, b, nll, count in bucket_nll(runner.token_nll(ids), lengths)]
         rows = []
         for n in lengths:
             nll, count = sliding_nll(runner.token_nll, ids, n, min(cfg.stride, n))
-            rows.append(dict(context_length=n, position_start=0, scored_tokens=count, nll=nll, forward_length=n))
+            rows.append(dict(context_length=n, position_start=0, scored_tokens=count, nll=nll, ppl=ppl(nll),
+                             forward_length=n))
         return rows
 
     def record_fields(self) -> dict:

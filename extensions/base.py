@@ -101,6 +101,11 @@ class Extension:
     def before_request(self, model: Any, config: ExtensionConfig) -> None:
         """Reset per-request state (runners call this before each prompt)."""
 
+    def inspect(self, config: ExtensionConfig, hf_config: Any, length: int | None = None) -> dict:
+        """What the method computes for this model at `length` (frequencies, kept keys, slopes ...), for
+        `longctx extensions show`; plain JSON-able values."""
+        return {}
+
     def describe(self, config: ExtensionConfig) -> str:
         params = ", ".join(f"{k}={v}" for k, v in config.params().items())
         return f"{self.name}({params})" if params else self.name

@@ -268,7 +268,7 @@ def extensions_show(name, ext_params, model, length, as_json):
     _, hf_config = load_tokenizer_and_config(ref.path)
     try:
         conf = ext.resolve(conf, hf_config)
-        shown = ext.inspect(conf, hf_config, n) if hasattr(ext, "inspect") else {}
+        shown = ext.inspect(conf, hf_config, n)
     except ValueError as e:
         raise UserError(f"extension {name}: {e}") from None
     doc = {"extension": name, "params": conf.params(), "model": model, "length": n, **shown}

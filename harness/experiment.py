@@ -64,7 +64,7 @@ def prepare(exp: Experiment, log: Callable[[str], None] = print) -> Prepared:
         log(f"{exp.model} is a {hf_config.model_type} checkpoint: using the mamba runner")
         exp = dataclasses.replace(exp, runner="mamba")
     runner_cls = RUNNERS.get(exp.runner)
-    if getattr(task, "scores_tokens", False) and not runner_cls.capabilities.scores_tokens:
+    if task.scores_tokens and not runner_cls.capabilities.scores_tokens:
         raise UserError(f"task {exp.task!r} scores tokens, which runner {exp.runner!r} cannot; use hf or kernel")
     check_runner_options(exp.runner, exp.runner_options)
     check_hostable(exp.runner, exp.extension, exp.runner_options)
@@ -72,8 +72,7 @@ def prepare(exp: Experiment, log: Callable[[str], None] = print) -> Prepared:
         ext_config = extension.resolve(ext_config, hf_config)
     except ValueError as e:
         raise UserError(f"extension {exp.extension}: {e}") from None
-    if hasattr(task, "check"):
-        task.check(tokenizer)
+    task.check(tokenizer)
     if getattr(exp.task_config, "max_new_tokens", 0) is None:  # the task's own budget, recorded as resolved
         exp = dataclasses.replace(exp, task_config=dataclasses.replace(exp.task_config,
                                                                        max_new_tokens=task.max_new_tokens))
@@ -142,7 +141,7 @@ def run(exp: Experiment, log: Callable[[str], None] = print, progress: bool = Tr
                   extension_params=p.extension_config.params(), runner=exp.runner, dtype=info.dtype,
                   model_max_position=info.model_max_position)
     try:
-        if getattr(p.task, "scores_tokens", False):
+        if p.task.scores_tokens:
             _score_tokens(p, runner, rd, todo, common, bar, info.device)
         else:
             _generate(p, runner, rd, todo, common, bar, log)
@@ -154,7 +153,6 @@ def run(exp: Experiment, log: Callable[[str], None] = print, progress: bool = Tr
 
 def _score_tokens(p: Prepared, runner, rd: RunDir, todo: list, common: dict, bar, device: str) -> None:
     """Token-scoring tasks (perplexity): one evaluation per document gives all its cells."""
-    from evals.perplexity import ppl
     from harness.memory import PeakMemory
 
     wanted = {sample_key(p.task.name, *c) for c in todo}
@@ -171,7 +169,7 @@ def _score_tokens(p: Prepared, runner, rd: RunDir, todo: list, common: dict, bar
                 **common, **p.task.record_fields(), depth=None, sample_id=doc, seed=seed,
                 tokens=row["forward_length"], context_length=row["context_length"],
                 position_start=row["position_start"], scored_tokens=row["scored_tokens"],
-                nll=round(row["nll"], 6), ppl=round(ppl(row["nll"]), 4), forward_length=row["forward_length"],
+                nll=round(row["nll"], 6), ppl=round(row["ppl"], 4), forward_length=row["forward_length"],
                 latency_s=round(latency, 3), peak_mem_bytes=pm.peak, mem_kind=pm.kind))
             bar.update(1)
 
