@@ -106,6 +106,25 @@ class Extension:
         `longctx extensions show`; plain JSON-able values."""
         return {}
 
+    LABEL_IGNORES: ClassVar[tuple[str, ...]] = ()  # parameters that do not change results (e.g. sinks' chunk)
+
+    def changed(self, params: dict) -> dict:
+        """The parameters that differ from the config's defaults (those defaulting to None are filled from the
+        model and count as defaults; so do LABEL_IGNORES)."""
+        defaults = {f.name: f.default for f in dataclasses.fields(self.config_cls)}
+        return {k: v for k, v in params.items() if k in defaults and defaults[k] is not None
+                and v != defaults[k] and k not in self.LABEL_IGNORES}
+
+    def short_label(self, params: dict) -> str:
+        """A report label naming only what differs from the defaults, e.g. "yarn ×2", "sinks 4+4092"."""
+        changed = self.changed(params)
+        return " ".join([self.name] + [f"{k}={_fmt(v)}" for k, v in sorted(changed.items())])
+
     def describe(self, config: ExtensionConfig) -> str:
         params = ", ".join(f"{k}={v}" for k, v in config.params().items())
         return f"{self.name}({params})" if params else self.name
+
+
+def _fmt(v) -> str:
+    """A parameter value for a label: 2.0 → "2", 0.5 → "0.5"."""
+    return f"{v:g}" if isinstance(v, float) else str(v)

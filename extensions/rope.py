@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from extensions.base import ROPE_PARAMETERS, Extension, ExtensionConfig
+from extensions.base import ROPE_PARAMETERS, Extension, ExtensionConfig, _fmt
 from kernels.rotary import rotate, rotate_half  # noqa: F401  (re-exported: one copy of the rotation)
 
 
@@ -88,6 +88,12 @@ class RopeExtension(Extension):
         setattr(hf_config, ORIGINAL, before)
         hf_config.rope_parameters = new
         return {"rope_parameters_before": before, "rope_parameters": dict(hf_config.rope_parameters)}
+
+    def short_label(self, params: dict) -> str:
+        """"yarn ×4": the factor always, other parameters only where changed."""
+        rest = {k: v for k, v in self.changed(params).items() if k != "factor"}
+        factor = params.get("factor", 1)
+        return " ".join([f"{self.name} ×{factor:g}"] + [f"{k}={_fmt(v)}" for k, v in sorted(rest.items())])
 
     def inspect(self, config: Any, hf_config: Any, length: int | None = None) -> dict:
         inv_freq, scaling = self.inv_freq(config, hf_config, seq_len=length)

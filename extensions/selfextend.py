@@ -65,6 +65,9 @@ class SelfExtend(Extension):
     def attach(self, model, config: SelfExtendConfig) -> dict:
         return {"usable_length": usable_length(model.config.max_position_embeddings, config.group, config.window)}
 
+    def short_label(self, params: dict) -> str:
+        return f"selfextend G{params.get('group', 4)} W{params.get('window', 1024)}"
+
     def inspect(self, config: SelfExtendConfig, hf_config, length: int | None = None) -> dict:
         n = length or hf_config.max_position_embeddings
         d = selfextend_distances(n, config.group, config.window)

@@ -67,6 +67,12 @@ class Sinks(Extension):
         completes the window)."""
         return KVPolicy(chunk=config.chunk, sink_tokens=config.sink_tokens, recent=config.window - 1)
 
+    LABEL_IGNORES = ("chunk",)  # streaming step: same results for any chunk
+
+    def short_label(self, params: dict) -> str:
+        S, W = params.get("sink_tokens", 4), params.get("window", 2048)
+        return f"sinks {S}+{W}" if S else f"window {W}"
+
     def inspect(self, config: SinksConfig, hf_config, length: int | None = None) -> dict:
         n = length or hf_config.max_position_embeddings
         return {"kept_keys": kept_keys(n, config.sink_tokens, config.window),

@@ -31,6 +31,42 @@ def extension_label(extension: str, params: dict) -> str:
     return extension + (f"({shown})" if shown else "")
 
 
+def method_label(extension: str, params: dict) -> str:
+    """The method's short label (only what differs from its defaults: "yarn ×2", "sinks 4+4092"); the full
+    parameters stay in the manifest. An extension this installation does not know keeps its full label."""
+    from extensions import EXTENSIONS
+    from harness.errors import UserError
+
+    try:
+        return EXTENSIONS.get(extension)().short_label(params)
+    except UserError:
+        return extension_label(extension, params)
+
+
+def short_keys(groups: dict[tuple, list[SampleRecord]]) -> dict[tuple, tuple]:
+    """config key → the same key with a short method label, unique within the report: where two configurations
+    would share one, the full parameters are kept for them."""
+    short = {}
+    for key, rs in groups.items():
+        short[key] = (key[0], method_label(rs[0].extension, rs[0].extension_params), *key[2:])
+    counts: dict[tuple, int] = defaultdict(int)
+    for v in short.values():
+        counts[v] += 1
+    return {k: (v if counts[v] == 1 else k) for k, v in short.items()}
+
+
+def non_monotone(rows: list[dict], threshold: float, key: str = "score") -> int | None:
+    """The first length at which the score passes the threshold again after having fallen below it (the effective
+    length reads upwards and stops at the first failure, so it would hide this), or None."""
+    failed = False
+    for row in sorted(rows, key=lambda r: r["context_length"]):
+        ok = row[key] is not None and row[key] >= threshold
+        if failed and ok:
+            return row["context_length"]
+        failed = failed or not ok
+    return None
+
+
 def latest(records: Iterable[SampleRecord]) -> list[SampleRecord]:
     """Keep the last record per (configuration, sample key): a retried sample replaces its failed attempt."""
     out: dict[tuple, SampleRecord] = {}

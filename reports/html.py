@@ -16,7 +16,8 @@ from pathlib import Path
 from harness.config import format_length
 from harness.errors import UserError
 from harness.records import iter_run_dirs, load_run_meta, read_records
-from reports.aggregate import accuracy_by_length, by_config, effective_length, extension_label, grid
+from reports.aggregate import (accuracy_by_length, by_config, effective_length, extension_label, grid,
+                               non_monotone, short_keys)
 
 FEW = 3  # cells with fewer samples than this are marked in heatmaps
 # RULER's convention: a length counts as effective while the score stays at or above Llama-2-7B's 4k score, 85.6 %.
@@ -30,8 +31,10 @@ table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:.9em}
 th,td{border:1px solid #ccc;padding:3px 8px;text-align:left;vertical-align:top}
 th{background:#f3f3f3;cursor:pointer}td.num{text-align:right;font-variant-numeric:tabular-nums}
 td.pred{font-family:monospace;white-space:pre-wrap;max-width:420px;word-break:break-word}
-.ok{color:#176b1b}.bad{color:#a11}.muted{color:#777;font-size:.85em}img{max-width:100%}
+.ok{color:#176b1b}.bad{color:#a11}.muted{color:#777;font-size:.85em}img{max-width:100%;height:auto}
 details{margin:.5em 0}code{background:#f5f5f5;padding:0 3px}
+.scroll{max-width:100%;overflow-x:auto}td.cell{text-align:center;min-width:4.2em}td.cell small{color:#333}
+.flag{color:#8a5a00;font-size:.85em}
 """
 
 # Sorts a table by the clicked column (numbers numerically). Ours, inline: the report must work offline.
@@ -72,8 +75,58 @@ def _png(fig, name: str = "figure") -> str:
 
 
 def _label(key: tuple) -> str:
+    """A configuration in figures: method · runner (· model, by its folder name)."""
     model, ext, runner, task = key
-    return f"{model} · {ext} · {runner} · {task}"
+    return f"{ext} · {runner} · {Path(model).name}"
+
+
+def _colour(score: float | None) -> str:
+    """Background of a headline cell: the heatmaps' red-yellow-green for 0..1."""
+    if score is None:
+        return "#eee"
+    import matplotlib
+
+    r, g, b, _ = matplotlib.colormaps["RdYlGn"](0.15 + 0.7 * score)
+    return f"#{int(r * 255):02x}{int(g * 255):02x}{int(b * 255):02x}"
+
+
+def headline_table(groups: dict, threshold: float) -> str:
+    """Rows = (model, method, runner), columns = lengths, cells = score with n (interval on hover); then the
+    effective length (and a non-monotone flag) and the cost at the longest length."""
+    lengths = sorted({r.context_length for rs in groups.values() for r in rs})
+    rows = []
+    for key, rs in groups.items():
+        by_len = {row["context_length"]: row for row in accuracy_by_length(rs)}
+        cells = []
+        for n in lengths:
+            c = by_len.get(n)
+            if c is None:
+                cells.append('<td class="cell muted">–</td>')
+                continue
+            few = "*" if c["n"] < FEW else ""
+            tip = (f"score {c['score']:.3f} ({c['metric'] or 'exact'}), 95% CI [{c['ci_low']:.2f}, "
+                   f"{c['ci_high']:.2f}]; strict {c['correct']}/{c['n']}, lenient {c['lenient']}/{c['n']}")
+            cells.append(f'<td class="cell" style="background:{_colour(c["score"])}" title="{e(tip)}" '
+                         f'data-v="{c["score"]}">{c["score"]:.2f}<br><small>n={c["n"]}{few}</small></td>')
+        rows_by_len = list(by_len.values())
+        eff = effective_length(rows_by_len, threshold)
+        again = non_monotone(rows_by_len, threshold)
+        flag = f'<br><span class="flag">non-monotone: passes again at {format_length(again)}</span>' if again \
+            else ""
+        last = rows_by_len[-1]
+        mem = last["peak_mem_bytes"]
+        cost = (f'{_num(last["latency_s"], "{:.1f}")} s'
+                + ("" if mem is None else f", {mem / 2**30:.2f} GiB") + f" at {format_length(last['context_length'])}")
+        full = f"{rs[0].extension}: {json.dumps(rs[0].extension_params, sort_keys=True)}"
+        rows.append(f"<tr><td>{e(Path(key[0]).name)}</td><td title=\"{e(full)}\">{e(key[1])}</td>"
+                    f"<td>{e(key[2])}</td>{''.join(cells)}"
+                    f'<td class="num" data-v="{eff or 0}">{_len_or_none(eff, rows_by_len)}{flag}</td>'
+                    f'<td class="num">{cost}</td></tr>')
+    head = ["model", "method", "runner"] + [format_length(n) for n in lengths] + \
+        [f"effective length (≥ {threshold:.3g})", "cost at the longest length"]
+    return ('<table class="sortable headline"><thead><tr>'
+            + "".join(f"<th>{e(h)}</th>" for h in head) + "</tr></thead><tbody>" + "".join(rows)
+            + "</tbody></table>")
 
 
 def accuracy_figure(groups: dict) -> str:
@@ -99,7 +152,7 @@ def accuracy_figure(groups: dict) -> str:
     ax.set_ylim(-0.05, 1.1)
     ax.set_xlabel("context length (tokens)")
     ax.set_ylabel("score (the task's metric), 95% Wilson CI")
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(alpha=0.3)
     return _png(fig, "accuracy_" + "_".join(sorted({k[3] for k in groups})))
 
@@ -129,7 +182,7 @@ def comparison_figure(groups: dict) -> str:
     ax.set_ylim(0, 1.1)
     ax.set_xlabel("context length (tokens)")
     ax.set_ylabel("score (the task's metric)")
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(alpha=0.3, axis="y")
     return _png(fig, "comparison_" + "_".join(sorted({k[3] for k in groups})))
 
@@ -195,7 +248,7 @@ def cost_figure(groups: dict) -> str:
         ax.grid(alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()
     if handles:  # one legend for the three panels, outside them
-        fig.legend(handles, labels, fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 0.95))
+        fig.legend(handles, labels, fontsize=9, loc="upper left", bbox_to_anchor=(1.0, 0.95))
     fig.tight_layout()
     return _png(fig, "cost")
 
@@ -209,8 +262,11 @@ def effective_length_table(groups: dict, threshold: float, relative: float) -> s
         rel = effective_length(by_len, relative * first["score"]) if first["score"] else None
         metric = first.get("metric") or "exact"
         cells = "".join(f"<td>{e(str(x))}</td>" for x in key)
+        again = non_monotone(by_len, threshold)
+        flag = f'<br><span class="flag">non-monotone: passes again at {format_length(again)}</span>' if again \
+            else ""
         rows.append(f"<tr>{cells}<td>{e(metric)}</td>"
-                    f'<td class="num" data-v="{absolute or 0}">{_len_or_none(absolute, by_len)}</td>'
+                    f'<td class="num" data-v="{absolute or 0}">{_len_or_none(absolute, by_len)}{flag}</td>'
                     f'<td class="num">{first["score"]:.2f} at {format_length(first["context_length"])}</td>'
                     f'<td class="num" data-v="{rel or 0}">{_len_or_none(rel, by_len)}</td>'
                     f'<td class="num">{format_length(by_len[-1]["context_length"])}</td></tr>')
@@ -320,7 +376,7 @@ def perplexity_section(ppl_records: list) -> str:
     ax.set_yscale("log")
     ax.set_xlabel("token position (bucket end) or sliding window length")
     ax.set_ylabel("perplexity")
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: many long labels
+    ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: many long labels
     ax.grid(alpha=0.3)
     head = ("model", "extension", "runner", "mode", "up to", "documents", "perplexity")
     table = ('<table class="sortable"><thead><tr>' + "".join(f"<th>{h}</th>" for h in head)
@@ -338,27 +394,28 @@ def render(run_dirs: list[Path], title: str = "longctx report", threshold: float
     if not records and not ppl_records:
         raise UserError(f"no records in {', '.join(map(str, run_dirs))}: run an experiment first")
     if not records:
-        body = [f"<h1>{e(title)}</h1>", perplexity_section(ppl_records), "<h2>Runs</h2>",
-                manifest_section(run_dirs)]
-        return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{e(title)}</title>'
-                f"<style>{CSS}</style></head><body>{''.join(body)}<script>{SORTER}</script></body></html>")
-    groups = by_config(records)
+        return _page(title, [f"<h1>{e(title)}</h1>", perplexity_section(ppl_records), "<h2>Runs</h2>",
+                             manifest_section(run_dirs)])
+    full = by_config(records)
+    short = short_keys(full)
+    groups = {short[k]: rs for k, rs in full.items()}  # method labels name only what differs from defaults
     by_task: dict[str, dict] = {}
     for key, rs in groups.items():
         by_task.setdefault(key[3], {})[key] = rs
     body = [f"<h1>{e(title)}</h1>",
             f'<p class="muted">{len(records)} records from {len(run_dirs)} run(s); generated '
-            f'{dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}. Strict = the extracted answer equals '
-            f"the target; lenient = the target occurs in the output. Intervals are 95% Wilson score intervals; "
-            f"heatmap cells marked * hold fewer than {FEW} samples.</p>",
-            "<h2>Summary</h2>", summary_table(groups),
-            f"<h2>Effective length</h2><p class=\"muted\">The longest tested length up to which the task's score "
-            f"stays at or above the threshold at every length, read upwards from the shortest (RULER's convention "
-            f"uses the fixed threshold {RULER_THRESHOLD}, Llama-2-7B's score at 4k). A coarse grid bounds it only "
-            f"to the lengths that were run.</p>", effective_length_table(groups, threshold, relative),
-            "<h2>Cost</h2>", cost_figure(groups)]
+            f'{dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}. Cells: the task\'s score (hover for '
+            f"its 95% Wilson interval, strict and lenient counts) with n; * marks n &lt; {FEW}. Method labels name "
+            f"only the parameters that differ from the defaults (hover a method for all of them). Effective length: "
+            f"the longest length up to which the score stays ≥ {threshold:.3g} at every length, read upwards "
+            f"(RULER's convention; {RULER_THRESHOLD} is Llama-2-7B's 4k score).</p>"]
     for task, tgroups in by_task.items():
-        body.append(f"<h2>{e(task)}: accuracy vs length</h2>{accuracy_figure(tgroups)}")
+        body.append(f"<h2>{e(task)}</h2>{headline_table(tgroups, threshold)}")
+    body += [f"<h2>Effective length</h2><p class=\"muted\">Also relative to each configuration's own shortest-length "
+             f"score. A coarse grid bounds it only to the lengths that were run.</p>",
+             effective_length_table(groups, threshold, relative), "<h2>Cost</h2>", cost_figure(groups)]
+    for task, tgroups in by_task.items():
+        body.append(f"<h2>{e(task)}: score vs length</h2>{accuracy_figure(tgroups)}")
         if len(tgroups) > 1:
             body.append(comparison_figure(tgroups))
         for key, rs in tgroups.items():
@@ -367,9 +424,17 @@ def render(run_dirs: list[Path], title: str = "longctx report", threshold: float
                         f"{failures_table(rs)}</details>")
     if ppl_records:
         body.append(perplexity_section(ppl_records))
+    body.append("<h2>Appendix</h2><details><summary>every configuration at every length (long form)</summary>"
+                + summary_table(groups) + "</details>")
     body.append("<h2>Runs</h2>" + manifest_section(run_dirs))
+    return _page(title, body)
+
+
+def _page(title: str, body: list[str]) -> str:
+    """The document; every table sits in its own horizontally scrolling box, so nothing is cut off."""
+    text = "".join(body).replace("<table", '<div class="scroll"><table').replace("</table>", "</table></div>")
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{e(title)}</title>'
-            f"<style>{CSS}</style></head><body>{''.join(body)}<script>{SORTER}</script></body></html>")
+            f"<style>{CSS}</style></head><body>{text}<script>{SORTER}</script></body></html>")
 
 
 def write_report(paths: list[str], output: str, title: str = "longctx report", threshold: float = RULER_THRESHOLD,

@@ -127,3 +127,45 @@ def test_a_partial_credit_task_reads_the_same_everywhere(tmp_path):
     assert effective_length(rows, 0.4) == 8192 and effective_length(rows, 0.6) is None
     text = write_report([str(rd.path)], str(tmp_path / "r.html")).read_text()
     assert '0.50 <span class="muted">all-references</span>' in text and "0/4" in text
+
+
+def test_method_labels_name_only_what_differs_from_the_defaults():
+    from reports.aggregate import method_label
+
+    yarn = {"factor": 2, "beta_fast": 32.0, "beta_slow": 1.0, "original_max_position_embeddings": 8192,
+            "attention_factor": None}
+    assert method_label("yarn", yarn) == "yarn ×2"
+    assert method_label("yarn", yarn | {"factor": 4, "beta_fast": 16.0}) == "yarn ×4 beta_fast=16"
+    assert method_label("sinks", {"sink_tokens": 4, "window": 4092, "chunk": 512}) == "sinks 4+4092"
+    assert method_label("selfextend", {"group": 4, "window": 1024}) == "selfextend G4 W1024"
+    assert method_label("alibi", {"max_bias": 8.0, "slope_scale": "none", "train_length": 8192}) == "alibi"
+    assert method_label("none", {}) == "none"
+
+
+def _yarn_run(tmp_path, name, factor, scores):
+    """A YaRN run whose passkey is found (1) or missed (0) at 4k / 8k / 16k, two samples per length."""
+    import dataclasses
+
+    rd = RunDir.open(tmp_path / name, {"task": "passkey", "f": factor}, {"argv": ["longctx"]})
+    params = {"factor": factor, "beta_fast": 32.0, "beta_slow": 1.0, "original_max_position_embeddings": 8192,
+              "attention_factor": None}
+    for n, ok in zip((4096, 8192, 16384), scores):
+        for sid in range(2):
+            rd.append(dataclasses.replace(_rec(n, 0.5, sid, bool(ok), " 12345." if ok else " no"), extension="yarn",
+                                          extension_params=params, score=float(ok), metric="exact"))
+    return rd.path
+
+
+def test_the_headline_table_compares_methods_by_length_and_says_the_surprise(tmp_path):
+    """The first table: one row per method with short labels, one column per length; YaRN ×4 failing at 4k and
+    passing at 8k is flagged instead of hidden behind "< 4k"."""
+    runs = [_yarn_run(tmp_path, "y2", 2, (1, 1, 0)), _yarn_run(tmp_path, "y4", 4, (0, 1, 0))]
+    text = write_report([str(p) for p in runs], str(tmp_path / "r.html")).read_text()
+    head = text[text.index('<table class="sortable headline">'):]
+    head = head[:head.index("</table>")]
+    assert head.index("<th>4k</th>") < head.index("<th>8k</th>") < head.index("<th>16k</th>")
+    assert ">yarn ×2<" in head and ">yarn ×4<" in head and "beta_fast" not in head.split("title=")[0]
+    assert "non-monotone: passes again at 8k" in head
+    assert text.index("headline") < text.index("<h2>Effective length</h2>") < text.index("<h2>Appendix</h2>")
+    assert "<details><summary>every configuration at every length" in text
+    assert text.count('<div class="scroll"><table') == text.count("<table")  # every table scrolls in its own box
