@@ -169,3 +169,32 @@ def test_the_headline_table_compares_methods_by_length_and_says_the_surprise(tmp
     assert text.index("headline") < text.index("<h2>Effective length</h2>") < text.index("<h2>Appendix</h2>")
     assert "<details><summary>every configuration at every length" in text
     assert text.count('<div class="scroll"><table') == text.count("<table")  # every table scrolls in its own box
+
+
+@pytest.mark.skipif(__import__("shutil").which("chromium") is None, reason="needs Debian's chromium package")
+@pytest.mark.parametrize("width", [1000, 1200, 1400])
+def test_a_comparison_report_fits_the_page_in_chromium(tmp_path, width):
+    """Seven methods and the long default labels of old: at 1000-1400 px nothing is cut and the headline table
+    fits whole (the check fails on a scroll box or figure past the viewport, or a headline wider than its box)."""
+    import dataclasses
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    methods = [("none", {}), ("pi", {"factor": 2}), ("ntk", {"factor": 2}), ("dynamic-ntk", {"factor": 2}),
+               ("yarn", {"factor": 2, "beta_fast": 32.0, "beta_slow": 1.0, "original_max_position_embeddings": 8192}),
+               ("selfextend", {"group": 4, "window": 1024}), ("sinks", {"sink_tokens": 4, "window": 4092})]
+    runs = []
+    for i, (name, params) in enumerate(methods):
+        rd = RunDir.open(tmp_path / name, {"i": i}, {"argv": ["longctx"]})
+        for n in (2048, 4096, 8192, 16384):
+            for sid in range(3):
+                ok = (n <= 8192) != (sid == 2 and i % 2 == 0)
+                rd.append(dataclasses.replace(_rec(n, 0.5, sid, ok, " 12345." if ok else " no"), extension=name,
+                                              extension_params=params, model="runs/ckpt/SmolLM2-135M-Instruct"))
+        runs.append(str(rd.path))
+    out = write_report(runs, str(tmp_path / "r.html"))
+    script = Path(__file__).resolve().parents[2] / "scripts" / "check_report.py"
+    res = subprocess.run([sys.executable, str(script), str(out), "--screenshot", str(tmp_path / "r.png"),
+                          "--width", str(width)], capture_output=True, text=True, timeout=180)
+    assert res.returncode == 0, res.stderr
