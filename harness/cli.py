@@ -307,12 +307,14 @@ def train_baselines_cmd(out, archs, train_length, steps, batch_size, seed, time_
 
 @cli.command("lm-eval-tasks-path")
 def lm_eval_tasks_path():
-    """Print the directory of longctx's lm-eval task files (for lm_eval --include_path)."""
-    from pathlib import Path
+    """Write longctx's lm-eval task files (one per registered task) and print their directory (for lm_eval
+    --include_path)."""
+    from evals.lm_eval_tasks import write_task_files
+    from harness.models import longctx_home
 
-    import evals
-
-    click.echo(Path(evals.__file__).parent / "lm_eval_tasks")
+    dest = longctx_home() / "lm_eval_tasks"
+    write_task_files(dest)
+    click.echo(dest)
 
 
 @cli.command("lm-eval-register")

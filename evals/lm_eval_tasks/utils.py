@@ -50,33 +50,23 @@ def process_results(doc: dict, results: list[str]) -> dict:
     return {"score": score.value, "strict": float(score.correct), "lenient": float(score.lenient)}
 
 
-def passkey(**kwargs):
-    return _dataset("passkey", **kwargs)
+def task_for(function_name: str) -> str | None:
+    """The registered task a YAML's `!function utils.<name>` means: niah_multikey → niah-multikey; the generated
+    YAMLs (evals.lm_eval_tasks.write_task_files) name one function per generation task of the registry."""
+    from evals.registry import TASKS, task_names
+
+    aliases = {"niah_single": "needle"}
+    name = aliases.get(function_name, function_name.replace("_", "-"))
+    if name in task_names() and not (name in TASKS and TASKS.get(name).scores_tokens):
+        return name
+    return None
 
 
-def needle(**kwargs):
-    return _dataset("needle", **kwargs)
+def __getattr__(function_name: str):
+    """`utils.passkey`, `utils.niah_multikey`, ...: the dataset of that task (PEP 562 module attribute)."""
+    import functools
 
-
-def niah_multikey(**kwargs):
-    return _dataset("niah-multikey", **kwargs)
-
-
-def niah_multivalue(**kwargs):
-    return _dataset("niah-multivalue", **kwargs)
-
-
-def niah_multiquery(**kwargs):
-    return _dataset("niah-multiquery", **kwargs)
-
-
-def kv(**kwargs):
-    return _dataset("kv", **kwargs)
-
-
-def phonebook(**kwargs):
-    return _dataset("phonebook", **kwargs)
-
-
-def vt(**kwargs):
-    return _dataset("vt", **kwargs)
+    task = task_for(function_name) if not function_name.startswith("__") else None
+    if task is None:
+        raise AttributeError(function_name)
+    return functools.partial(_dataset, task)

@@ -165,3 +165,16 @@ def test_hosting_listing_and_refusals_come_from_the_declarations(toys, tiny_llam
         main(["retrieval", "-t", "toy-colour", "-m", tiny_llama_path, "-r", "toy-generate", "-R", "dtyp=float32",
               "-l", "256", "--out", str(tmp_path / "x")])
     assert exit_.value.code == 2 and "Did you mean 'dtype'?" in capsys.readouterr().err
+    # lm-eval's task files come from the registry too: the toy task gets its YAML and its dataset function
+    import importlib.util
+
+    from evals.lm_eval_tasks import write_task_files
+
+    names = write_task_files(tmp_path / "lm_eval")
+    assert "longctx_toy_colour" in names and "longctx_passkey" in names
+    assert "max_gen_toks: 12" in (tmp_path / "lm_eval" / "longctx_toy_colour.yaml").read_text()
+    spec = importlib.util.spec_from_file_location("glue", tmp_path / "lm_eval" / "utils.py")
+    glue = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(glue)
+    ds = glue.toy_colour(tokenizer=tiny_llama_path, max_seq_lengths=[300], depths=[0.5])["test"]
+    assert ds[0]["task"] == "toy-colour" and ds[0]["target"] in ("teal", "amber", "violet", "ochre")

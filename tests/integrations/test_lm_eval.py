@@ -47,11 +47,12 @@ def test_generate_until_cuts_at_stop_strings(tiny_llama_path):
     assert stop not in cut and full.startswith(cut)
 
 
-def test_unknown_extension_parameter_is_refused(tiny_llama_path):
+def test_unknown_extension_parameter_is_refused(tiny_llama_path, capsys):
     from harness.integrations.lm_eval_model import LongctxLM
 
-    with pytest.raises(ValueError, match="unknown parameter"):
+    with pytest.raises(SystemExit) as exit_:
         LongctxLM(model=tiny_llama_path, extension="yarn", factorr=2)
+    assert exit_.value.code == 2 and "unknown parameter(s) factorr" in capsys.readouterr().err
 
 
 def test_lm_eval_command_runs_our_task_and_model_end_to_end(tiny_llama_path, tmp_path):

@@ -1,0 +1,56 @@
+"""lm-eval task files, generated from the task registry: one YAML per generation task (its generation budget
+from the task itself) and the glue module `utils.py` they call. `longctx lm-eval-tasks-path` writes them and prints
+the directory for `lm_eval --include_path`."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+ALIASES = {"needle": "niah_single"}  # lm-eval names kept from before the files were generated
+
+TEMPLATE = """task: longctx_{fn}
+custom_dataset: !function utils.{fn}
+test_split: test
+output_type: generate_until
+doc_to_text: "{{{{prompt}}}}"
+doc_to_target: "{{{{target}}}}"
+target_delimiter: ""
+generation_kwargs:
+  until: ["\\n"]
+  max_gen_toks: {budget}
+  do_sample: false
+process_results: !function utils.process_results
+metric_list:
+  - metric: score
+    aggregation: mean
+    higher_is_better: true
+  - metric: strict
+    aggregation: mean
+    higher_is_better: true
+  - metric: lenient
+    aggregation: mean
+    higher_is_better: true
+metadata:
+  version: 1.0
+"""
+
+
+def write_task_files(dest: Path) -> list[str]:
+    """Write utils.py and one longctx_<task>.yaml per registered generation task into dest; returns task names."""
+    from evals.base import TaskConfig
+    from evals.registry import TASKS
+
+    dest.mkdir(parents=True, exist_ok=True)
+    for old in dest.glob("longctx_*.yaml"):
+        old.unlink()
+    shutil.copyfile(Path(__file__).with_name("utils.py"), dest / "utils.py")
+    names = []
+    for name in TASKS.names():
+        cls = TASKS.get(name)
+        if cls.scores_tokens:
+            continue
+        fn = ALIASES.get(name, name.replace("-", "_"))
+        budget = cls(TaskConfig(lengths=(4096,))).max_new_tokens
+        (dest / f"longctx_{fn}.yaml").write_text(TEMPLATE.format(fn=fn, budget=budget))
+        names.append(f"longctx_{fn}")
+    return names
