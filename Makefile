@@ -28,6 +28,11 @@ $(STAMP): setup.cfg pyproject.toml Makefile
 	fi
 	# lm-eval finds models only in its own table: this writes a one-line .pth that adds `longctx` to it.
 	$(VENV)/bin/longctx lm-eval-register
+	# The report's layout tests open it in headless Chromium: installed where this can (root with apt), else they
+	# are skipped with a reason.
+	command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+		timeout 300 apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1; } || \
+		echo "chromium not installed: the report's browser tests will be skipped"
 	touch $(STAMP)
 
 demo: setup
