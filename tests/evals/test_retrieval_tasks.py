@@ -327,3 +327,15 @@ def test_presets_come_from_the_registered_classes():
     assert set(TASKS.names()) < set(task_names())
     task = make_task("niah-multikey-words", TaskConfig(lengths=(512,)))
     assert type(task).name == "niah-multikey" and task.name == "niah-multikey-words"
+
+
+@pytest.mark.parametrize("name", sorted(set(__import__("evals.registry", fromlist=["x"]).task_names())
+                                        - {"perplexity"}))
+def test_every_task_and_preset_runs_at_2k_with_its_default_budget(smollm2_tokenizer, name):
+    """No --max-new-tokens: each task's own budget holds its answers (niah-multivalue used to refuse 12)."""
+    from evals.registry import make_task
+
+    task = make_task(name, TaskConfig(lengths=(2048,), depths=(0.5,)))
+    task.check(smollm2_tokenizer)  # builds the first prompt; raises if the budget cannot hold the answer
+    s = task.sample(smollm2_tokenizer, 2048, 0.5, 0)
+    assert s.max_new_tokens == task.max_new_tokens and s.tokens + s.max_new_tokens <= 2048
