@@ -16,8 +16,8 @@ from harness.errors import UserError
 LENGTH_HELP = "comma-separated target lengths in tokens; k = 1024 (e.g. 4k,8k,16k)"
 
 
-def experiment_options(default_depths: str):
-    """Options shared by every experiment command."""
+def experiment_options(default_depths: str, grid: bool = True):
+    """Options shared by every experiment command (grid=False: without --lengths/--depths/--samples)."""
 
     def deco(f):
         opts = [
@@ -47,6 +47,8 @@ def experiment_options(default_depths: str):
                          help="run directory; re-running resumes it [default: runs/TASK-MODEL-EXTENSION]"),
             click.option("--no-progress", is_flag=True, help="no progress bar"),
         ]
+        if not grid:
+            opts = opts[:1] + opts[4:]  # without --lengths, --depths, --samples
         for opt in reversed(opts):
             f = opt(f)
         return f
@@ -131,6 +133,39 @@ def needle(**kw):
 def retrieval(task, **kw):
     """RULER-style retrieval tasks: multi-key/value/query needles, key-value JSON, phone book, variable tracking."""
     _run_experiment(task, **kw)
+
+
+@cli.command()
+@click.option("--task", "-t", default="passkey", show_default=True, help="any generation task or preset")
+@click.option("--min", "low", default="2k", show_default=True, help="shortest length of the range (e.g. 2k)")
+@click.option("--max", "high", default="32k", show_default=True, help="longest length of the range (e.g. 128k)")
+@click.option("--threshold", default=0.856, show_default=True, type=float,
+              help="score a length must reach (RULER: Llama-2-7B's 4k score)")
+@click.option("--resolution", default=1.19, show_default=True, type=float,
+              help="stop when the bracket's ends are within this ratio")
+@click.option("--max-samples", default=48, show_default=True, type=int, help="samples per probed length at most")
+@experiment_options(default_depths="0.5", grid=False)
+def search(task, low, high, threshold, resolution, max_samples, **kw):
+    """Effective-length search: bisect on log length with sequential Wilson decisions per length."""
+    from evals.base import TaskConfig
+    from harness.config import parse_length, parse_params
+    from harness.experiment import Experiment
+    from harness.search import SearchConfig, run_search
+
+    cfg = SearchConfig(low=parse_length(low), high=parse_length(high), threshold=threshold, resolution=resolution,
+                       max_samples=max_samples)
+    task_config = TaskConfig(lengths=(cfg.low, cfg.high), seed=kw["seed"], haystack=kw["haystack"],
+                             haystack_file=kw["haystack_file"], max_new_tokens=kw["max_new_tokens"])
+    exp = Experiment(task=task, task_config=task_config, model=kw["model"], extension=kw["extension"],
+                     extension_params=parse_params(kw["ext_params"]), runner=kw["runner"],
+                     runner_options=_runner_options(kw),
+                     out=kw["out"] or default_out(f"search-{task}", kw["model"], kw["extension"]))
+    result = run_search(exp, cfg, log=functools.partial(click.echo, err=True))
+    for p in result.probes:
+        click.echo(f"  {p.length:>7} tokens: {p.k}/{p.n} found, 95% CI [{p.ci[0]:.2f}, {p.ci[1]:.2f}] -> "
+                   f"{p.decision} ({p.purpose})")
+    click.echo(result.summary())
+    click.echo(f"results: {exp.out}/results.jsonl, path: {exp.out}/search.json")
 
 
 @cli.command()

@@ -174,11 +174,11 @@ def _score_tokens(p: Prepared, runner, rd: RunDir, todo: list, common: dict, bar
             bar.update(1)
 
 
-def _generate(p: Prepared, runner, rd: RunDir, todo: list, common: dict, bar, log) -> None:
-    """Generation tasks: batches of prompts, each answer scored by the task."""
+def _generate(p: Prepared, runner, rd: RunDir, todo: list, common: dict, bar, log) -> list[SampleRecord]:
+    """Generation tasks: batches of prompts, each answer scored by the task. Returns the records written."""
     from harness.runners.base import Generation, GenerationRequest
 
-    exp = p.experiment
+    written = []
     batch_size = max(1, runner.capabilities.batch_size)
     for start in range(0, len(todo), batch_size):
         cells = todo[start:start + batch_size]
@@ -193,7 +193,7 @@ def _generate(p: Prepared, runner, rd: RunDir, todo: list, common: dict, bar, lo
                     for s in samples]
         for s, g in zip(samples, gens):
             score = p.task.score(s, g.text)
-            rd.append(SampleRecord(
+            record = SampleRecord(
                 **{**common, "task": s.task}, context_length=s.context_length,
                 tokens=g.prompt_tokens if g.prompt_tokens is not None else s.tokens, depth=s.depth, sample_id=s.sample_id, seed=s.seed, prediction=g.text,
                 target=s.target, correct=score.correct and g.error is None, lenient=score.lenient,
@@ -201,6 +201,10 @@ def _generate(p: Prepared, runner, rd: RunDir, todo: list, common: dict, bar, lo
                 prefill_s=None if g.prefill_s is None else round(g.prefill_s, 4), new_tokens=g.new_tokens,
                 needle_token_offset=s.needle_token_offset, haystack=s.haystack, prompt_sha=s.prompt_sha,
                 error=g.error, score=score.value if g.error is None else 0.0, metric=score.metric,
-                cache_bytes=g.cache_bytes, cached_tokens=g.cached_tokens, kernel=g.kernel))
-            bar.set_postfix_str(f"{s.context_length} tok: {'ok' if score.correct else 'miss'}")
-            bar.update(1)
+                cache_bytes=g.cache_bytes, cached_tokens=g.cached_tokens, kernel=g.kernel)
+            rd.append(record)
+            written.append(record)
+            if bar is not None:
+                bar.set_postfix_str(f"{s.context_length} tok: {'ok' if score.correct else 'miss'}")
+                bar.update(1)
+    return written
