@@ -386,6 +386,33 @@ def perplexity_section(ppl_records: list) -> str:
             + _png(fig, "perplexity") + table)
 
 
+def search_section(run_dirs: list[Path]) -> str:
+    """The path of every effective-length search among the runs (search.json): probed lengths with n, successes,
+    interval and decision, the bracket, and the samples spent against a grid at the same resolution."""
+    parts = []
+    for d in run_dirs:
+        f = Path(d) / "search.json"
+        if not f.exists():
+            continue
+        try:
+            s = json.loads(f.read_text(encoding="utf-8"))
+            rows = "".join(
+                f'<tr><td class="num" data-v="{p["length"]}">{format_length(p["length"])}</td><td>{e(p["purpose"])}</td>'
+                f'<td class="num">{p["k"]}/{p["n"]}</td><td class="num">[{p["ci"][0]:.2f}, {p["ci"][1]:.2f}]</td>'
+                f'<td class="{"ok" if p["decision"] == "pass" else "bad"}">{e(str(p["decision"]))}</td></tr>'
+                for p in s["probes"])
+            lo, hi = s["bracket"]
+        except (ValueError, KeyError, TypeError, IndexError) as err:
+            raise UserError(f"{f} is not a longctx search.json ({err})") from None
+        flags = "".join(f'<p class="flag">non-monotone: {e(x)}</p>' for x in s.get("non_monotone", []))
+        parts.append(f"<h3>{e(str(d))}</h3><p>{e(s['status'])}: passes at {lo and format_length(lo)}, fails at "
+                     f"{hi and format_length(hi)} (threshold {s['config']['threshold']}); {s['samples']} samples, a "
+                     f"grid at the same resolution and cap would take {s['grid_samples']}.</p>{flags}"
+                     '<table class="sortable"><thead><tr><th>length</th><th>probe</th><th>found</th>'
+                     "<th>interval</th><th>decision</th></tr></thead><tbody>" + rows + "</tbody></table>")
+    return ("<h2>Effective-length search</h2>" + "".join(parts)) if parts else ""
+
+
 def render(run_dirs: list[Path], title: str = "longctx report", threshold: float = RULER_THRESHOLD,
            relative: float = RELATIVE_THRESHOLD) -> str:
     every = [r for d in run_dirs for r in read_records(d)]
@@ -424,6 +451,7 @@ def render(run_dirs: list[Path], title: str = "longctx report", threshold: float
                         f"{failures_table(rs)}</details>")
     if ppl_records:
         body.append(perplexity_section(ppl_records))
+    body.append(search_section(run_dirs))
     body.append("<h2>Appendix</h2><details><summary>every configuration at every length (long form)</summary>"
                 + summary_table(groups) + "</details>")
     body.append("<h2>Runs</h2>" + manifest_section(run_dirs))

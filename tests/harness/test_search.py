@@ -88,3 +88,7 @@ def test_search_command_writes_ordinary_records_and_resumes(tiny_llama_path, tmp
     assert saved["bracket"] == [lo, hi] and len(saved["probes"]) == len(r.probes)
     again = run_search(exp, cfg, log=lambda *_: None, runner=ScriptedRunner(reach=0))  # would fail everything
     assert again.bracket == r.bracket and len(read_records(tmp_path / "s")) == len(records)
+    from reports.html import write_report
+
+    text = write_report([str(tmp_path / "s")], str(tmp_path / "r.html")).read_text()
+    assert "Effective-length search" in text and f"{r.samples} samples" in text
