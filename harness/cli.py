@@ -46,9 +46,11 @@ def experiment_options(default_depths: str, grid: bool = True):
             click.option("--out", "-o", default=None,
                          help="run directory; re-running resumes it [default: runs/TASK-MODEL-EXTENSION]"),
             click.option("--no-progress", is_flag=True, help="no progress bar"),
+            click.option("--dump-config", is_flag=True,
+                         help="print this command as an experiment file for `longctx run` and exit"),
         ]
         if not grid:
-            opts = opts[:1] + opts[4:]  # without --lengths, --depths, --samples
+            opts = opts[:1] + opts[4:-1]  # without --lengths, --depths, --samples, --dump-config
         for opt in reversed(opts):
             f = opt(f)
         return f
@@ -77,6 +79,11 @@ def _run_experiment(task: str, **kw) -> None:
                      extension_params=parse_params(kw["ext_params"]), runner=kw["runner"],
                      runner_options=runner_options,
                      out=kw["out"] or default_out(task, kw["model"], kw["extension"]))
+    if kw["dump_config"]:
+        from harness.sweep import dump
+
+        click.echo(dump(exp), nl=False)
+        return
     path = run(exp, log=functools.partial(click.echo, err=True), progress=not kw["no_progress"])
     _print_summary(path)
 
@@ -166,6 +173,21 @@ def search(task, low, high, threshold, resolution, max_samples, **kw):
                    f"{p.decision} ({p.purpose})")
     click.echo(result.summary())
     click.echo(f"results: {exp.out}/results.jsonl, path: {exp.out}/search.json")
+
+
+@cli.command("run")
+@click.argument("experiment_file")
+@click.option("--out", "-o", default=None, help="sweep directory [default: the file's `out`]")
+@click.option("--shard", default=None, metavar="I/N", help="run cells I, I+N, I+2N ... only")
+@click.option("--dry-run", is_flag=True, help="check every cell and list them; run nothing")
+@click.option("--no-progress", is_flag=True)
+def run_cmd(experiment_file, out, shard, dry_run, no_progress):
+    """Run a sweep from an experiment file (YAML): models x tasks x extensions x runners, a run directory each."""
+    from harness.sweep import parse_shard, run_sweep
+
+    path = run_sweep(experiment_file, out=out, shard=parse_shard(shard), dry_run=dry_run,
+                     log=functools.partial(click.echo, err=True), progress=not no_progress)
+    click.echo(f"sweep: {path} (longctx report {path})")
 
 
 @cli.command()

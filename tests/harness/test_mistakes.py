@@ -94,6 +94,13 @@ CASES = [
     ("train-out-is-a-file", ["train-baselines", "--out", "afile", "--quick"], "is a file"),
     ("train-arch-typo", ["train-baselines", "--out", "b", "--arch", "ropee", "--quick"], "rope"),
     ("command-typo", ["pasky", "-l", "4k"], "No such command"),
+    ("sweep-missing-file", ["run", "nosuch.yaml"], "no such experiment file"),
+    ("sweep-bad-yaml", ["run", "bad.yaml"], "is not valid YAML"),
+    ("sweep-unknown-key", ["run", "typo.yaml"], "extensions[0].parms: unknown key"),
+    ("sweep-misspelt-extension", ["run", "ext.yaml"], "Did you mean 'yarn'?"),
+    ("sweep-bad-shard", ["run", "ext.yaml", "--shard", "2/2"], "bad --shard"),
+    ("search-bad-range", ["search", "-m", M, "--min", "8k", "--max", "4k"], "0 < --min < --max"),
+    ("search-bad-resolution", ["search", "-m", M, "--resolution", "1"], "--resolution must be > 1"),
 ]
 
 
@@ -125,6 +132,11 @@ def workdir(tmp_path, monkeypatch, tiny_llama_path):
     (tmp_path / "mistyped-run" / "run.json").write_text(json.dumps({"identity": {}, "invocations": []}))
     bad = json.loads(rec.to_json()) | {"context_length": "512"}
     (tmp_path / "mistyped-run" / "results.jsonl").write_text(json.dumps(bad) + "\n" + rec.to_json() + "\n")
+    (tmp_path / "bad.yaml").write_text("models: [m\n")
+    (tmp_path / "typo.yaml").write_text(f"out: s\nmodels: [{tiny_llama_path}]\ntasks: [passkey]\nlengths: [1k]\n"
+                                        "extensions: [{name: yarn, parms: {factor: 2}}]\n")
+    (tmp_path / "ext.yaml").write_text(f"out: s\nmodels: [{tiny_llama_path}]\ntasks: [passkey]\nlengths: [1k]\n"
+                                       "extensions: [yarm]\n")
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     return tmp_path

@@ -1,0 +1,209 @@
+"""Sweeps: an experiment file (YAML) of models × tasks × extensions × runners, each cell an ordinary run directory
+under one sweep directory (so `longctx report SWEEP_DIR` shows it all).
+
+    out: runs/sweep
+    models: [smollm2]
+    tasks: [passkey, {name: niah-multikey, max_new_tokens: 16}]
+    extensions: [none, {name: yarn, params: {factor: 2}}]
+    runners: [hf, {name: kernel, options: {impl: cpu}}]
+    lengths: [2k, 4k, 8k]
+    depths: [0.1, 0.5, 0.9]
+    samples: 1
+    seed: 0
+    haystack: noise            # haystack_file: PATH with haystack: essay
+
+The file is loaded safely; unknown keys, wrong types and bad values are one-line errors naming the key path
+(`extensions[1].params.factor`). Every cell is prepared (names, parameters, hosting, prompts of the shortest
+length, output directories) before the first one runs, so a mistake in the last cell costs nothing.
+`--shard i/n` runs cells i, i + n, i + 2n ... of the fixed cell order, for batch schedulers; shards write disjoint
+run directories, so their outputs merge by copying.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from harness.errors import UserError
+
+TOP = {"out": str, "models": list, "tasks": list, "extensions": list, "runners": list, "lengths": list,
+       "depths": list, "samples": int, "seed": int, "haystack": str, "haystack_file": str}
+ITEM_KEYS = {"tasks": {"name", "max_new_tokens"}, "extensions": {"name", "params"}, "runners": {"name", "options"}}
+REQUIRED = ("models", "tasks", "lengths")
+
+
+@dataclass(frozen=True)
+class Cell:
+    index: int
+    experiment: Any  # harness.experiment.Experiment
+
+
+def _err(path: str, msg: str) -> UserError:
+    return UserError(f"{path}: {msg}")
+
+
+def _items(doc: dict, key: str, where: str) -> list[dict]:
+    """A list of names or {name: ..., ...} mappings → mappings, each checked against its allowed keys."""
+    out = []
+    for i, item in enumerate(doc.get(key, [])):
+        path = f"{where}{key}[{i}]"
+        if isinstance(item, str):
+            item = {"name": item}
+        if not isinstance(item, dict):
+            raise _err(path, f"expected a name or a mapping, got {type(item).__name__}")
+        unknown = sorted(set(item) - ITEM_KEYS[key])
+        if unknown:
+            raise _err(f"{path}.{unknown[0]}", f"unknown key; allowed: {', '.join(sorted(ITEM_KEYS[key]))}")
+        if not isinstance(item.get("name"), str):
+            raise _err(f"{path}.name", "a name is required")
+        for sub in ("params", "options"):
+            if sub in item and not isinstance(item[sub], dict):
+                raise _err(f"{path}.{sub}", "expected a mapping of KEY: VALUE")
+        out.append(item)
+    return out
+
+
+def _value(path: str, v):
+    """A YAML scalar as a parameter value: finite numbers only, no nested structures."""
+    import math
+
+    if isinstance(v, float) and not math.isfinite(v):
+        raise _err(path, f"numbers must be finite, got {v}")
+    if isinstance(v, (dict, list)):
+        raise _err(path, "expected a single value")
+    return v
+
+
+def load(path: str, out: str | None = None) -> tuple[Path, list[Cell]]:
+    """Parse and check an experiment file; returns the sweep directory and its cells (not yet prepared)."""
+    import yaml
+
+    from evals.base import TaskConfig
+    from harness.config import parse_depths, parse_length
+    from harness.experiment import Experiment
+
+    where = f"{path}: "
+    try:
+        doc = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"no such experiment file: {path}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        first = str(e).strip().splitlines()
+        raise UserError(f"{path} is not valid YAML ({' '.join(first[:2])})") from None
+    if not isinstance(doc, dict):
+        raise UserError(f"{path}: expected a mapping of keys (out, models, tasks, ...) at the top")
+    for key, value in doc.items():
+        if key not in TOP:
+            from harness.errors import unknown_name
+
+            raise UserError(f"{where}{unknown_name('key', str(key), list(TOP))}")
+        if not isinstance(value, TOP[key]) or (TOP[key] is int and isinstance(value, bool)):
+            raise _err(f"{where}{key}", f"expected {TOP[key].__name__}, got {type(value).__name__}")
+    for key in REQUIRED:
+        if not doc.get(key):
+            raise _err(f"{where}{key}", "required and non-empty")
+    sweep_dir = Path(out or doc.get("out") or "")
+    if not str(sweep_dir) or str(sweep_dir) == ".":
+        raise _err(f"{where}out", "give the sweep directory here or with --out")
+    lengths = []
+    for i, n in enumerate(doc["lengths"]):
+        try:
+            lengths.append(parse_length(str(n)))
+        except UserError as e:
+            raise _err(f"{where}lengths[{i}]", str(e)) from None
+    try:
+        depths = tuple(parse_depths(",".join(str(d) for d in doc.get("depths", [0.5]))))
+    except UserError as e:
+        raise _err(f"{where}depths", str(e)) from None
+    for i, m in enumerate(doc["models"]):
+        if not isinstance(m, str):
+            raise _err(f"{where}models[{i}]", "expected a model name or path")
+    tasks = _items(doc, "tasks", where)
+    extensions = _items(doc, "extensions", where) or [{"name": "none"}]
+    runners = _items(doc, "runners", where) or [{"name": "hf"}]
+    cells = []
+    for model in doc["models"]:
+        for ti, task in enumerate(tasks):
+            for ei, ext in enumerate(extensions):
+                for ri, runner in enumerate(runners):
+                    params = {k: _value(f"{where}extensions[{ei}].params.{k}", v)
+                              for k, v in ext.get("params", {}).items()}
+                    options = {k: _value(f"{where}runners[{ri}].options.{k}", v)
+                               for k, v in runner.get("options", {}).items()}
+                    try:
+                        tc = TaskConfig(lengths=tuple(sorted(set(lengths))), depths=depths,
+                                        samples=doc.get("samples", 1), seed=doc.get("seed", 0),
+                                        haystack=doc.get("haystack", "noise"), haystack_file=doc.get("haystack_file"),
+                                        max_new_tokens=task.get("max_new_tokens"))
+                    except UserError as e:
+                        raise _err(f"{where}tasks[{ti}]", str(e)) from None
+                    name = "-".join([task["name"], re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(model).name),
+                                     _slug(ext["name"], params), runner["name"]])
+                    cells.append(Cell(len(cells), Experiment(
+                        task=task["name"], task_config=tc, model=model, extension=ext["name"],
+                        extension_params=params, runner=runner["name"], runner_options=options,
+                        out=str(sweep_dir / name))))
+    return sweep_dir, cells
+
+
+def _slug(name: str, params: dict) -> str:
+    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", name + "".join(f"_{k}={v}" for k, v in sorted(params.items())))
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    m = re.fullmatch(r"([0-9]+)/([0-9]+)", text.strip(), re.ASCII)
+    if not m or not 0 <= int(m.group(1)) < int(m.group(2)):
+        raise UserError(f"bad --shard {text!r}: use i/n with 0 <= i < n, e.g. 0/2")
+    return int(m.group(1)), int(m.group(2))
+
+
+def run_sweep(path: str, out: str | None = None, shard: tuple[int, int] | None = None,
+              log: Callable[[str], None] = print, progress: bool = True, dry_run: bool = False) -> Path:
+    """Check every cell, then run this shard's cells in order; each cell resumes like a single experiment."""
+    from harness.experiment import identity, prepare, run
+    from harness.records import check_run_dir
+
+    sweep_dir, cells = load(path, out)
+    if shard is not None:
+        i, n = shard
+        cells = [c for c in cells if c.index % n == i]
+    for c in cells:  # every mistake surfaces here, before anything is written
+        p = prepare(c.experiment, log=lambda *_: None)
+        check_run_dir(Path(c.experiment.out), identity(p))
+    log(f"sweep {path}: {len(cells)} cells" + (f" (shard {shard[0]}/{shard[1]})" if shard else "")
+        + f" -> {sweep_dir}")
+    if dry_run:
+        for c in cells:
+            log(f"  cell {c.index}: {c.experiment.out}")
+        return sweep_dir
+    t0 = time.perf_counter()
+    for done, c in enumerate(cells):
+        elapsed = time.perf_counter() - t0
+        eta = f", ETA {elapsed / done * (len(cells) - done) / 60:.0f} min" if done else ""
+        log(f"[cell {done + 1}/{len(cells)}{eta}] {Path(c.experiment.out).name}")
+        run(c.experiment, log=log, progress=progress)
+    return sweep_dir
+
+
+def dump(exp) -> str:
+    """The experiment file that reproduces one experiment command (`--dump-config`)."""
+    import yaml
+
+    from harness.config import format_length
+
+    tc = exp.task_config
+    doc = {"out": str(Path(exp.out).parent), "models": [exp.model],
+           "tasks": [{"name": exp.task, **({"max_new_tokens": tc.max_new_tokens} if tc.max_new_tokens else {})}],
+           "extensions": [{"name": exp.extension, **({"params": dict(exp.extension_params)}
+                                                     if exp.extension_params else {})}],
+           "runners": [{"name": exp.runner, **({"options": dict(exp.runner_options)} if exp.runner_options else {})}],
+           "lengths": [format_length(n) for n in tc.lengths], "depths": list(tc.depths), "samples": tc.samples,
+           "seed": tc.seed, "haystack": tc.haystack}
+    if tc.haystack_file:
+        doc["haystack_file"] = tc.haystack_file
+    return yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
