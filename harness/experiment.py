@@ -12,7 +12,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from harness.errors import UserError
 from harness.records import RunDir, SampleRecord, check_run_dir, sample_key
@@ -109,6 +109,39 @@ def identity(p: Prepared) -> dict:
 def run(exp: Experiment, log: Callable[[str], None] = print, progress: bool = True,
         runner: Any = None) -> Path:
     """Run (or resume) an experiment; returns the run directory. `runner` injects an instance (tests)."""
+    p, rd, todo = open_run(exp, log)
+    exp = p.experiment
+    if not todo:
+        return rd.path
+    runner = runner or p.runner_cls(**exp.runner_options)
+    info = runner.load(p.model_path, p.extension, p.extension_config, max_length=max(c[0] for c in todo))
+    log(f"loaded {exp.model} on {exp.runner} ({info.dtype}, {info.device}); extension: "
+        f"{p.extension.describe(p.extension_config)}")
+    rd.note_load(dataclasses.asdict(info))
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(todo), desc=f"{exp.task}", unit="sample", disable=not progress, file=sys.stderr)
+    common = record_fields(p, info)
+    try:
+        if p.task.scores_tokens:
+            _score_tokens(p, runner, rd, todo, common, bar, info.device)
+        else:
+            _generate(p, runner, rd, todo, common, bar, log)
+    finally:
+        bar.close()
+        runner.close()
+    return rd.path
+
+
+def record_fields(p: Prepared, info) -> dict:
+    """The fields every record of this experiment shares."""
+    exp = p.experiment
+    return dict(task=exp.task, model=exp.model, extension=exp.extension, extension_params=p.extension_config.params(),
+                runner=exp.runner, dtype=info.dtype, model_max_position=info.model_max_position)
+
+
+def open_run(exp: Experiment, log: Callable[[str], None] = print) -> tuple[Prepared, RunDir, list]:
+    """Check everything, open (or resume) the run directory, and list the cells still to do."""
     from harness.manifest import git_sha, machine, package_versions
 
     p = prepare(exp, log=log)
@@ -126,29 +159,9 @@ def run(exp: Experiment, log: Callable[[str], None] = print, progress: bool = Tr
     total = sum(1 for _ in p.task.cells())
     if not todo:
         log(f"all {total} samples already in {rd.path}; nothing to do")
-        return rd.path
-    if len(todo) < total:
+    elif len(todo) < total:
         log(f"resuming {rd.path}: {total - len(todo)} of {total} samples done")
-    runner = runner or p.runner_cls(**exp.runner_options)
-    info = runner.load(p.model_path, p.extension, p.extension_config, max_length=max(c[0] for c in todo))
-    log(f"loaded {exp.model} on {exp.runner} ({info.dtype}, {info.device}); extension: "
-        f"{p.extension.describe(p.extension_config)}")
-    rd.note_load(dataclasses.asdict(info))
-    from tqdm import tqdm
-
-    bar = tqdm(total=len(todo), desc=f"{exp.task}", unit="sample", disable=not progress, file=sys.stderr)
-    common = dict(task=exp.task, model=exp.model, extension=exp.extension,
-                  extension_params=p.extension_config.params(), runner=exp.runner, dtype=info.dtype,
-                  model_max_position=info.model_max_position)
-    try:
-        if p.task.scores_tokens:
-            _score_tokens(p, runner, rd, todo, common, bar, info.device)
-        else:
-            _generate(p, runner, rd, todo, common, bar, log)
-    finally:
-        bar.close()
-        runner.close()
-    return rd.path
+    return p, rd, todo
 
 
 def _score_tokens(p: Prepared, runner, rd: RunDir, todo: list, common: dict, bar, device: str) -> None:
@@ -175,10 +188,22 @@ def _score_tokens(p: Prepared, runner, rd: RunDir, todo: list, common: dict, bar
 
 
 def _generate(p: Prepared, runner, rd: RunDir, todo: list, common: dict, bar, log) -> list[SampleRecord]:
-    """Generation tasks: batches of prompts, each answer scored by the task. Returns the records written."""
+    """Generation tasks: write each record as it is made (and fsync). Returns the records written."""
+    written = []
+    for record in generated_records(p, runner, todo, common, log):
+        rd.append(record)
+        written.append(record)
+        if bar is not None:
+            bar.set_postfix_str(f"{record.context_length} tok: {'ok' if record.correct else 'miss'}")
+            bar.update(1)
+    return written
+
+
+def generated_records(p: Prepared, runner, todo: list, common: dict, log) -> Iterator[SampleRecord]:
+    """The record of every cell in `todo`: batches of prompts through the runner, each answer scored by the task.
+    A runner failure (out of memory, a backend error) is recorded on the samples it hit, and the loop goes on."""
     from harness.runners.base import Generation, GenerationRequest
 
-    written = []
     batch_size = max(1, runner.capabilities.batch_size)
     for start in range(0, len(todo), batch_size):
         cells = todo[start:start + batch_size]
@@ -193,18 +218,13 @@ def _generate(p: Prepared, runner, rd: RunDir, todo: list, common: dict, bar, lo
                     for s in samples]
         for s, g in zip(samples, gens):
             score = p.task.score(s, g.text)
-            record = SampleRecord(
+            yield SampleRecord(
                 **{**common, "task": s.task}, context_length=s.context_length,
-                tokens=g.prompt_tokens if g.prompt_tokens is not None else s.tokens, depth=s.depth, sample_id=s.sample_id, seed=s.seed, prediction=g.text,
+                tokens=g.prompt_tokens if g.prompt_tokens is not None else s.tokens, depth=s.depth,
+                sample_id=s.sample_id, seed=s.seed, prediction=g.text,
                 target=s.target, correct=score.correct and g.error is None, lenient=score.lenient,
                 latency_s=round(g.latency_s, 4), peak_mem_bytes=g.peak_mem_bytes, mem_kind=g.mem_kind,
                 prefill_s=None if g.prefill_s is None else round(g.prefill_s, 4), new_tokens=g.new_tokens,
                 needle_token_offset=s.needle_token_offset, haystack=s.haystack, prompt_sha=s.prompt_sha,
                 error=g.error, score=score.value if g.error is None else 0.0, metric=score.metric,
                 cache_bytes=g.cache_bytes, cached_tokens=g.cached_tokens, kernel=g.kernel)
-            rd.append(record)
-            written.append(record)
-            if bar is not None:
-                bar.set_postfix_str(f"{s.context_length} tok: {'ok' if score.correct else 'miss'}")
-                bar.update(1)
-    return written

@@ -203,7 +203,7 @@ def run_search(exp, config: SearchConfig, log: Callable[[str], None] = print, ru
     import datetime as dt
     import sys
 
-    from harness.experiment import GRID, _generate, identity, prepare
+    from harness.experiment import GRID, _generate, identity, prepare, record_fields
     from harness.manifest import git_sha, machine, package_versions
     from harness.records import RunDir, check_run_dir, read_records, sample_key
 
@@ -231,11 +231,7 @@ def run_search(exp, config: SearchConfig, log: Callable[[str], None] = print, ru
                 state["info"] = state["runner"].load(p.model_path, p.extension, p.extension_config,
                                                      max_length=config.high)
                 rd.note_load(dataclasses.asdict(state["info"]))
-            info = state["info"]
-            common = dict(task=exp.task, model=exp.model, extension=exp.extension,
-                          extension_params=p.extension_config.params(), runner=exp.runner, dtype=info.dtype,
-                          model_max_position=info.model_max_position)
-            for r in _generate(p, state["runner"], rd, [cell], common, None, log):
+            for r in _generate(p, state["runner"], rd, [cell], record_fields(p, state["info"]), None, log):
                 done[r.key] = r
         ok = bool(done[key].correct)
         log(f"  {length:>7} tokens, sample {i} (depth {cell[1]}): {'found' if ok else 'missed'}")

@@ -21,6 +21,7 @@ run directories, so their outputs merge by copying.
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import time
 from dataclasses import dataclass
@@ -163,8 +164,11 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
 
 
 def run_sweep(path: str, out: str | None = None, shard: tuple[int, int] | None = None,
-              log: Callable[[str], None] = print, progress: bool = True, dry_run: bool = False) -> Path:
-    """Check every cell, then run this shard's cells in order; each cell resumes like a single experiment."""
+              log: Callable[[str], None] = print, progress: bool = True, dry_run: bool = False,
+              executor: str = "local", ray_address: str | None = None, cpus_per_worker: float = 1,
+              gpus_per_worker: float = 0) -> Path:
+    """Check every cell, then run this shard's cells: in order here, or as Ray actors (executor="ray"); either
+    way each cell resumes like a single experiment and only this process writes the run directories."""
     from harness.experiment import identity, prepare, run
     from harness.records import check_run_dir
 
@@ -181,6 +185,11 @@ def run_sweep(path: str, out: str | None = None, shard: tuple[int, int] | None =
         for c in cells:
             log(f"  cell {c.index}: {c.experiment.out}")
         return sweep_dir
+    if executor == "ray":
+        _run_on_ray(cells, log, ray_address, cpus_per_worker, gpus_per_worker)
+        return sweep_dir
+    if executor != "local":
+        raise UserError(f"unknown executor {executor!r}; use local or ray")
     t0 = time.perf_counter()
     for done, c in enumerate(cells):
         elapsed = time.perf_counter() - t0
@@ -207,3 +216,72 @@ def dump(exp) -> str:
     if tc.haystack_file:
         doc["haystack_file"] = tc.haystack_file
     return yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
+
+
+def _run_on_ray(cells: list[Cell], log, address: str | None, cpus: float, gpus: float) -> None:
+    """Each cell with samples left becomes one Ray actor that loads the model once and returns records as JSON;
+    this process (the driver) alone appends them to the run directories, in each cell's order, as they arrive."""
+    try:
+        import ray
+    except ImportError:
+        raise UserError('--executor ray needs Ray: pip install -e ".[ray]" (make setup installs it)') from None
+    import dataclasses
+
+    from harness.experiment import open_run
+    from harness.records import SampleRecord
+
+    @ray.remote
+    class CellWorker:
+        def __init__(self, exp):
+            from harness.experiment import prepare
+
+            self.p = prepare(exp, log=lambda *_: None)
+            self.runner = self.p.runner_cls(**self.p.experiment.runner_options)
+
+        def load(self, max_length: int) -> dict:
+            from harness.experiment import record_fields
+
+            info = self.runner.load(self.p.model_path, self.p.extension, self.p.extension_config,
+                                    max_length=max_length)
+            self.common = record_fields(self.p, info)
+            return dataclasses.asdict(info)
+
+        def run(self, cell) -> str:
+            from harness.experiment import generated_records
+
+            (record,) = generated_records(self.p, self.runner, [cell], self.common, lambda *_: None)
+            return record.to_json()
+
+    try:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
+                 ignore_reinit_error=True)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        raise UserError(f"cannot reach Ray at {address or 'a new local instance'}: {str(e).splitlines()[0]}") from None
+    try:
+        pending: dict = {}  # ref → (run dir, ordinal)
+        workers, queues = [], {}
+        for c in cells:
+            p, rd, todo = open_run(c.experiment, log)
+            if not todo or p.task.scores_tokens:
+                if todo:
+                    raise UserError(f"{c.experiment.task}: token-scoring tasks run with the local executor")
+                continue
+            w = CellWorker.options(num_cpus=cpus, num_gpus=gpus).remote(c.experiment)
+            workers.append(w)
+            info = ray.get(w.load.remote(max(t[0] for t in todo)))
+            rd.note_load(info)
+            refs = [w.run.remote(t) for t in todo]
+            queues[rd.path] = (rd, refs)
+            for ref in refs:
+                pending[ref] = rd.path
+        written = 0
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            path = pending.pop(ready[0])
+            rd, refs = queues[path]
+            while refs and refs[0] not in pending:  # keep each cell's file in its own order
+                rd.append(SampleRecord.from_dict(json.loads(ray.get(refs.pop(0)))))
+                written += 1
+        log(f"ray: {written} records from {len(workers)} actor(s)")
+    finally:
+        ray.shutdown()

@@ -107,3 +107,22 @@ def test_example_experiment_files_are_valid(name, smollm2_path):
     assert cells
     for c in cells:
         prepare(c.experiment, log=lambda *_: None)  # names, parameters, hosting, first prompts: all resolve
+
+
+@pytest.mark.skipif(__import__("importlib").util.find_spec("ray") is None, reason="Ray is an optional extra")
+def test_the_same_sweep_on_a_local_ray_instance_writes_the_same_records(tiny_llama_path, tmp_path):
+    """Cells as Ray actors (one model load each), records streamed back and written by the driver: identical to
+    the local run's records (everything but timings)."""
+    from harness.sweep import run_sweep
+
+    text = _sweep(tiny_llama_path, tmp_path / "OUT").replace("tasks: [passkey, {name: niah-multikey, "
+                                                             "max_new_tokens: 16}]", "tasks: [passkey]")
+    local = run_sweep(_write(tmp_path, text.replace("OUT", "local")), log=lambda *_: None, progress=False)
+    on_ray = run_sweep(_write(tmp_path, text.replace("OUT", "ray")), log=lambda *_: None, progress=False,
+                       executor="ray", cpus_per_worker=0.5)
+
+    def fields(sweep_dir):
+        return {(d.name, r.key, r.prediction, r.tokens, r.correct, r.prompt_sha) for d in sweep_dir.iterdir()
+                for r in read_records(d)}
+
+    assert fields(on_ray) == fields(local) and len(fields(local)) == 2 * 2 * 2
