@@ -94,8 +94,7 @@ class SearchResult:
 
     def summary(self) -> str:
         lo, hi = self.bracket
-        head = {"bracketed": f"passes at {lo}, fails at {hi} (ratio {hi / lo:.2f})" if lo and hi else self.status,
-                }.get(self.status, self.status)
+        head = f"passes at {lo}, fails at {hi} (ratio {hi / lo:.2f})" if self.status == "bracketed" else self.status
         flags = f"; NON-MONOTONE: {'; '.join(self.non_monotone)}" if self.non_monotone else ""
         return (f"{head}{flags}. {self.samples} samples over {len(self.probes)} lengths; a grid at the same "
                 f"resolution would take {self.grid_samples}")
