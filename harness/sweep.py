@@ -172,6 +172,11 @@ def run_sweep(path: str, out: str | None = None, shard: tuple[int, int] | None =
     from harness.experiment import identity, prepare, run
     from harness.records import check_run_dir
 
+    if executor not in ("local", "ray"):
+        raise UserError(f"unknown executor {executor!r}; use local or ray")
+    if not cpus_per_worker > 0 or not gpus_per_worker >= 0:
+        raise UserError(f"--cpus-per-worker must be > 0 and --gpus-per-worker >= 0, got {cpus_per_worker} and "
+                        f"{gpus_per_worker}")
     sweep_dir, cells = load(path, out)
     if shard is not None:
         i, n = shard
@@ -188,8 +193,6 @@ def run_sweep(path: str, out: str | None = None, shard: tuple[int, int] | None =
     if executor == "ray":
         _run_on_ray(cells, log, ray_address, cpus_per_worker, gpus_per_worker)
         return sweep_dir
-    if executor != "local":
-        raise UserError(f"unknown executor {executor!r}; use local or ray")
     t0 = time.perf_counter()
     for done, c in enumerate(cells):
         elapsed = time.perf_counter() - t0

@@ -60,6 +60,22 @@ def trimmed_cache(spec: AttentionSpec, k, v, T: int, n_queries: int):
     return k[:, :, k_pos], v[:, :, k_pos], k_pos
 
 
+def prefill_error(run, spec_case, shape, seed: int) -> float:
+    """A whole prompt of `shape` (B, H, H_kv, T) through `run` against the oracle, for one spec case."""
+    kind, params, alibi = spec_case
+    B, H, Hkv, T = shape
+    _, _, _, q, k, v, pos = qkv_at(B, H, Hkv, T, seed=seed)
+    return error_vs_reference(run, make_spec(kind, H, alibi=alibi, **params), q, k, v, pos, pos)
+
+
+def decode_error(run, spec_case, T: int, n_queries: int, seed: int) -> float:
+    """The last n_queries of a T-token sequence against a cache (trimmed to sinks + window for windowed specs), as a
+    runner decodes, through `run` against the oracle (6 query heads, 2 KV heads)."""
+    kind, params, alibi = spec_case
+    spec = make_spec(kind, 6, alibi=alibi, **params)
+    _, _, _, q, k, v, pos = qkv_at(1, 6, 2, T, seed=seed)
+    kc, vc, k_pos = trimmed_cache(spec, k, v, T, n_queries)
+    return error_vs_reference(run, spec, q[:, :, -n_queries:], kc, vc, pos[-n_queries:], k_pos)
 
 
 def error_vs_reference(run, spec: AttentionSpec, q, k, v, q_pos, k_pos, scale: float = 0.3) -> float:

@@ -99,6 +99,8 @@ CASES = [
     ("sweep-unknown-key", ["run", "typo.yaml"], "extensions[0].parms: unknown key"),
     ("sweep-misspelt-extension", ["run", "ext.yaml"], "Did you mean 'yarn'?"),
     ("sweep-bad-shard", ["run", "ext.yaml", "--shard", "2/2"], "bad --shard"),
+    ("sweep-ray-zero-cpus", ["run", "ext.yaml", "--executor", "ray", "--cpus-per-worker", "0"],
+     "--cpus-per-worker must be > 0"),
     ("search-bad-range", ["search", "-m", M, "--min", "8k", "--max", "4k"], "0 < --min < --max"),
     ("search-bad-resolution", ["search", "-m", M, "--resolution", "1"], "--resolution must be > 1"),
 ]

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from kernels.cpu import attention_cpu
-from kernels.testing import SHAPE_IDS, SHAPES, error_vs_reference, make_spec, qkv_at, trimmed_cache
+from kernels.testing import SHAPE_IDS, SHAPES, decode_error, error_vs_reference, make_spec, prefill_error, qkv_at
 
 # fp32 both sides; the fused kernel sums in a different order (online softmax, log-sum-exp merges), so the
 # outputs differ by a few ulps of the largest partial sums. 1e-5 absolute is the issue's bound.
@@ -15,22 +15,15 @@ ATOL = 1e-5
 @pytest.mark.parametrize("block", [16, 1024])
 @pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
 def test_cpu_prefill_equals_reference(spec_case, shape, block):
-    kind, params, alibi = spec_case
-    B, H, Hkv, T = shape
-    _, _, _, q, k, v, pos = qkv_at(B, H, Hkv, T, seed=1)
     run = lambda *a: attention_cpu(*a, block=block)  # noqa: E731
-    assert error_vs_reference(run, make_spec(kind, H, alibi=alibi, **params), q, k, v, pos, pos) <= ATOL
+    assert prefill_error(run, spec_case, shape, seed=1) <= ATOL
 
 
 @pytest.mark.parametrize("n_queries", [1, 5])
 def test_cpu_decode_steps_equal_reference(spec_case, n_queries):
     """The last tokens against a cache (trimmed to sinks + window for windowed specs), as a runner decodes."""
-    kind, params, alibi = spec_case
-    spec = make_spec(kind, 6, alibi=alibi, **params)
-    _, _, _, q, k, v, pos = qkv_at(1, 6, 2, 151, seed=2)
-    kc, vc, k_pos = trimmed_cache(spec, k, v, 151, n_queries)
     run = lambda *a: attention_cpu(*a, block=4)  # noqa: E731
-    assert error_vs_reference(run, spec, q[:, :, -n_queries:], kc, vc, pos[-n_queries:], k_pos) <= ATOL
+    assert decode_error(run, spec_case, 151, n_queries, seed=2) <= ATOL
 
 
 def test_cpu_alibi_at_long_positions_keeps_fp32_accuracy():

@@ -14,7 +14,7 @@ triton = pytest.importorskip("triton")
 from kernels.reference import attention_ref  # noqa: E402
 from kernels.triton_attention import attention_triton  # noqa: E402
 
-from kernels.testing import error_vs_reference, make_spec, qkv_at, trimmed_cache  # noqa: E402
+from kernels.testing import decode_error, make_spec, prefill_error, qkv_at  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 ATOL = 1e-5  # fp32 in, IEEE fp32 products: only the summation order differs from the oracle
@@ -27,19 +27,12 @@ def _triton(q, k, v, spec, q_pos, k_pos, scale):
 
 @pytest.mark.parametrize("shape", [(1, 6, 2, 53), (1, 8, 2, 37)], ids=["gqa3-t53", "gqa4-t37"])
 def test_triton_prefill_equals_reference(spec_case, shape):
-    kind, params, alibi = spec_case
-    B, H, Hkv, T = shape
-    _, _, _, q, k, v, pos = qkv_at(B, H, Hkv, T, seed=4)
-    assert error_vs_reference(_triton, make_spec(kind, H, alibi=alibi, **params), q, k, v, pos, pos) <= ATOL
+    assert prefill_error(_triton, spec_case, shape, seed=4) <= ATOL
 
 
 @pytest.mark.parametrize("n_queries", [1, 3])
 def test_triton_decode_equals_reference(spec_case, n_queries):
-    kind, params, alibi = spec_case
-    spec = make_spec(kind, 6, alibi=alibi, **params)
-    _, _, _, q, k, v, pos = qkv_at(1, 6, 2, 83, seed=5)
-    kc, vc, k_pos = trimmed_cache(spec, k, v, 83, n_queries)
-    assert error_vs_reference(_triton, spec, q[:, :, -n_queries:], kc, vc, pos[-n_queries:], k_pos) <= ATOL
+    assert decode_error(_triton, spec_case, 83, n_queries, seed=5) <= ATOL
 
 
 def test_triton_refuses_head_dims_tl_dot_cannot_tile():
