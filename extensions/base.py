@@ -98,6 +98,11 @@ class Extension:
         """What the method asks of the KV cache (kv-policy methods, and dynamic NTK's re-rotation); None: nothing."""
         return None
 
+    # Whether the cached keys and values of a prompt's first p tokens are the same whatever follows them, so a
+    # runner may serve a shared prefix from an earlier prompt's cache (prefix reuse). False where the rotation
+    # depends on the prompt's length (dynamic NTK) or where the cache evicts (sinks).
+    static_keys: ClassVar[bool] = True
+
     def before_request(self, model: Any, config: ExtensionConfig) -> None:
         """Reset per-request state (runners call this before each prompt)."""
 

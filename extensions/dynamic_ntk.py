@@ -32,6 +32,7 @@ def dynamic_ntk_base(base: float, factor: float, dim: int, seq_len: int, trained
 
 class DynamicNTK(RopeExtension):
     name = "dynamic-ntk"
+    static_keys = False  # the rotation depends on the prompt's length
     config_cls = DynamicNTKConfig
 
     def rope_parameters(self, config: DynamicNTKConfig, hf_config) -> dict:

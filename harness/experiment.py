@@ -89,6 +89,7 @@ def load_tokenizer_and_config(path: str):
 
 
 GRID = ("lengths", "depths", "samples", "documents")  # task-config fields that may grow between invocations
+OPT_IN = ("shared_haystack",)  # flags added later: absent from the identity while off, so older runs still resume
 
 
 def identity(p: Prepared) -> dict:
@@ -96,7 +97,7 @@ def identity(p: Prepared) -> dict:
     tc = dataclasses.asdict(p.experiment.task_config)
     return {
         "task": p.experiment.task,
-        "task_config": {k: v for k, v in tc.items() if k not in GRID},
+        "task_config": {k: v for k, v in tc.items() if k not in GRID and not (k in OPT_IN and not v)},
         "model": p.experiment.model,
         "model_path": p.model_path,
         "extension": p.experiment.extension,
@@ -199,12 +200,20 @@ def _generate(p: Prepared, runner, rd: RunDir, todo: list, common: dict, bar, lo
     return written
 
 
+def reuse_order(cells: list) -> list:
+    """Cells (length, depth, sample_id) in the order a prefix-reusing runner serves best: per (length, sample),
+    deepest needle first, so each prompt shares everything before its needle with the one before it."""
+    return sorted(cells, key=lambda c: (c[0], c[2], -(c[1] if c[1] is not None else 0.0)))
+
+
 def generated_records(p: Prepared, runner, todo: list, common: dict, log) -> Iterator[SampleRecord]:
     """The record of every cell in `todo`: batches of prompts through the runner, each answer scored by the task.
     A runner failure (out of memory, a backend error) is recorded on the samples it hit, and the loop goes on."""
     from harness.runners.base import Generation, GenerationRequest
 
     batch_size = max(1, runner.capabilities.batch_size)
+    if getattr(runner, "prefix_cache", False):
+        todo = reuse_order(todo)
     for start in range(0, len(todo), batch_size):
         cells = todo[start:start + batch_size]
         samples = [p.task.sample(p.tokenizer, *c) for c in cells]

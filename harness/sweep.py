@@ -31,7 +31,7 @@ from typing import Any, Callable
 from harness.errors import UserError
 
 TOP = {"out": str, "models": list, "tasks": list, "extensions": list, "runners": list, "lengths": list,
-       "depths": list, "samples": int, "seed": int, "haystack": str, "haystack_file": str}
+       "depths": list, "samples": int, "seed": int, "haystack": str, "haystack_file": str, "shared_haystack": bool}
 ITEM_KEYS = {"tasks": {"name", "max_new_tokens"}, "extensions": {"name", "params"}, "runners": {"name", "options"}}
 REQUIRED = ("models", "tasks", "lengths")
 
@@ -138,7 +138,8 @@ def load(path: str, out: str | None = None) -> tuple[Path, list[Cell]]:
                         tc = TaskConfig(lengths=tuple(sorted(set(lengths))), depths=depths,
                                         samples=doc.get("samples", 1), seed=doc.get("seed", 0),
                                         haystack=doc.get("haystack", "noise"), haystack_file=doc.get("haystack_file"),
-                                        max_new_tokens=task.get("max_new_tokens"))
+                                        max_new_tokens=task.get("max_new_tokens"),
+                                        shared_haystack=doc.get("shared_haystack", False))
                     except UserError as e:
                         raise _err(f"{where}tasks[{ti}]", str(e)) from None
                     name = "-".join([task["name"], re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(model).name),
@@ -218,6 +219,8 @@ def dump(exp) -> str:
            "seed": tc.seed, "haystack": tc.haystack}
     if tc.haystack_file:
         doc["haystack_file"] = tc.haystack_file
+    if tc.shared_haystack:
+        doc["shared_haystack"] = True
     return yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
 
 

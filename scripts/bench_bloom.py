@@ -34,7 +34,7 @@ def one(path: str, runner_name: str, length: int) -> dict:
     runner.load(path, ext, ext.parse({}))
     ids = torch.randint(10, 2000, (1, length), generator=torch.Generator().manual_seed(0))
     t0 = time.perf_counter()
-    _, prefill_s, cache_bytes = runner._greedy(ids, 1)
+    _, prefill_s, cache_bytes, _ = runner._greedy(ids, 1)
     return {"runner": runner_name, "length": length, "prefill_s": round(prefill_s, 2),
             "wall_s": round(time.perf_counter() - t0, 2), "cache_bytes": cache_bytes, "kernel": runner._kernels_used(),
             "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3)}

@@ -38,7 +38,7 @@ def one(runner_name: str, ext_name: str, params: dict, length: int) -> dict:
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(100, 40000, (1, length), generator=g)
     t0 = time.perf_counter()
-    _, prefill_s, cache_bytes = runner._greedy(ids, 1)
+    _, prefill_s, cache_bytes, _ = runner._greedy(ids, 1)
     wall = time.perf_counter() - t0
     return {"runner": runner_name, "extension": ext_name, "params": params, "length": length,
             "prefill_s": round(prefill_s, 2), "wall_s": round(wall, 2), "cache_bytes": cache_bytes,

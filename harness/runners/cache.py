@@ -51,6 +51,13 @@ class RunnerCache(DynamicCache):
             angles = pos[:, None] * delta.to(keys.device)[None, :]  # (T, D/2)
             layer.keys = rotate(keys.float(), angles).to(keys.dtype)
 
+    def keep_first(self, n: int) -> None:
+        """Drop every cached position from `n` on (prefix reuse: the next prompt shares only the first n tokens)."""
+        for layer in self.layers:
+            if getattr(layer, "keys", None) is not None and layer.keys.numel():
+                layer.keys = layer.keys[:, :, :n]
+                layer.values = layer.values[:, :, :n]
+
     def nbytes(self) -> int:
         """Bytes of keys and values held (every layer)."""
         total = 0

@@ -6,6 +6,10 @@
   fp32 oracle, `kernels.reference` — exact and slow; the kernel runner runs the same spec fast.
 - decoding: a plain greedy loop over a KV cache. The prefill asks for the logits of the last position only
   (`logits_to_keep=1`): a 32k-token prompt's full logits over a 49k vocabulary would be 6 GB of fp32.
+- prefix reuse (`prefix_cache=true`): the cache of the previous prompt is kept, cut to the longest token prefix it
+  shares with the next one, and only the rest is prefilled. Exact for methods whose cached keys do not depend on
+  what follows them (`Extension.static_keys`); a grid whose samples share a haystack (`--shared-haystack`), run
+  deepest needle first, then prefills each haystack once (the experiment loop orders the cells so).
 """
 from __future__ import annotations
 
@@ -39,10 +43,13 @@ class HFRunner:
                                                         scores_tokens=True)
     attention_impl: ClassVar[str] = "reference"  # what attention-spec extensions run on (kernels.IMPLEMENTATIONS)
 
-    def __init__(self, device: str | None = None, dtype: str | None = None, attn_implementation: str = "sdpa"):
+    def __init__(self, device: str | None = None, dtype: str | None = None, attn_implementation: str = "sdpa",
+                 prefix_cache: bool = False):
         self.device = device
         self.dtype = dtype
         self.attn_implementation = attn_implementation
+        self.prefix_cache = prefix_cache
+        self._kept = None  # prefix reuse: (prompt ids (T,), cache holding them and the tokens generated after)
         self.model = None
         self.tokenizer = None
 
@@ -81,6 +88,15 @@ class HFRunner:
                         extra={"attn_implementation": self.attn_implementation,
                                "torch_threads": torch.get_num_threads()})
 
+    @classmethod
+    def check(cls, extension_cls, options: dict) -> None:
+        """Refuse prefix reuse for a method whose cached keys depend on what follows them."""
+        if options.get("prefix_cache") and not extension_cls.static_keys:
+            from harness.errors import UserError
+
+            raise UserError(f"prefix_cache cannot serve {extension_cls.name}: its cached keys depend on the rest of "
+                            "the prompt (its length, or what it evicts); drop -R prefix_cache=true")
+
     def _install_attention(self, extension, extension_config) -> dict:
         """attention-spec extensions: every attention call goes through the spec (per model, see attention.py)."""
         if ATTENTION_SPEC not in extension.mechanisms or _native_alibi(self.model):
@@ -108,14 +124,14 @@ class HFRunner:
         ids = self.tokenizer(request.prompt, return_tensors="pt")["input_ids"].to(self.device)  # (1, T)
         with PeakMemory(self.device) as pm:
             t0 = time.perf_counter()
-            new, prefill_s, cache_bytes = self._greedy(ids, request.max_new_tokens)
+            new, prefill_s, cache_bytes, reused = self._greedy(ids, request.max_new_tokens)
             if str(self.device).startswith("cuda"):
                 torch.cuda.synchronize()
             latency = time.perf_counter() - t0
         text = self.tokenizer.decode(new, skip_special_tokens=True)
         return Generation(text=text, prompt_tokens=int(ids.shape[1]), new_tokens=len(new), latency_s=latency,
                           prefill_s=prefill_s, peak_mem_bytes=pm.peak, mem_kind=pm.kind, cache_bytes=cache_bytes,
-                          kernel=self._kernels_used())
+                          cached_tokens=reused if self.prefix_cache else None, kernel=self._kernels_used())
 
     def _new_cache(self):
         """A KV cache of the runner's own, applying the extension's policy (harness.runners.cache)."""
@@ -123,17 +139,18 @@ class HFRunner:
 
         return RunnerCache(self.model.config, self.extension.kv_policy(self.extension_config, self.model.config))
 
-    def _prefill(self, ids, cache, on_hidden=None):
-        """Run the prompt ids (1, T) into `cache`: in one forward, or streamed in the policy's chunks with explicit
-        positions and the policy applied after every forward (constant memory for sinks). on_hidden(h, start, end)
-        receives each forward's last hidden states (token scoring); otherwise returns the last forward's output."""
+    def _prefill(self, ids, cache, on_hidden=None, start: int = 0):
+        """Run the prompt ids (1, T) into `cache` (which already holds its first `start` tokens): in one forward, or
+        streamed in the policy's chunks with explicit positions and the policy applied after every forward (constant
+        memory for sinks). on_hidden(h, start, end) receives each forward's last hidden states (token scoring);
+        otherwise returns the last forward's output."""
         import torch
 
         T = ids.shape[1]
         streamed = cache.streams
-        step = cache.policy.chunk if streamed else self._prefill_chunk(T)
+        step = cache.policy.chunk if streamed else self._prefill_chunk(T - start)
         out = None
-        for start in range(0, T, step):
+        for start in range(start, T, step):
             end = min(start + step, T)
             kw = {"position_ids": torch.arange(start, end, device=ids.device)[None]} if streamed else {}
             if on_hidden is None:
@@ -149,18 +166,34 @@ class HFRunner:
         """Prompt tokens per forward when the method does not stream: all of them."""
         return T
 
-    def _greedy(self, ids, max_new_tokens: int) -> tuple[list[int], float, int]:
+    def _reusable(self, ids) -> tuple[object, int]:
+        """Prefix reuse: the kept cache cut to the longest prefix the prompt `ids` (1, T) shares with the previous
+        one (at most T − 1 tokens: the last one is always run, for its logits), and that length; else a new cache, 0."""
+        kept, self._kept = self._kept, None
+        if not self.prefix_cache or kept is None:
+            return self._new_cache(), 0
+        prev, cache = kept
+        n = min(len(prev), ids.shape[1] - 1)
+        differ = (prev[:n] != ids[0, :n].to(prev.device)).nonzero()
+        shared = int(differ[0]) if len(differ) else n
+        if shared == 0:
+            return self._new_cache(), 0
+        cache.keep_first(shared)
+        return cache, shared
+
+    def _greedy(self, ids, max_new_tokens: int) -> tuple[list[int], float, int, int]:
         """Greedy decoding over the runner's KV cache; streaming methods (sinks) get the prompt in chunks and their
-        cache trimmed after every forward, so memory does not grow with the input."""
+        cache trimmed after every forward, so memory does not grow with the input. Returns the new tokens, the
+        prefill time, the cache's bytes and the prompt tokens served from a kept prefix."""
         import torch
 
         model = self.model
         T = ids.shape[1]
         with torch.inference_mode():
             self.extension.before_request(model, self.extension_config)
-            cache = self._new_cache()
+            cache, reused = self._reusable(ids)
             t0 = time.perf_counter()
-            out = self._prefill(ids, cache)
+            out = self._prefill(ids, cache, start=reused)
             prefill_s = time.perf_counter() - t0
             new: list[int] = []
             for step_i in range(max_new_tokens):
@@ -174,7 +207,9 @@ class HFRunner:
                 out = model(input_ids=torch.tensor([[token]], device=ids.device), past_key_values=cache,
                             use_cache=True, logits_to_keep=1, **kw)
                 cache.after_forward()
-        return new, prefill_s, cache.nbytes()
+        if self.prefix_cache:
+            self._kept = (ids[0].clone(), cache)
+        return new, prefill_s, cache.nbytes(), reused
 
     def _one_pass(self, policy) -> bool:
         """Whether token scoring may run the whole text in one forward without a cache: yes unless the method's

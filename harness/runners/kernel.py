@@ -43,8 +43,9 @@ class KernelRunner(HFRunner):
         mechanisms=frozenset(MECHANISMS), batch_size=1, scores_tokens=True,
         notes="attention through kernels/: SDPA for plain causal, the CPU path or Triton / flash-attn otherwise")
 
-    def __init__(self, device: str | None = None, dtype: str | None = None, impl: str | None = None):
-        super().__init__(device=device, dtype=dtype, attn_implementation="sdpa")
+    def __init__(self, device: str | None = None, dtype: str | None = None, impl: str | None = None,
+                 prefix_cache: bool = False):
+        super().__init__(device=device, dtype=dtype, attn_implementation="sdpa", prefix_cache=prefix_cache)
         self.attention_impl = _chosen_impl(impl)
 
     @classmethod
@@ -55,6 +56,7 @@ class KernelRunner(HFRunner):
         from harness.errors import UserError
         from harness.runners.hf import default_device
 
+        super().check(extension_cls, options)
         impl = _chosen_impl(options.get("impl"))
         device = str(options.get("device") or default_device())
         on_cuda = device.startswith("cuda")
