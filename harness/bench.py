@@ -1,0 +1,418 @@
+"""`longctx bench`: every runner against the naive loop and the machine's floor, in one run.
+
+One process, one machine state, one set of prompts (passkey, one shared haystack per length so that prefix reuse
+applies), and per configuration: time per sample, prefill tokens/s, peak resident memory, KV/state bytes — and
+the fraction of the *floor* it reaches. The floor of a request is its FLOPs over the fp32 GEMM rate measured at
+the start of the same run:
+
+    prefill FLOPs(T) = 2·P_lin·T  +  2·V·H  +  2·d·h·L·T(T+1)
+                       linear layers (P_lin weights of the blocks' Linear modules; the LM head for the last position
+                       only), and causal attention: T(T+1)/2 (query, key) pairs per head and layer, each a d-long
+                       dot product for QK and one for PV (4d FLOPs a pair).
+    decode FLOPs at position t = 2·P_lin + 2·V·H + 4·d·h·L·(t+1).
+With a reused prefix of c tokens the linear term counts T − c tokens and attention the pairs of queries c … T−1.
+Recurrent models (Mamba) get the linear term only (their scan is O(T·state), not counted): a floor they may beat.
+
+Configurations (each loaded alone, freed before the next, so resident memory is its own):
+  naive      what the public NIAH / YaRN scripts do: tokenize, `model.generate(ids, max_new_tokens, greedy)`, fp32,
+             transformers' defaults (SDPA attention; transformers ≥ 4.45 already keeps only the last position's logits
+             in generate's prefill, so "full logits" no longer happens by default — recorded as measured);
+  hf         the HF runner;              hf+reuse   the HF runner with -R prefix_cache=true, deepest needle first;
+  kernel     the kernel runner;          vllm       the vLLM runner (when installed);
+  mamba      the Mamba runner on the checkpoint given with --mamba (its own tokenizer, so its own prompts).
+The grid configurations (naive, hf, hf+reuse) run every depth; the others one depth (0.5) per length.
+"""
+from __future__ import annotations
+
+import dataclasses
+import gc
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from harness.errors import UserError
+
+GRID_CONFIGS = ("naive", "hf", "hf+reuse")
+CONFIGS = GRID_CONFIGS + ("kernel", "vllm", "mamba")
+DEFAULT_LENGTHS = (2048, 4096, 8192, 16384)
+GRID_DEPTHS = (0.1, 0.3, 0.5, 0.7, 0.9)
+
+
+@dataclass(frozen=True)
+class BenchPlan:
+    model: str = "smollm2"
+    lengths: tuple[int, ...] = DEFAULT_LENGTHS
+    depths: tuple[float, ...] = GRID_DEPTHS
+    configs: tuple[str, ...] = ("naive", "hf", "hf+reuse", "kernel", "vllm")
+    mamba: str | None = None
+    gemm_seconds: float = 4.0
+    quick: bool = False
+
+    @classmethod
+    def quick_plan(cls, model: str = "smollm2", mamba: str | None = None) -> "BenchPlan":
+        """Under 2 minutes on 2 cores: 2k only, three depths, no vLLM (its engine start alone takes ~1 min)."""
+        return cls(model=model, lengths=(2048,), depths=(0.1, 0.5, 0.9), configs=("naive", "hf", "hf+reuse", "kernel"),
+                   mamba=mamba, gemm_seconds=1.0, quick=True)
+
+
+# ---------------------------------------------------------------------------------------------------------- FLOPs
+
+@dataclass(frozen=True)
+class ModelShape:
+    """What the FLOP count needs, read from the config and a weightless (meta-device) instance of the model."""
+
+    linear_params: int  # weights of the blocks' Linear modules (not the embedding, not the LM head)
+    head_params: int  # V × H
+    layers: int
+    heads: int
+    head_dim: int
+    attention: bool  # False for recurrent models
+    params: int  # every parameter (weights' bytes = params × dtype size)
+
+    @classmethod
+    def of(cls, hf_config) -> "ModelShape":
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(hf_config)
+        head = model.get_output_embeddings()
+        linear = sum(m.weight.numel() for m in model.modules()
+                     if isinstance(m, torch.nn.Linear) and m is not head)
+        params = sum(p.numel() for p in model.parameters())
+        attention = getattr(hf_config, "model_type", "") not in ("mamba", "mamba2")
+        heads = getattr(hf_config, "num_attention_heads", 0) or 0
+        head_dim = getattr(hf_config, "head_dim", None) or (hf_config.hidden_size // heads if heads else 0)
+        return cls(linear_params=linear, head_params=head.weight.numel(), layers=hf_config.num_hidden_layers,
+                   heads=heads, head_dim=head_dim, attention=attention, params=params)
+
+    def prefill_flops(self, tokens: int, cached: int = 0) -> float:
+        """FLOPs of prefilling `tokens` prompt tokens of which the first `cached` come from a kept cache."""
+        new = tokens - cached
+        pairs = (tokens * (tokens + 1) - cached * (cached + 1)) / 2  # (query, key) pairs of queries cached … T−1
+        attn = 4 * self.head_dim * self.heads * self.layers * pairs if self.attention else 0.0
+        return 2.0 * self.linear_params * new + 2.0 * self.head_params + attn
+
+    def decode_flops(self, tokens: int, new_tokens: int) -> float:
+        """FLOPs of `new_tokens` − 1 decode steps after a `tokens`-long prompt (the first new token is the prefill's)."""
+        total = 0.0
+        for t in range(tokens, tokens + max(0, new_tokens - 1)):
+            total += 2.0 * (self.linear_params + self.head_params)
+            if self.attention:
+                total += 4 * self.head_dim * self.heads * self.layers * (t + 1)
+        return total
+
+
+def gemm_rate(seconds: float = 4.0, model_dims: tuple[int, int] | None = None) -> dict:
+    """The machine's fp32 GEMM rate: the best of a 2048² square product and, when given (hidden, intermediate),
+    the model's own MLP shape at 4,096 tokens, each repeated for about seconds / 2."""
+    import torch
+
+    shapes = [("square 2048", 2048, 2048, 2048)]
+    if model_dims:
+        h, i = model_dims
+        shapes.append((f"4096×{h} @ {h}×{i}", 4096, h, i))
+    out = {"threads": torch.get_num_threads(), "shapes": {}}
+    for name, m, k, n in shapes:
+        a, b = torch.randn(m, k), torch.randn(k, n)
+        torch.mm(a, b)  # warm-up
+        best, spent = float("inf"), 0.0
+        while spent < seconds / len(shapes) or best == float("inf"):
+            t0 = time.perf_counter()
+            torch.mm(a, b)
+            dt = time.perf_counter() - t0
+            best, spent = min(best, dt), spent + dt
+        out["shapes"][name] = round(2 * m * k * n / best / 1e9, 1)
+    out["gflops"] = max(out["shapes"].values())
+    return out
+
+
+# -------------------------------------------------------------------------------------------------------- running
+
+@dataclass
+class Measured:
+    config: str
+    length: int
+    depth: float
+    tokens: int
+    latency_s: float
+    prefill_s: float | None
+    cached_tokens: int
+    peak_bytes: int | None
+    cache_bytes: int | None
+    new_tokens: int
+    prediction: str
+    correct: bool
+    floor_s: float = 0.0  # this request's FLOPs over the GEMM rate
+    prefill_floor_s: float = 0.0
+
+
+@dataclass
+class ConfigResult:
+    config: str
+    load_s: float
+    samples: list[Measured] = field(default_factory=list)
+    skipped: str | None = None  # why it did not run
+
+
+def _samples(tokenizer, plan: BenchPlan, lengths, depths):
+    from evals.base import TaskConfig
+    from evals.passkey import PasskeyTask
+
+    task = PasskeyTask(TaskConfig(lengths=tuple(lengths), depths=tuple(depths), shared_haystack=True))
+    from harness.experiment import reuse_order
+
+    return [task.sample(tokenizer, n, d, i) for n, d, i in reuse_order(list(task.cells()))], task
+
+
+def _free() -> None:
+    gc.collect()
+
+
+def _run_naive(model_path: str, samples, task, log) -> ConfigResult:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from harness.memory import PeakMemory
+
+    t0 = time.perf_counter()
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+    model.eval()
+    result = ConfigResult("naive", load_s=time.perf_counter() - t0)
+    for s in samples:
+        with PeakMemory("cpu") as pm:
+            t0 = time.perf_counter()
+            enc = tokenizer(s.prompt, return_tensors="pt")
+            with torch.no_grad():
+                out = model.generate(**enc, max_new_tokens=s.max_new_tokens, do_sample=False)
+            latency = time.perf_counter() - t0
+        new = out[0, enc["input_ids"].shape[1]:]
+        text = tokenizer.decode(new, skip_special_tokens=True)
+        result.samples.append(Measured("naive", s.context_length, s.depth, s.tokens, latency, None, 0, pm.peak, None,
+                                       len(new), text, task.score(s, text).correct))
+        log(f"  naive {s.context_length} d={s.depth}: {latency:.1f} s")
+    del model
+    _free()
+    return result
+
+
+def _run_runner(name: str, model_path: str, samples, task, log, runner_name: str, options: dict,
+                extension: str = "none") -> ConfigResult:
+    from extensions import EXTENSIONS
+    from harness.runners import RUNNERS
+    from harness.runners.base import GenerationRequest
+
+    ext = EXTENSIONS.get(extension)()
+    from transformers import AutoConfig
+
+    ext_cfg = ext.resolve(ext.parse({}), AutoConfig.from_pretrained(model_path))
+    t0 = time.perf_counter()
+    runner = RUNNERS.get(runner_name)(**options)
+    runner.load(model_path, ext, ext_cfg, max_length=max(s.context_length for s in samples))
+    result = ConfigResult(name, load_s=time.perf_counter() - t0)
+    try:
+        for s in samples:
+            (g,) = runner.generate([GenerationRequest(s.prompt, s.max_new_tokens)])
+            if g.error:
+                raise RuntimeError(g.error)
+            result.samples.append(Measured(
+                name, s.context_length, s.depth, g.prompt_tokens or s.tokens, g.latency_s, g.prefill_s,
+                g.cached_tokens or 0, g.peak_mem_bytes, g.cache_bytes, g.new_tokens, g.text,
+                task.score(s, g.text).correct))
+            log(f"  {name} {s.context_length} d={s.depth}: {g.latency_s:.1f} s"
+                + (f" ({g.cached_tokens} tokens reused)" if g.cached_tokens else ""))
+    finally:
+        runner.close()
+        del runner
+        _free()
+    return result
+
+
+def run_bench(plan: BenchPlan, out: Path, log: Callable[[str], None] = print) -> dict:
+    """Run every configuration of `plan`, write OUT/bench.json and OUT/bench.md, return the JSON document."""
+    import importlib.util
+
+    import torch
+    from transformers import AutoConfig, AutoTokenizer
+
+    from harness.manifest import git_sha, machine, package_versions
+    from harness.models import resolve_model
+
+    out.mkdir(parents=True, exist_ok=True)
+    path = resolve_model(plan.model, log=log).path
+    hf_config = AutoConfig.from_pretrained(path)
+    shape = ModelShape.of(hf_config)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    rate = gemm_rate(plan.gemm_seconds, (hf_config.hidden_size, getattr(hf_config, "intermediate_size", 0) or
+                                         4 * hf_config.hidden_size))
+    log(f"fp32 GEMM: {rate['gflops']} GFLOP/s ({rate['threads']} threads; {rate['shapes']})")
+    flop_rate = rate["gflops"] * 1e9
+
+    grid, task = _samples(tokenizer, plan, plan.lengths, plan.depths)
+    single, _ = _samples(tokenizer, plan, plan.lengths, (0.5,))
+    results: list[ConfigResult] = []
+    for name in plan.configs:
+        log(f"{name}:")
+        if name == "naive":
+            results.append(_run_naive(path, grid, task, log))
+        elif name == "hf":
+            results.append(_run_runner("hf", path, grid, task, log, "hf", {"dtype": "float32"}))
+        elif name == "hf+reuse":
+            results.append(_run_runner("hf+reuse", path, grid, task, log, "hf",
+                                       {"dtype": "float32", "prefix_cache": True}))
+        elif name == "kernel":
+            results.append(_run_runner("kernel", path, single, task, log, "kernel", {"dtype": "float32"}))
+        elif name == "vllm":
+            if importlib.util.find_spec("vllm") is None:
+                results.append(ConfigResult("vllm", 0.0, skipped='not installed (pip install -e ".[vllm]")'))
+                continue
+            results.append(_run_runner("vllm", path, single, task, log, "vllm", {"dtype": "float32"}))
+        elif name == "mamba":
+            continue  # below, with its own tokenizer
+    mamba_shape = None
+    if plan.mamba:
+        m_path = resolve_model(plan.mamba, log=log).path
+        m_config = AutoConfig.from_pretrained(m_path)
+        mamba_shape = ModelShape.of(m_config)
+        m_samples, m_task = _samples(AutoTokenizer.from_pretrained(m_path), plan, plan.lengths, (0.5,))
+        log("mamba:")
+        results.append(_run_runner("mamba", m_path, m_samples, m_task, log, "mamba", {"dtype": "float32"}))
+
+    for r in results:
+        s_shape = mamba_shape if (r.config == "mamba" and mamba_shape) else shape
+        for m in r.samples:
+            m.prefill_floor_s = s_shape.prefill_flops(m.tokens, m.cached_tokens) / flop_rate
+            m.floor_s = m.prefill_floor_s + s_shape.decode_flops(m.tokens, m.new_tokens) / flop_rate
+
+    doc = {
+        "schema": 1, "model": plan.model, "model_path": path, "quick": plan.quick,
+        "lengths": list(plan.lengths), "depths": list(plan.depths), "gemm": rate,
+        "shape": dataclasses.asdict(shape), "mamba": plan.mamba,
+        "mamba_shape": dataclasses.asdict(mamba_shape) if mamba_shape else None,
+        "machine": machine(), "git_sha": git_sha(), "packages": package_versions(),
+        "torch_threads": torch.get_num_threads(),
+        "weights_bytes": shape.params * 4,
+        "configs": [{"config": r.config, "load_s": round(r.load_s, 2), "skipped": r.skipped,
+                     "weights_bytes": ((mamba_shape if r.config == "mamba" and mamba_shape else shape).params * 4),
+                     "samples": [dataclasses.asdict(m) for m in r.samples]} for r in results],
+    }
+    doc["summary"] = summarize(doc)
+    (out / "bench.json").write_text(json.dumps(doc, indent=1) + "\n")
+    (out / "bench.md").write_text(markdown(doc))
+    return doc
+
+
+# -------------------------------------------------------------------------------------------------------- summary
+
+def summarize(doc: dict) -> dict:
+    """Per (config, length): seconds per sample, prefill tokens/s, fraction of the floor, peak memory; per length:
+    the grid's end-to-end time per grid configuration, the reuse saving measured against the FLOP count's."""
+    rows = []
+    grids = {}
+    for c in doc["configs"]:
+        by_len: dict[int, list] = {}
+        for m in c["samples"]:
+            by_len.setdefault(m["length"], []).append(m)
+        for n, ms in sorted(by_len.items()):
+            full = [m for m in ms if not m["cached_tokens"]]  # prefills of the whole prompt
+            prefill = [m["prefill_s"] if m["prefill_s"] is not None else m["latency_s"] for m in full]
+            row = {
+                "config": c["config"], "length": n, "samples": len(ms), "weights_bytes": c["weights_bytes"],
+                "correct": sum(m["correct"] for m in ms),
+                "s_per_sample": sum(m["latency_s"] for m in ms) / len(ms),
+                "prefill_s": sum(prefill) / len(prefill) if prefill else None,
+                "prefill_measured": "request" if full and full[0]["prefill_s"] is None else "prefill",
+                "tokens": round(sum(m["tokens"] for m in ms) / len(ms)),
+                "peak_bytes": max((m["peak_bytes"] for m in ms if m["peak_bytes"]), default=None),
+                "cache_bytes": max((m["cache_bytes"] for m in ms if m["cache_bytes"]), default=None),
+            }
+            if full:
+                floor = sum(m["prefill_floor_s"] for m in full) / len(full)
+                row["prefill_tok_s"] = row["tokens"] / row["prefill_s"]
+                row["floor_fraction"] = floor / row["prefill_s"]  # 1.0 = at the floor; > 1: beats the count
+                row["prefill_floor_s"] = floor
+            rows.append(row)
+            if c["config"] in GRID_CONFIGS and len(ms) > 1:
+                grids.setdefault(n, {})[c["config"]] = {
+                    "seconds": sum(m["latency_s"] for m in ms), "floor_s": sum(m["floor_s"] for m in ms),
+                    "samples": len(ms), "predictions": [m["prediction"] for m in
+                                                        sorted(ms, key=lambda m: m["depth"])]}
+    for n, g in grids.items():
+        if "naive" in g:
+            for k in g:
+                g[k]["speedup_vs_naive"] = g["naive"]["seconds"] / g[k]["seconds"]
+        if "hf" in g and "hf+reuse" in g:
+            g["reuse_saving"] = {"measured": g["hf+reuse"]["seconds"] / g["hf"]["seconds"],
+                                 "flops": g["hf+reuse"]["floor_s"] / g["hf"]["floor_s"],
+                                 "same_answers": g["hf+reuse"]["predictions"] == g["hf"]["predictions"]}
+        for k in GRID_CONFIGS:
+            if k in g:
+                g[k]["of_floor"] = g[k]["seconds"] / g[k]["floor_s"]  # ≥ 1: how far above its own floor
+    return {"rows": rows, "grids": {str(n): g for n, g in sorted(grids.items())}}
+
+
+def _gib(b) -> str:
+    return "—" if b is None else f"{b / 2**30:.2f}"
+
+
+def markdown(doc: dict) -> str:
+    """The bench as Markdown: ratios first (fraction of the floor, speed-up over the naive loop), then absolutes."""
+    from harness.config import format_length
+
+    s = doc["summary"]
+    mach = doc["machine"]
+    lines = [f"Machine: {mach.get('cpu', mach.get('processor'))}, {mach.get('cpu_count')} cores, "
+             f"{doc['torch_threads']} torch threads; fp32 GEMM {doc['gemm']['gflops']} GFLOP/s measured in this run "
+             f"({', '.join(f'{k}: {v}' for k, v in doc['gemm']['shapes'].items())}). Model {doc['model']} "
+             f"({doc['shape']['params'] / 1e6:.0f} M parameters, weights {_gib(doc['weights_bytes'])} GiB fp32); "
+             f"git {doc['git_sha'] or '?'}.", ""]
+    lines += ["| config | length | floor fraction | prefill tok/s | prefill s | floor s | s / sample | found | "
+              "peak GiB | KV GiB | peak − weights − KV |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in s["rows"]:
+        if "floor_fraction" in r:
+            tag = "\\*" if r["prefill_measured"] == "request" else ""
+            ratio = (f"{r['floor_fraction']:.2f}{tag} | {r['prefill_tok_s']:.0f} | {r['prefill_s']:.2f} | "
+                     f"{r['prefill_floor_s']:.2f}")
+        else:
+            ratio = "— | — | — | —"
+        over = (r["peak_bytes"] - r["weights_bytes"] - (r["cache_bytes"] or 0)) if r["peak_bytes"] else None
+        lines.append(f"| {r['config']} | {format_length(r['length'])} | {ratio} | {r['s_per_sample']:.2f} | "
+                     f"{r['correct']}/{r['samples']} | {_gib(r['peak_bytes'])} | {_gib(r['cache_bytes'])} | "
+                     f"{_gib(over)} |")
+    lines += ["", "Floor fraction = (prefill FLOPs / GEMM rate) / measured prefill time: 1.00 is the floor. "
+              "\\* the naive loop cannot separate its prefill: the whole request is timed.", ""]
+    if s["grids"]:
+        lines += [f"Depth grid ({len(doc['depths'])} depths, one shared haystack per length), end to end:", "",
+                  "| length | naive s | hf s | hf+reuse s | hf+reuse vs naive | hf+reuse / its floor | "
+                  "reuse saving measured | by FLOPs | same answers |", "|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+        for n, g in s["grids"].items():
+            def sec(k):
+                return f"{g[k]['seconds']:.1f}" if k in g else "—"
+            rs = g.get("reuse_saving", {})
+            lines.append(
+                f"| {format_length(int(n))} | {sec('naive')} | {sec('hf')} | {sec('hf+reuse')} | "
+                + (f"{g['hf+reuse']['speedup_vs_naive']:.2f}×" if "hf+reuse" in g and "naive" in g else "—")
+                + " | " + (f"{g['hf+reuse']['of_floor']:.2f}×" if "hf+reuse" in g else "—") + " | "
+                + (f"{rs['measured']:.2f} | {rs['flops']:.2f} | {'yes' if rs['same_answers'] else 'NO'} |"
+                   if rs else "— | — | — |"))
+        lines += ["", "Reuse saving = hf+reuse grid time / hf grid time (the FLOP column: the same ratio of their "
+                  "floors). hf+reuse / its floor: grid time over the FLOPs left after reuse at the GEMM rate.", ""]
+    skipped = [c for c in doc["configs"] if c["skipped"]]
+    for c in skipped:
+        lines.append(f"- {c['config']}: not run — {c['skipped']}")
+    return "\n".join(lines) + "\n"
+
+
+def parse_configs(text: str) -> tuple[str, ...]:
+    names = tuple(x.strip() for x in text.split(",") if x.strip())
+    for n in names:
+        if n not in CONFIGS:
+            from harness.errors import unknown_name
+
+            raise unknown_name("bench configuration", n, list(CONFIGS))
+    if not names:
+        raise UserError("--configs names no configuration")
+    return names
