@@ -413,16 +413,85 @@ def search_section(run_dirs: list[Path]) -> str:
     return ("<h2>Effective-length search</h2>" + "".join(parts)) if parts else ""
 
 
+def read_bench(path: Path) -> dict:
+    """A `longctx bench` result (bench.json), checked enough to draw."""
+    f = Path(path) / "bench.json"
+    try:
+        doc = json.loads(f.read_text(encoding="utf-8"))
+        doc["summary"]["rows"], doc["gemm"]["gflops"]  # noqa: B018 - the fields the panel reads
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise UserError(f"{f} is not a longctx bench.json ({err})") from None
+    return doc
+
+
+def bench_section(benches: list[tuple[Path, dict]]) -> str:
+    """The cost panel of `longctx bench` runs: each configuration's fraction of the machine's fp32 floor and seconds
+    per sample against length, and the table of figures behind them."""
+    if not benches:
+        return ""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    parts = ["<h2>Cost against the floor (longctx bench)</h2>"]
+    for i, (path, doc) in enumerate(benches):
+        rows = doc["summary"]["rows"]
+        fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+        lengths = sorted({r["length"] for r in rows})
+        for config in dict.fromkeys(r["config"] for r in rows):
+            rs = [r for r in rows if r["config"] == config]
+            with_floor = [r for r in rs if "floor_fraction" in r]
+            if with_floor:
+                axes[0].plot([r["length"] for r in with_floor], [r["floor_fraction"] for r in with_floor],
+                             marker="o", label=config)
+            axes[1].plot([r["length"] for r in rs], [r["s_per_sample"] for r in rs], marker="o", label=config)
+        axes[0].axhline(1.0, color="grey", lw=0.8, ls="--")
+        for ax, label in zip(axes, ("fraction of the fp32 floor (prefill)", "seconds per sample")):
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(lengths, [format_length(n) for n in lengths])
+            ax.set_xlabel("prompt length (tokens)")
+            ax.set_ylabel(label)
+            ax.grid(alpha=0.3)
+        axes[1].set_yscale("log")
+        axes[1].legend(fontsize=9)
+        fig.tight_layout()
+        table = "".join(
+            f'<tr><td>{e(r["config"])}</td><td class="num" data-v="{r["length"]}">{format_length(r["length"])}</td>'
+            f'<td class="num">{_num(r.get("floor_fraction"))}</td><td class="num">{_num(r.get("prefill_tok_s"), "{:.0f}")}'
+            f'</td><td class="num">{_num(r["s_per_sample"])}</td><td class="num">{r["correct"]}/{r["samples"]}</td>'
+            f'<td class="num">{_num(r["peak_bytes"] / 2**30 if r["peak_bytes"] else None)}</td></tr>' for r in rows)
+        grids = "".join(
+            f'<li>{format_length(int(n))}: hf+reuse {g["hf+reuse"]["seconds"]:.1f} s, hf {g["hf"]["seconds"]:.1f} s'
+            + (f', naive {g["naive"]["seconds"]:.1f} s ({g["hf+reuse"]["speedup_vs_naive"]:.2f}× faster)'
+               if "naive" in g else "")
+            + f'; reuse saving {g["reuse_saving"]["measured"]:.2f} measured vs {g["reuse_saving"]["flops"]:.2f} '
+              f'by FLOPs</li>'
+            for n, g in doc["summary"]["grids"].items() if "hf" in g and "hf+reuse" in g)
+        mach = doc.get("machine", {})
+        parts.append(
+            f"<h3>{e(str(path))}</h3><p class=\"muted\">{e(str(doc.get('model')))} on {e(str(mach.get('cpu', '?')))} "
+            f"({mach.get('cpu_count')} cores); fp32 GEMM {doc['gemm']['gflops']} GFLOP/s measured in the run. "
+            "Fraction of the floor: the prefill's FLOPs at that rate over its measured time (1 = the floor).</p>"
+            + _png(fig, f"bench-{i}")
+            + '<table class="sortable"><thead><tr><th>config</th><th>length</th><th>floor fraction</th>'
+            "<th>prefill tok/s</th><th>s / sample</th><th>found</th><th>peak GiB</th></tr></thead><tbody>"
+            + table + "</tbody></table>" + (f"<p>Depth grids:</p><ul>{grids}</ul>" if grids else ""))
+    return "".join(parts)
+
+
 def render(run_dirs: list[Path], title: str = "longctx report", threshold: float = RULER_THRESHOLD,
-           relative: float = RELATIVE_THRESHOLD) -> str:
+           relative: float = RELATIVE_THRESHOLD, benches: list[tuple[Path, dict]] | None = None) -> str:
+    benches = benches or []
     every = [r for d in run_dirs for r in read_records(d)]
     records = [r for r in every if not r.scores_tokens]
     ppl_records = [r for r in every if r.scores_tokens]
-    if not records and not ppl_records:
+    if not records and not ppl_records and not benches:
         raise UserError(f"no records in {', '.join(map(str, run_dirs))}: run an experiment first")
     if not records:
-        return _page(title, [f"<h1>{e(title)}</h1>", perplexity_section(ppl_records), "<h2>Runs</h2>",
-                             manifest_section(run_dirs)])
+        return _page(title, [f"<h1>{e(title)}</h1>", perplexity_section(ppl_records) if ppl_records else "",
+                             bench_section(benches)] + (["<h2>Runs</h2>", manifest_section(run_dirs)]
+                                                        if run_dirs else []))
     full = by_config(records)
     short = short_keys(full)
     groups = {short[k]: rs for k, rs in full.items()}  # method labels name only what differs from defaults
@@ -452,6 +521,7 @@ def render(run_dirs: list[Path], title: str = "longctx report", threshold: float
     if ppl_records:
         body.append(perplexity_section(ppl_records))
     body.append(search_section(run_dirs))
+    body.append(bench_section(benches))
     body.append("<h2>Appendix</h2><details><summary>every configuration at every length (long form)</summary>"
                 + summary_table(groups) + "</details>")
     body.append("<h2>Runs</h2>" + manifest_section(run_dirs))
@@ -474,9 +544,12 @@ def write_report(paths: list[str], output: str, title: str = "longctx report", t
     check_output_file(output, "--output")
     if save_figures:
         check_output_dir(save_figures, "--save-figures")
-    run_dirs = list(iter_run_dirs(paths))
+    bench_paths = [Path(p) for p in paths if (Path(p) / "bench.json").is_file()]
+    benches = [(p, read_bench(p)) for p in bench_paths]
+    rest = [p for p in paths if Path(p) not in bench_paths]
+    run_dirs = list(iter_run_dirs(rest)) if rest or not benches else []
     SAVED.clear()
-    text = render(run_dirs, title=title, threshold=threshold, relative=relative)
+    text = render(run_dirs, title=title, threshold=threshold, relative=relative, benches=benches)
     if save_figures:
         fig_dir = Path(save_figures)
         fig_dir.mkdir(parents=True, exist_ok=True)

@@ -98,3 +98,21 @@ def test_bench_mistakes_are_one_line(tmp_path):
                               *args], capture_output=True, text=True)
         assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1 and needle in res.stderr, res.stderr
     assert not (tmp_path / "b").exists()
+
+
+def test_report_draws_a_bench_as_a_cost_panel(tmp_path):
+    from harness.errors import UserError
+    from reports.html import write_report
+
+    doc = _doc({"naive": [(1024, 0.9, 4.0, None, 0, 1.0), (1024, 0.1, 4.0, None, 0, 1.0)],
+                "hf": [(1024, 0.9, 2.0, 1.5, 0, 1.0), (1024, 0.1, 2.0, 1.5, 0, 1.0)],
+                "hf+reuse": [(1024, 0.9, 2.0, 1.5, 0, 1.0), (1024, 0.1, 1.0, 0.5, 100, 0.5)]})
+    doc["summary"] = summarize(doc)
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "bench.json").write_text(json.dumps(doc))
+    html = write_report([str(tmp_path / "b")], str(tmp_path / "r.html")).read_text()
+    assert "Cost against the floor" in html and 'alt="bench-0"' in html
+    assert "<td>hf+reuse</td>" in html and "2.67× faster" in html and "0.75 measured vs 0.75 by FLOPs" in html
+    (tmp_path / "b" / "bench.json").write_text('{"summary": {}}')
+    with pytest.raises(UserError, match="not a longctx bench.json"):
+        write_report([str(tmp_path / "b")], str(tmp_path / "r.html"))
