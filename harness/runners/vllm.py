@@ -45,7 +45,7 @@ class VLLMRunner:
 
     def __init__(self, device: str | None = None, dtype: str | None = None, max_model_len: int | None = None,
                  gpu_memory_utilization: float | None = None, kv_cache_gib: int | None = None,
-                 enable_prefix_caching: bool = True, max_num_seqs: int = 8):
+                 enable_prefix_caching: bool = True, max_num_seqs: int = 8, tensor_parallel_size: int = 1):
         self.device = device
         self.dtype = dtype
         self.max_model_len = max_model_len
@@ -53,7 +53,24 @@ class VLLMRunner:
         self.kv_cache_gib = kv_cache_gib
         self.enable_prefix_caching = enable_prefix_caching
         self.max_num_seqs = max_num_seqs
+        self.tensor_parallel_size = tensor_parallel_size
         self.llm = None
+
+    @classmethod
+    def check(cls, extension_cls, options: dict) -> None:
+        """Refuse, before anything loads, a tensor-parallel size this machine cannot give."""
+        from harness.errors import UserError
+
+        tp = options.get("tensor_parallel_size", 1)
+        if not isinstance(tp, int) or isinstance(tp, bool) or tp < 1:
+            raise UserError(f"tensor_parallel_size must be a positive integer, got {tp!r}")
+        if tp > 1:
+            import torch
+
+            device = str(options.get("device") or ("cuda" if torch.cuda.is_available() else "cpu"))
+            have = torch.cuda.device_count() if device.startswith("cuda") else 0
+            if device.startswith("cuda") and tp > have:
+                raise UserError(f"--tensor-parallel {tp} needs {tp} GPUs; this machine has {have}")
 
     def load(self, model_path: str, extension, extension_config, max_length: int | None = None) -> LoadInfo:
         from transformers import AutoConfig
@@ -78,7 +95,7 @@ class VLLMRunner:
 
         kwargs = dict(model=model_path, tokenizer=model_path, dtype=self.dtype, max_model_len=want,
                       enable_prefix_caching=self.enable_prefix_caching, max_num_seqs=self.max_num_seqs,
-                      hf_overrides=overrides or None, seed=0)
+                      hf_overrides=overrides or None, seed=0, tensor_parallel_size=self.tensor_parallel_size)
         kwargs["gpu_memory_utilization"] = self.gpu_memory_utilization or (0.85 if cuda else 0.3)
         t0 = time.perf_counter()
         self.llm = LLM(**kwargs)

@@ -71,3 +71,20 @@ def test_methods_vllm_cannot_express_are_refused_before_loading(extension, tmp_p
     lines = [line for line in res.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and f"cannot host extension '{extension}'" in lines[0] and "hf" in lines[0]
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("options,message", [
+    ({"tensor_parallel_size": 0}, "positive integer"),
+    ({"tensor_parallel_size": 2, "device": "cuda"}, "needs 2 GPUs"),
+])
+def test_tensor_parallel_size_is_checked_before_loading(options, message):
+    import torch
+
+    from harness.errors import UserError
+    from harness.runners import check_hostable, runner_options
+
+    assert runner_options("vllm")["tensor_parallel_size"] == 1
+    if options.get("device") == "cuda" and torch.cuda.device_count() >= 2:
+        pytest.skip("this machine has two GPUs")
+    with pytest.raises(UserError, match=message):
+        check_hostable("vllm", "none", options)
