@@ -17,6 +17,18 @@ from harness.errors import UserError
 LENGTH_HELP = "comma-separated target lengths in tokens; k = 1024 (e.g. 4k,8k,16k)"
 
 
+MAX_MEMORY_OPTION = click.option(
+    "--max-memory", default=None, metavar="SIZE",
+    help="refuse lengths whose predicted peak memory is above SIZE (e.g. 8GiB, 500MB) before loading anything "
+         "[default: the memory available now]")
+
+
+def _max_memory(text: str | None) -> int | None:
+    from harness.memory import parse_size
+
+    return None if text is None else parse_size(text)
+
+
 def experiment_options(default_depths: str, grid: bool = True):
     """Options shared by every experiment command (grid=False: without --lengths/--depths/--samples)."""
 
@@ -49,6 +61,7 @@ def experiment_options(default_depths: str, grid: bool = True):
             click.option("--device", default=None, help="torch device (default: cuda if available, else cpu)"),
             click.option("--out", "-o", default=None,
                          help="run directory; re-running resumes it [default: runs/TASK-MODEL-EXTENSION]"),
+            MAX_MEMORY_OPTION,
             click.option("--no-progress", is_flag=True, help="no progress bar"),
             click.option("--dump-config", is_flag=True,
                          help="print this command as an experiment file for `longctx run` and exit"),
@@ -83,7 +96,8 @@ def _run_experiment(task: str, **kw) -> None:
     exp = Experiment(task=task, task_config=task_config, model=kw["model"], extension=kw["extension"],
                      extension_params=parse_params(kw["ext_params"]), runner=kw["runner"],
                      runner_options=runner_options,
-                     out=kw["out"] or default_out(task, kw["model"], kw["extension"]))
+                     out=kw["out"] or default_out(task, kw["model"], kw["extension"]),
+                     max_memory=_max_memory(kw["max_memory"]))
     if kw["dump_config"]:
         from harness.sweep import dump
 
@@ -172,7 +186,8 @@ def search(task, low, high, threshold, resolution, max_samples, **kw):
     exp = Experiment(task=task, task_config=task_config, model=kw["model"], extension=kw["extension"],
                      extension_params=parse_params(kw["ext_params"]), runner=kw["runner"],
                      runner_options=_runner_options(kw),
-                     out=kw["out"] or default_out(f"search-{task}", kw["model"], kw["extension"]))
+                     out=kw["out"] or default_out(f"search-{task}", kw["model"], kw["extension"]),
+                     max_memory=_max_memory(kw["max_memory"]))
     result = run_search(exp, cfg, log=functools.partial(click.echo, err=True))
     for p in result.probes:
         click.echo(f"  {p.length:>7} tokens: {p.k}/{p.n} found, 95% CI [{p.ci[0]:.2f}, {p.ci[1]:.2f}] -> "
@@ -190,15 +205,17 @@ def search(task, low, high, threshold, resolution, max_samples, **kw):
 @click.option("--ray-address", default=None, help="an existing Ray cluster (default: a new local instance)")
 @click.option("--cpus-per-worker", default=1.0, show_default=True, type=float)
 @click.option("--gpus-per-worker", default=0.0, show_default=True, type=float)
+@MAX_MEMORY_OPTION
 @click.option("--no-progress", is_flag=True)
 def run_cmd(experiment_file, out, shard, dry_run, executor, ray_address, cpus_per_worker, gpus_per_worker,
-            no_progress):
+            max_memory, no_progress):
     """Run a sweep from an experiment file (YAML): models x tasks x extensions x runners, a run directory each."""
     from harness.sweep import parse_shard, run_sweep
 
     path = run_sweep(experiment_file, out=out, shard=parse_shard(shard), dry_run=dry_run, executor=executor,
                      ray_address=ray_address, cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker,
-                     log=functools.partial(click.echo, err=True), progress=not no_progress)
+                     log=functools.partial(click.echo, err=True), progress=not no_progress,
+                     max_memory=_max_memory(max_memory))
     click.echo(f"sweep: {path} (longctx report {path})")
 
 
@@ -228,6 +245,7 @@ def tasks():
 @click.option("--dtype", default=None)
 @click.option("--device", default=None)
 @click.option("--out", "-o", default=None, help="run directory [default: runs/perplexity-MODEL-EXTENSION]")
+@MAX_MEMORY_OPTION
 @click.option("--no-progress", is_flag=True)
 def perplexity(**kw):
     """Perplexity vs length: a long text's loss bucketed by token position, from one forward per document."""
@@ -242,7 +260,8 @@ def perplexity(**kw):
     exp = Experiment(task="perplexity", task_config=cfg, model=kw["model"], extension=kw["extension"],
                      extension_params=parse_params(kw["ext_params"]), runner=kw["runner"],
                      runner_options=_runner_options(kw),
-                     out=kw["out"] or default_out("perplexity", kw["model"], kw["extension"]))
+                     out=kw["out"] or default_out("perplexity", kw["model"], kw["extension"]),
+                     max_memory=_max_memory(kw["max_memory"]))
     path = run(exp, log=functools.partial(click.echo, err=True), progress=not kw["no_progress"])
     for r in sorted(read_records(path), key=lambda r: (r.mode, r.context_length, r.sample_id)):
         click.echo(f"  {r.mode:>8} doc {r.sample_id} tokens [{r.position_start}, {r.context_length}): "

@@ -30,6 +30,7 @@ class Experiment:
     runner: str = "hf"
     runner_options: dict = field(default_factory=dict)  # constructor keywords of the runner (dtype, device ...)
     out: str = "runs/out"
+    max_memory: int | None = None  # bytes a request may peak at (refused above); None: the memory available now
 
 
 @dataclass
@@ -44,6 +45,22 @@ class Prepared:
     model_path: str
     tokenizer: Any
     hf_config: Any
+
+    def predicted_peak(self, length: int, new_tokens: int | None = None):
+        """harness.memory's prediction (a MemoryEstimate, or None for runners it does not model) for a prompt of
+        `length` tokens followed by `new_tokens` generated ones (default: the task's budget, counted inside the
+        length); token-scoring tasks: one document of `length` tokens."""
+        from harness.memory import predict_peak
+
+        exp = self.experiment
+        if self.task.scores_tokens:
+            return predict_peak(self.hf_config, exp.runner, self.extension, self.extension_config, length,
+                                runner_options=exp.runner_options, scoring=True)
+        budget = getattr(exp.task_config, "max_new_tokens", None) or 1
+        if new_tokens is None:
+            length, new_tokens = max(1, length - budget), budget
+        return predict_peak(self.hf_config, exp.runner, self.extension, self.extension_config, length, new_tokens,
+                            runner_options=exp.runner_options)
 
 
 def prepare(exp: Experiment, log: Callable[[str], None] = print) -> Prepared:
@@ -76,7 +93,39 @@ def prepare(exp: Experiment, log: Callable[[str], None] = print) -> Prepared:
     if getattr(exp.task_config, "max_new_tokens", 0) is None:  # the task's own budget, recorded as resolved
         exp = dataclasses.replace(exp, task_config=dataclasses.replace(exp.task_config,
                                                                        max_new_tokens=task.max_new_tokens))
-    return Prepared(exp, task, extension, ext_config, runner_cls, ref.path, tokenizer, hf_config)
+    p = Prepared(exp, task, extension, ext_config, runner_cls, ref.path, tokenizer, hf_config)
+    check_memory(p)
+    return p
+
+
+def check_memory(p: Prepared) -> None:
+    """Refuse, before any directory is written or model loaded, an experiment whose longest length is predicted to
+    peak above --max-memory (default: the memory available now), naming the largest length of its grid that fits."""
+    from harness.memory import available_memory, format_bytes
+
+    exp = p.experiment
+    lengths = sorted(set(exp.task_config.lengths))
+    if p.task.scores_tokens and not getattr(exp.task_config, "sliding_window", False):
+        lengths = lengths[-1:]  # one forward at the longest length serves every bucket
+    estimate = p.predicted_peak(lengths[-1])
+    if estimate is None:
+        return
+    budget = exp.max_memory
+    if budget is None:
+        budget = available_memory(str(exp.runner_options.get("device") or "cpu"))
+        where = "the memory available now (--max-memory)"
+    else:
+        where = "--max-memory"
+    if budget is None or estimate.total <= budget:
+        return
+    totals = {n: p.predicted_peak(n).total for n in lengths}
+    fits = [n for n in lengths if totals[n] <= budget]
+    if fits:
+        hint = f"the largest length of this grid that fits is {fits[-1]} ({format_bytes(totals[fits[-1]])})"
+    else:
+        hint = f"no length of this grid fits (the shortest, {lengths[0]}, needs {format_bytes(totals[lengths[0]])})"
+    raise UserError(f"predicted peak memory at {lengths[-1]} tokens is {estimate.describe()}, above {where} "
+                    f"{format_bytes(budget)}; {hint}")
 
 
 def load_tokenizer_and_config(path: str):
@@ -171,6 +220,7 @@ def _score_tokens(p: Prepared, runner, rd: RunDir, todo: list, common: dict, bar
 
     wanted = {sample_key(p.task.name, *c) for c in todo}
     seed = p.experiment.task_config.seed
+    predicted = _Predicted(p)
     for doc in sorted({c[2] for c in todo}):
         with PeakMemory(device) as pm:
             t0 = time.perf_counter()
@@ -184,7 +234,8 @@ def _score_tokens(p: Prepared, runner, rd: RunDir, todo: list, common: dict, bar
                 tokens=row["forward_length"], context_length=row["context_length"],
                 position_start=row["position_start"], scored_tokens=row["scored_tokens"],
                 nll=round(row["nll"], 6), ppl=round(row["ppl"], 4), forward_length=row["forward_length"],
-                latency_s=round(latency, 3), peak_mem_bytes=pm.peak, mem_kind=pm.kind))
+                latency_s=round(latency, 3), peak_mem_bytes=pm.peak, mem_kind=pm.kind,
+                predicted_peak_bytes=predicted.get(row["forward_length"])))
             bar.update(1)
 
 
@@ -212,6 +263,7 @@ def generated_records(p: Prepared, runner, todo: list, common: dict, log) -> Ite
     from harness.runners.base import Generation, GenerationRequest
 
     batch_size = max(1, runner.capabilities.batch_size)
+    predicted = _Predicted(p)
     if getattr(runner, "prefix_cache", False):
         todo = reuse_order(todo)
     for start in range(0, len(todo), batch_size):
@@ -233,7 +285,22 @@ def generated_records(p: Prepared, runner, todo: list, common: dict, log) -> Ite
                 sample_id=s.sample_id, seed=s.seed, prediction=g.text,
                 target=s.target, correct=score.correct and g.error is None, lenient=score.lenient,
                 latency_s=round(g.latency_s, 4), peak_mem_bytes=g.peak_mem_bytes, mem_kind=g.mem_kind,
+                predicted_peak_bytes=predicted.get(s.tokens, s.max_new_tokens),
                 prefill_s=None if g.prefill_s is None else round(g.prefill_s, 4), new_tokens=g.new_tokens,
                 needle_token_offset=s.needle_token_offset, haystack=s.haystack, prompt_sha=s.prompt_sha,
                 error=g.error, score=score.value if g.error is None else 0.0, metric=score.metric,
                 cache_bytes=g.cache_bytes, cached_tokens=g.cached_tokens, kernel=g.kernel)
+
+
+class _Predicted:
+    """Predicted peaks (total bytes, or None) of an experiment's requests, each shape computed once."""
+
+    def __init__(self, p: Prepared):
+        self.p, self.known = p, {}
+
+    def get(self, tokens: int, new_tokens: int | None = None) -> int | None:
+        """tokens: the prompt's (generation; new_tokens the budget) or the forward's (token scoring)."""
+        if (tokens, new_tokens) not in self.known:
+            estimate = self.p.predicted_peak(tokens, new_tokens if new_tokens is not None else 0)
+            self.known[tokens, new_tokens] = None if estimate is None else estimate.total
+        return self.known[tokens, new_tokens]

@@ -1,15 +1,22 @@
-"""Peak-memory measurement around one request.
+"""Peak-memory measurement around one request, and its prediction before anything is loaded.
 
-CUDA: the allocator's max_memory_allocated since a reset. CPU: the process's resident set size, sampled every
-few milliseconds by a background thread (the kernel's own high-water mark, ru_maxrss, never goes down, so it
-cannot give a per-request figure).
+Measurement (`PeakMemory`). CUDA: the allocator's max_memory_allocated since a reset. CPU (Linux): the kernel's own
+high-water mark of the process's resident set, VmHWM in /proc/self/status, which writing "5" to
+/proc/self/clear_refs resets to the current RSS (Linux ≥ 4.0) — so the figure is exact, however briefly the peak
+lasted. Where clear_refs cannot be written (another OS, a locked-down /proc), the RSS is sampled every few
+milliseconds by a background thread instead (a lower bound: a peak shorter than the interval is missed).
 """
 from __future__ import annotations
 
+import copy
 import os
+import re
 import threading
+from dataclasses import dataclass
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+_CLEAR_REFS = "/proc/self/clear_refs"
+_STATUS = "/proc/self/status"
 
 
 def current_rss() -> int | None:
@@ -20,14 +27,40 @@ def current_rss() -> int | None:
         return None
 
 
+def high_water_mark() -> int | None:
+    """The process's peak RSS since start or since the last `reset_high_water_mark()` (VmHWM), in bytes."""
+    try:
+        with open(_STATUS) as f:
+            m = re.search(r"^VmHWM:\s+(\d+) kB", f.read(), re.MULTILINE)
+    except OSError:
+        return None
+    return int(m.group(1)) * 1024 if m else None
+
+
+def reset_high_water_mark() -> bool:
+    """Reset VmHWM to the current RSS; False where this system does not allow it."""
+    try:
+        with open(_CLEAR_REFS, "w") as f:
+            f.write("5")
+    except OSError:
+        return False
+    return high_water_mark() is not None
+
+
 class PeakMemory:
-    """`with PeakMemory(device) as pm: ...` then `pm.peak` (bytes or None) and `pm.kind` ("rss" or "cuda")."""
+    """`with PeakMemory(device) as pm: ...` then `pm.peak` (bytes or None) and `pm.kind` ("rss" or "cuda").
+
+    On CPU the peak is the process's (every thread's) resident set, not this block's allocations alone: the
+    weights, the runtime and whatever else is resident count too. `pm.exact` says whether the kernel's high-water
+    mark gave it (True) or the polling fallback did (False).
+    """
 
     def __init__(self, device: str = "cpu", interval_s: float = 0.005):
         self.device = str(device)
         self.interval_s = interval_s
         self.kind = "cuda" if self.device.startswith("cuda") else "rss"
         self.peak: int | None = None
+        self.exact = self.kind == "cuda"
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -42,6 +75,8 @@ class PeakMemory:
             import torch
 
             torch.cuda.reset_peak_memory_stats(self.device)
+        elif reset_high_water_mark():
+            self.exact = True
         else:
             self.peak = current_rss()
             self._thread = threading.Thread(target=self._poll, daemon=True)
@@ -54,6 +89,8 @@ class PeakMemory:
 
             torch.cuda.synchronize(self.device)
             self.peak = int(torch.cuda.max_memory_allocated(self.device))
+        elif self.exact:
+            self.peak = high_water_mark()
         else:
             self._stop.set()
             assert self._thread is not None
@@ -61,3 +98,333 @@ class PeakMemory:
             rss = current_rss()
             if rss is not None:
                 self.peak = max(self.peak or 0, rss)
+
+
+# ------------------------------------------------------------------------------------------------------ prediction
+# The prediction below is the sum of four terms, each computed from the model's config and the code path the runner
+# will take — never from loaded weights — so a cell can be refused before anything is loaded or written.
+
+RUNTIME_BYTES = 600 * 2**20
+"""The process's resident set before any weight is touched: Python, torch, transformers, the tokenizer (loaded
+twice: by `prepare` and by the runner), the task's prompt and the shared libraries' touched pages. Measured as the
+peak RSS of a `longctx passkey` request on 512 tokens with a 1.1 M-parameter model (weights, cache and activations
+together below 20 MB): see docs/BENCHMARKS.md, "Memory prediction"."""
+
+REFERENCE_CHUNK = 512  # kernels.reference.CHUNK (queries per score block of the fp32 oracle)
+CPU_BLOCK, CPU_ALIBI_BLOCK = 1024, 256  # kernels.cpu.BLOCK / ALIBI_BLOCK
+BLOOM_PREFILL_CHUNK = 1024  # harness.runners.kernel.KernelRunner.BLOOM_PREFILL_CHUNK
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Predicted peak memory of one request, in bytes, term by term (`total` is their sum).
+
+    weights      every parameter once (tied embeddings once), at the runner's dtype;
+    cache        the KV cache at the end of the request — 2 · layers · kv_heads · head_dim · tokens · dtype bytes,
+                 tokens = prompt + new tokens − 1 (the last token is never fed), capped at sinks + recent by a
+                 policy that evicts — or a Mamba model's recurrent and convolution state;
+    activations  the largest set of temporaries alive at one moment of the prefill (or of a decode step), for the
+                 attention path this runner takes (`path`); `terms` lists what it is made of;
+    runtime      the process before any weight is touched (RUNTIME_BYTES; 0 on CUDA, where the peak counts the
+                 device allocator's tensors only).
+    """
+
+    weights: int
+    cache: int
+    activations: int
+    runtime: int
+    path: str  # the attention path assumed, e.g. "sdpa", "kernels/cpu", "reference", "eager"
+    terms: tuple = ()  # (name, bytes) of the activation phase that sets `activations`
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.cache + self.activations + self.runtime
+
+    def describe(self) -> str:
+        return (f"{format_bytes(self.total)} = weights {format_bytes(self.weights)} + cache "
+                f"{format_bytes(self.cache)} + activations {format_bytes(self.activations)} ({self.path}) + "
+                f"runtime {format_bytes(self.runtime)}")
+
+
+def format_bytes(n: int) -> str:
+    """1288490188 → '1.20 GiB'; below 1 GiB in MiB."""
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
+
+
+_SIZE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([kmgt]?)(i?)(b?)\s*$", re.ASCII | re.IGNORECASE)
+
+
+def parse_size(text: str) -> int:
+    """'8GiB' → 8·2³⁰, '500MB' → 500·10⁶, '8G' → 8·2³⁰ (a bare K/M/G/T is binary, as in lengths), '1000000' →
+    bytes. Raises UserError on anything else."""
+    from harness.errors import UserError
+
+    m = _SIZE.match(str(text))
+    if not m or (m.group(3) and not m.group(2)):
+        raise UserError(f"bad memory size {text!r}: use e.g. 8GiB, 500MB, 16G or a number of bytes")
+    number, unit, binary, b = float(m.group(1)), m.group(2).lower(), m.group(3), m.group(4)
+    power = " kmgt".index(unit) if unit else 0
+    base = 1000 if (unit and b and not binary) else 1024
+    value = number * base ** power
+    if value < 1 or value != value:
+        raise UserError(f"bad memory size {text!r}: it must be a positive amount, e.g. 8GiB")
+    return int(value)
+
+
+def available_memory(device: str = "cpu") -> int | None:
+    """What a run on `device` may use: on CPU, MemAvailable (/proc/meminfo) plus this process's own resident set
+    (already counted in a prediction's runtime term); on CUDA, the device's free memory. None where unknown."""
+    if str(device).startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            return None
+        return int(torch.cuda.mem_get_info(torch.device(device))[0])
+    try:
+        with open("/proc/meminfo") as f:
+            m = re.search(r"^MemAvailable:\s+(\d+) kB", f.read(), re.MULTILINE)
+    except OSError:
+        return None
+    return int(m.group(1)) * 1024 + (current_rss() or 0) if m else None
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """The shapes that memory depends on, read from a transformers config (Llama-family, Bloom, Mamba)."""
+
+    model_type: str
+    layers: int
+    hidden: int
+    intermediate: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+
+    @classmethod
+    def of(cls, cfg) -> "Geometry":
+        def get(*names, default=None):
+            for n in names:
+                v = getattr(cfg, n, None)
+                if v is not None:
+                    return v
+            return default
+
+        hidden = get("hidden_size", "n_embd", "d_model")
+        heads = get("num_attention_heads", "n_head", default=1)
+        inter = get("intermediate_size", "n_inner", "ffn_dim", default=None) or 4 * hidden
+        return cls(model_type=str(getattr(cfg, "model_type", "")), layers=get("num_hidden_layers", "n_layer"),
+                   hidden=hidden, intermediate=inter, heads=heads, kv_heads=get("num_key_value_heads", default=heads),
+                   head_dim=get("head_dim", default=None) or hidden // heads)
+
+
+def _meta_model(cfg):
+    """The model built on torch's meta device: shapes and parameter sharing, no storage, no weights read."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(copy.deepcopy(cfg))
+
+
+_MODEL_FACTS: dict[str, tuple[int, bool]] = {}  # config JSON → (parameters, supports SDPA)
+
+
+def _model_facts(cfg) -> tuple[int, bool]:
+    key = cfg.to_json_string(use_diff=False)
+    if key not in _MODEL_FACTS:
+        model = _meta_model(cfg)
+        _MODEL_FACTS[key] = (sum(p.numel() for p in model.parameters()),
+                             bool(getattr(type(model), "_supports_sdpa", False)))
+    return _MODEL_FACTS[key]
+
+
+def parameter_count(cfg) -> int:
+    """Parameters of the model `cfg` describes (shared ones, such as tied embeddings, once), counted on the meta
+    device: no weight is read."""
+    return _model_facts(cfg)[0]
+
+
+def _supports_sdpa(cfg) -> bool:
+    return _model_facts(cfg)[1]
+
+
+def dtype_bytes(dtype: str) -> int:
+    return {"float32": 4, "float16": 2, "bfloat16": 2}.get(str(dtype).replace("torch.", ""), 4)
+
+
+def attention_path(runner: str, extension, cfg, runner_options: dict | None = None) -> str | None:
+    """Which attention code serves the prefill, decided as the runners decide it (harness/runners/hf.py and
+    kernel.py), without loading: "sdpa", "eager", "reference" (kernels.reference), "kernels/cpu", "fused" (Triton /
+    flash-attn on CUDA), "recurrent" (Mamba); None for runners whose memory we do not model (vLLM)."""
+    from extensions.base import ATTENTION_SPEC
+
+    opts = dict(runner_options or {})
+    bloom = getattr(cfg, "model_type", None) == "bloom"
+    spec = ATTENTION_SPEC in extension.mechanisms
+    cuda = str(opts.get("device") or _default_device()).startswith("cuda")
+    if runner == "mamba" or getattr(cfg, "model_type", None) in ("mamba", "mamba2"):
+        return "recurrent"
+    if runner == "hf":
+        if bloom or opts.get("attn_implementation") == "eager" or not _supports_sdpa(cfg):
+            return "eager"  # Bloom: transformers' own ALiBi attention, which has no SDPA path
+        return "reference" if spec else "sdpa"
+    if runner == "kernel":
+        impl = opts.get("impl") or os.environ.get("LONGCTX_KERNEL", "auto")
+        if impl == "auto":
+            impl = ("triton" if cuda else "cpu") if (spec or bloom) else ("fused" if cuda else "sdpa")
+        return {"cpu": "kernels/cpu", "reference": "reference", "sdpa": "sdpa"}.get(impl, "fused")
+    return None
+
+
+def _default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def predict_peak(cfg, runner: str, extension, extension_config, prompt_tokens: int, new_tokens: int = 1,
+                 runner_options: dict | None = None, scoring: bool = False) -> MemoryEstimate | None:
+    """Predict the peak memory of one request before anything is loaded.
+
+    Args:
+        cfg: the model's transformers config (AutoConfig; nothing else is read).
+        runner: runner name (hf, kernel, mamba; vllm and unknown runners → None: their engines size their own
+            memory).
+        extension, extension_config: the method (its mechanisms and KV policy decide the path and the cache).
+        prompt_tokens: tokens of the prompt; new_tokens: tokens to generate (the budget: an upper bound).
+        runner_options: the runner's constructor keywords (dtype, device, impl, attn_implementation).
+        scoring: token scoring (perplexity) of `prompt_tokens` tokens instead of generation: one forward without a
+            cache where the method allows it (else streamed like a prefill), hidden states projected to the
+            vocabulary 1,024 positions at a time.
+    Returns:
+        A MemoryEstimate (see its docstring for each term), or None.
+
+    Activations, per forward of T query tokens over S keys (b = dtype bytes, f = 4 for the fp32 buffers of our
+    kernels; h hidden, I intermediate, H / H_kv heads, d head_dim). The peak is the larger of two moments of the
+    last layer, when every layer's KV is already cached:
+      MLP      4·T·h·b (the embeddings, which the model keeps referenced, the layer's input, its residual and the
+               normed input) + 3·T·I·b (gate, activation, up and their product: three alive at once);
+      attention  3·T·h·b + T·(H + 2·H_kv)·d·b (q, k, v) + 2·T·(H + H_kv)·d·b (rotary temporaries) + the path's:
+               sdpa        2·T·H·d·b (output and its contiguous transpose; torch's flash kernel keeps only blocks);
+               kernels/cpu 2·T·H·d·f (fp32 output, merged per 1024-query block) + the alternative q, k the spec
+                           re-rotates (sinks, SelfExtend: T·H·d·f + S·H_kv·d·f) + ALiBi's augmented copies of q, k, v
+                           with one extra column (T·H·(d+1)·f + 2·S·H_kv·(d+1)·f);
+               reference   keys and values repeated to H heads in fp32 (2·S·H·d·f, 3· with an alternative key set),
+                           its output T·H·d·f, and per 512-query chunk the scores and their softmax, 2·H·512·S·f;
+               eager       scores, masked scores and probabilities, 3·H·T·S·b.
+    plus what lives through the whole forward: the (T, S) causal mask transformers builds for eager attention (a
+    float, b bytes, and its bool source) — Bloom builds it on the kernel runner too, which is why that runner
+    prefills Bloom in 1,024-token chunks — and, where the cache grows by concatenation (chunked or streamed prefill,
+    every decode step), one layer's keys and values copied (2·S·H_kv·d·b). A streamed prefill (sinks) holds
+    `chunk` more tokens per layer before each eviction. Token scoring adds the moment after the forward: the last
+    hidden states T·h·b and one chunk's logits with their log-softmax, 2·1024·vocab·f. Mamba: the piece's scan
+    intermediates (see `_mamba`).
+    """
+    opts = dict(runner_options or {})
+    device = str(opts.get("device") or _default_device())
+    path = attention_path(runner, extension, cfg, opts)
+    if path is None:
+        return None
+    b = dtype_bytes(opts.get("dtype") or ("bfloat16" if device.startswith("cuda") else "float32"))
+    runtime = 0 if device.startswith("cuda") else RUNTIME_BYTES
+    weights = parameter_count(cfg) * b
+    T, new = max(1, int(prompt_tokens)), (0 if scoring else max(1, int(new_tokens)))
+    head = [("last hidden states", T * getattr(cfg, "hidden_size", 0) * b),
+            ("logits chunk + log-softmax", 2 * min(1024, T) * int(getattr(cfg, "vocab_size", 0)) * 4)] \
+        if scoring else []
+    if path == "recurrent":
+        cache, terms = _mamba(cfg, T, b, opts)
+        terms = max(terms, head, key=lambda ts: sum(n for _, n in ts))
+        return MemoryEstimate(weights, cache, sum(n for _, n in terms), runtime, path, tuple(terms))
+    g = Geometry.of(cfg)
+    kv_per_token = 2 * g.layers * g.kv_heads * g.head_dim * b
+    policy = extension.kv_policy(extension_config, cfg)
+    one_pass = scoring and _scores_in_one_pass(runner, extension, policy)
+    if one_pass:  # one forward over the whole text, no cache kept (HFRunner._one_pass, KernelRunner._one_pass)
+        policy = None
+    kv_per_token_kept = 0 if one_pass else kv_per_token
+    kept = None if policy is None or policy.recent is None else policy.sink_tokens + policy.recent
+    fed = T + new - 1 if new else T
+    cache = kv_per_token_kept * (fed if kept is None else min(fed, kept))
+
+    # The forward with the largest working set: the prompt in one forward, or its last chunk over every key.
+    if policy is not None and policy.chunk is not None:  # streamed: chunks over a cache trimmed to `kept`
+        Tf, S, grows = min(T, policy.chunk), min(T, (kept or T) + policy.chunk), True
+    elif path != "eager" and g.model_type == "bloom" and not one_pass:  # the kernel runner's chunked Bloom prefill
+        Tf, S, grows = min(T, BLOOM_PREFILL_CHUNK), T, T > BLOOM_PREFILL_CHUNK
+    else:
+        Tf, S, grows = T, T, False
+    h, inter, H, Hkv, d, f = g.hidden, g.intermediate, g.heads, g.kv_heads, g.head_dim, 4
+    mlp = [("hidden states", 4 * Tf * h * b), ("MLP", 3 * Tf * inter * b)]
+    attn = [("hidden states", 3 * Tf * h * b), ("q, k, v", Tf * (H + 2 * Hkv) * d * b),
+            ("rotary", 2 * Tf * (H + Hkv) * d * b)]
+    spec = None if path in ("sdpa", "eager", "fused") else _spec_kind(extension, cfg)
+    if path == "sdpa" or path == "fused":
+        attn.append(("attention output", 2 * Tf * H * d * b))
+    elif path == "kernels/cpu":
+        attn.append(("attention output (fp32)", 2 * Tf * H * d * f))
+        if spec in ("sinks", "selfextend"):
+            attn.append(("re-rotated q, k", (Tf * H + S * Hkv) * d * f))
+        if spec == "alibi":
+            attn.append(("ALiBi-augmented q, k, v", (Tf * H + 2 * S * Hkv) * (d + 1) * f))
+    elif path == "reference":
+        attn += [("k, v repeated to H heads (fp32)", (3 if spec in ("sinks", "selfextend") else 2) * S * H * d * f),
+                 ("output (fp32)", Tf * H * d * f), ("scores + softmax", 2 * H * min(REFERENCE_CHUNK, Tf) * S * f)]
+        if spec in ("sinks", "selfextend"):
+            attn.append(("re-rotated q, k", (Tf * H + S * Hkv) * d * f))
+    elif path == "eager":
+        attn.append(("scores, masked, softmax", 3 * H * Tf * S * b))
+    phase = max((mlp, attn), key=lambda ts: sum(n for _, n in ts))
+    always = []
+    if path == "eager" or g.model_type == "bloom":
+        always.append(("causal mask (T, S)", Tf * S * (b + 1)))
+    if grows:
+        always.append(("one layer's K, V re-concatenated", kv_per_token // g.layers * S))
+    if kept is not None and policy.chunk is not None and S > min(fed, kept):
+        always.append(("cache before eviction", kv_per_token * (S - min(fed, kept))))
+    decode = [("one layer's K, V re-concatenated (decode)", kv_per_token // g.layers * (T + new))] if new > 1 else []
+    terms = max(phase + always, decode, head, key=lambda ts: sum(n for _, n in ts))
+    return MemoryEstimate(weights, cache, sum(n for _, n in terms), runtime, path, tuple(terms))
+
+
+def _scores_in_one_pass(runner: str, extension, policy) -> bool:
+    """Whether token scoring runs one forward without a cache (the runners' `_one_pass`)."""
+    from extensions.base import ATTENTION_SPEC
+
+    if policy is None or (policy.chunk is None and policy.recent is None):
+        return True
+    return runner == "kernel" and policy.evicts_only and ATTENTION_SPEC in extension.mechanisms
+
+
+def _spec_kind(extension, cfg) -> str | None:
+    """Which re-rotation or bias the attention spec carries: "sinks", "selfextend", "alibi" or None (causal)."""
+    if getattr(cfg, "model_type", None) == "bloom":
+        return "alibi"
+    return extension.name if extension.name in ("sinks", "selfextend", "alibi") else None
+
+
+def _mamba(cfg, T: int, b: int, opts: dict) -> tuple[int, list]:
+    """Recurrent state (conv window + SSM state per layer) and the scan's intermediates for one prefill piece.
+
+    Mamba-2 (chunked, `chunk` tokens a piece): transformers' torch SSD materialises per piece the (chunk, inner,
+    state) products of the states and (pieces of chunk_size)² × heads × state decay products. Mamba-1 (one
+    unchunked forward by default): the (T, inner, state) discretised A and B·u, alive together."""
+    layers = cfg.num_hidden_layers
+    state = cfg.state_size
+    kernel = cfg.conv_kernel
+    if cfg.model_type == "mamba2":
+        inner = int(cfg.expand * cfg.hidden_size)
+        conv_dim = inner + 2 * cfg.n_groups * state
+        cache = layers * (conv_dim * kernel + cfg.num_heads * cfg.head_dim * state) * b
+        mode = opts.get("prefill", "auto")
+        piece = {"token": 1, "full": T}.get(mode, min(T, int(opts.get("chunk", 2048))))
+        cs = min(piece, cfg.chunk_size)
+        terms = [("SSD states (piece, inner, state)", piece * inner * state * b),
+                 ("SSD decay products", piece * cs * cfg.num_heads * state * b),
+                 ("hidden states", 4 * piece * cfg.hidden_size * b), ("in_proj", piece * (2 * inner + 2 * state) * b)]
+        return cache, terms
+    inner = int(cfg.intermediate_size)
+    cache = layers * (inner * kernel + inner * state) * b
+    piece = 1 if opts.get("prefill") == "token" else T
+    return cache, [("scan: discretised A and B·u", 2 * piece * inner * state * b),
+                   ("hidden states", 4 * piece * cfg.hidden_size * b)]

@@ -20,9 +20,10 @@ from typing import Any, Iterator
 
 from harness.errors import UserError
 
-SCHEMA_VERSION = 4  # 2: adds `score`, `metric` (partial credit for multi-reference tasks) and `cache_bytes`;
+SCHEMA_VERSION = 5  # 2: adds `score`, `metric` (partial credit for multi-reference tasks) and `cache_bytes`;
 # 3: adds `kernel`; 4: perplexity records join this schema (mode, position_start, scored_tokens, nll, ppl,
-# forward_length, text_source; prediction/target/correct/lenient empty for them) and results.jsonl
+# forward_length, text_source; prediction/target/correct/lenient empty for them) and results.jsonl;
+# 5: adds `predicted_peak_bytes` (older records read it as None)
 LEGACY_PERPLEXITY = "perplexity.jsonl"  # before schema 4 perplexity wrote its own file and record type
 RESULTS = "results.jsonl"
 RUN = "run.json"
@@ -49,6 +50,7 @@ class SampleRecord:
     latency_s: float = 0.0  # wall time of the whole request (prefill + decode; perplexity: the document's pass)
     peak_mem_bytes: int | None = None  # peak memory during the request (see mem_kind)
     mem_kind: str | None = None  # "rss" (process resident set, CPU) or "cuda" (max allocated on the device)
+    predicted_peak_bytes: int | None = None  # peak_mem_bytes as predicted before loading (harness.memory.predict_peak)
     prefill_s: float | None = None  # wall time of the prompt forward pass alone
     new_tokens: int | None = None  # number of generated tokens
     needle_token_offset: int | None = None  # token index of the needle's first token in the prompt

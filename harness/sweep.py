@@ -167,9 +167,11 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
 def run_sweep(path: str, out: str | None = None, shard: tuple[int, int] | None = None,
               log: Callable[[str], None] = print, progress: bool = True, dry_run: bool = False,
               executor: str = "local", ray_address: str | None = None, cpus_per_worker: float = 1,
-              gpus_per_worker: float = 0) -> Path:
+              gpus_per_worker: float = 0, max_memory: int | None = None) -> Path:
     """Check every cell, then run this shard's cells: in order here, or as Ray actors (executor="ray"); either
-    way each cell resumes like a single experiment and only this process writes the run directories."""
+    way each cell resumes like a single experiment and only this process writes the run directories.
+    max_memory: bytes a cell's longest request may be predicted to peak at (default: the memory available when
+    the sweep starts, fixed for the whole sweep)."""
     from harness.experiment import identity, prepare, run
     from harness.records import check_run_dir
 
@@ -182,6 +184,9 @@ def run_sweep(path: str, out: str | None = None, shard: tuple[int, int] | None =
     if shard is not None:
         i, n = shard
         cells = [c for c in cells if c.index % n == i]
+    budget = _Budget(max_memory)
+    cells = [dataclasses.replace(c, experiment=dataclasses.replace(c.experiment, max_memory=budget(c.experiment)))
+             for c in cells]
     for c in cells:  # every mistake surfaces here, before anything is written
         p = prepare(c.experiment, log=lambda *_: None)
         check_run_dir(Path(c.experiment.out), identity(p))
@@ -201,6 +206,24 @@ def run_sweep(path: str, out: str | None = None, shard: tuple[int, int] | None =
         log(f"[cell {done + 1}/{len(cells)}{eta}] {Path(c.experiment.out).name}")
         run(c.experiment, log=log, progress=progress)
     return sweep_dir
+
+
+class _Budget:
+    """--max-memory, else the memory available on a cell's device when the sweep started: one figure per device for
+    the whole sweep, so that no cell is refused half-way because an earlier one's memory was not yet returned."""
+
+    def __init__(self, max_memory: int | None):
+        self.max_memory, self.available = max_memory, {}
+
+    def __call__(self, exp) -> int | None:
+        from harness.memory import available_memory
+
+        if self.max_memory is not None:
+            return self.max_memory
+        device = str(exp.runner_options.get("device") or "cpu")
+        if device not in self.available:
+            self.available[device] = available_memory(device)
+        return self.available[device]
 
 
 def dump(exp) -> str:

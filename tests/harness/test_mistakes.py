@@ -101,6 +101,19 @@ CASES = [
     ("sweep-bad-shard", ["run", "ext.yaml", "--shard", "2/2"], "bad --shard"),
     ("sweep-ray-zero-cpus", ["run", "ext.yaml", "--executor", "ray", "--cpus-per-worker", "0"],
      "--cpus-per-worker must be > 0"),
+    ("max-memory-word", RUN + ["--max-memory", "lots"], "bad memory size 'lots'"),
+    ("max-memory-zero", RUN + ["--max-memory", "0"], "it must be a positive amount"),
+    ("max-memory-negative", RUN + ["--max-memory", "-1GB"], "bad memory size '-1GB'"),
+    ("max-memory-unknown-unit", RUN + ["--max-memory", "8XB"], "bad memory size '8XB'"),
+    ("max-memory-below-every-length", ["passkey", "-m", M, "-l", "256,512", "--max-memory", "1MB"],
+     "no length of this grid fits (the shortest, 256, needs"),
+    ("max-memory-with-dump-config", RUN + ["--max-memory", "lots", "--dump-config"], "bad memory size"),
+    ("perplexity-max-memory-bad", ["perplexity", "-m", M, "-l", "256", "--max-memory", "1e9"], "bad memory size"),
+    ("perplexity-above-max-memory", ["perplexity", "-m", M, "-l", "256", "--max-memory", "10MiB"],
+     "above --max-memory 10 MiB"),
+    ("search-max-memory-bad", ["search", "-m", M, "--max-memory", "nan"], "bad memory size 'nan'"),
+    ("sweep-max-memory-bad", ["run", "ok.yaml", "--max-memory", "much"], "bad memory size 'much'"),
+    ("sweep-cell-above-max-memory", ["run", "ok.yaml", "--max-memory", "1MB"], "no length of this grid fits"),
     ("search-bad-range", ["search", "-m", M, "--min", "8k", "--max", "4k"], "0 < --min < --max"),
     ("search-bad-resolution", ["search", "-m", M, "--resolution", "1"], "--resolution must be > 1"),
 ]
@@ -137,6 +150,7 @@ def workdir(tmp_path, monkeypatch, tiny_llama_path):
     (tmp_path / "bad.yaml").write_text("models: [m\n")
     (tmp_path / "typo.yaml").write_text(f"out: s\nmodels: [{tiny_llama_path}]\ntasks: [passkey]\nlengths: [1k]\n"
                                         "extensions: [{name: yarn, parms: {factor: 2}}]\n")
+    (tmp_path / "ok.yaml").write_text(f"out: s\nmodels: [{tiny_llama_path}]\ntasks: [passkey]\nlengths: [256, 512]\n")
     (tmp_path / "ext.yaml").write_text(f"out: s\nmodels: [{tiny_llama_path}]\ntasks: [passkey]\nlengths: [1k]\n"
                                        "extensions: [yarm]\n")
     monkeypatch.chdir(tmp_path)
