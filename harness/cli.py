@@ -58,6 +58,8 @@ def experiment_options(default_depths: str, grid: bool = True):
                          help="runner option, repeatable (its constructor's keywords, e.g. -R impl=cpu for the "
                               "kernel runner, -R prefill=recurrent for mamba)"),
             click.option("--dtype", default=None, help="compute dtype (default: float32 on CPU, bfloat16 on CUDA)"),
+            click.option("--tensor-parallel", default=None, type=int, metavar="N",
+                         help="--runner vllm: shard the model over N GPUs (vLLM's tensor_parallel_size)"),
             click.option("--device", default=None, help="torch device (default: cuda if available, else cpu)"),
             click.option("--out", "-o", default=None,
                          help="run directory; re-running resumes it [default: runs/TASK-MODEL-EXTENSION]"),
@@ -117,6 +119,12 @@ def _runner_options(kw) -> dict:
             if key in opts:
                 raise UserError(f"{key} given twice (--{key} and -R {key}=...); give it once")
             opts[key] = kw[key]
+    if kw.get("tensor_parallel") is not None:
+        if kw["runner"] != "vllm":
+            raise UserError(f"--tensor-parallel shards a vLLM engine; this run uses --runner {kw['runner']}")
+        if "tensor_parallel_size" in opts:
+            raise UserError("tensor_parallel_size given twice (--tensor-parallel and -R ...); give it once")
+        opts["tensor_parallel_size"] = kw["tensor_parallel"]
     return opts
 
 
@@ -205,17 +213,19 @@ def search(task, low, high, threshold, resolution, max_samples, **kw):
 @click.option("--ray-address", default=None, help="an existing Ray cluster (default: a new local instance)")
 @click.option("--cpus-per-worker", default=1.0, show_default=True, type=float)
 @click.option("--gpus-per-worker", default=0.0, show_default=True, type=float)
+@click.option("--tensor-parallel", default=None, type=int, metavar="N",
+              help="shard each vLLM cell's model over N GPUs (vLLM's tensor_parallel_size)")
 @MAX_MEMORY_OPTION
 @click.option("--no-progress", is_flag=True)
 def run_cmd(experiment_file, out, shard, dry_run, executor, ray_address, cpus_per_worker, gpus_per_worker,
-            max_memory, no_progress):
+            tensor_parallel, max_memory, no_progress):
     """Run a sweep from an experiment file (YAML): models x tasks x extensions x runners, a run directory each."""
     from harness.sweep import parse_shard, run_sweep
 
     path = run_sweep(experiment_file, out=out, shard=parse_shard(shard), dry_run=dry_run, executor=executor,
                      ray_address=ray_address, cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker,
                      log=functools.partial(click.echo, err=True), progress=not no_progress,
-                     max_memory=_max_memory(max_memory))
+                     max_memory=_max_memory(max_memory), tensor_parallel=tensor_parallel)
     click.echo(f"sweep: {path} (longctx report {path})")
 
 

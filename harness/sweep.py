@@ -167,7 +167,7 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
 def run_sweep(path: str, out: str | None = None, shard: tuple[int, int] | None = None,
               log: Callable[[str], None] = print, progress: bool = True, dry_run: bool = False,
               executor: str = "local", ray_address: str | None = None, cpus_per_worker: float = 1,
-              gpus_per_worker: float = 0, max_memory: int | None = None) -> Path:
+              gpus_per_worker: float = 0, max_memory: int | None = None, tensor_parallel: int | None = None) -> Path:
     """Check every cell, then run this shard's cells: in order here, or as Ray actors (executor="ray"); either
     way each cell resumes like a single experiment and only this process writes the run directories.
     max_memory: bytes a cell's longest request may be predicted to peak at (default: the memory available when
@@ -180,7 +180,15 @@ def run_sweep(path: str, out: str | None = None, shard: tuple[int, int] | None =
     if not cpus_per_worker > 0 or not gpus_per_worker >= 0:
         raise UserError(f"--cpus-per-worker must be > 0 and --gpus-per-worker >= 0, got {cpus_per_worker} and "
                         f"{gpus_per_worker}")
+    if executor == "ray":
+        check_ray_address(ray_address)
     sweep_dir, cells = load(path, out)
+    if tensor_parallel is not None:  # every vLLM cell's engine, as its tensor_parallel_size
+        if not any(c.experiment.runner == "vllm" for c in cells):
+            raise UserError("--tensor-parallel shards vLLM engines; this sweep has no vllm runner")
+        cells = [dataclasses.replace(c, experiment=dataclasses.replace(
+            c.experiment, runner_options={**c.experiment.runner_options, "tensor_parallel_size": tensor_parallel}))
+            if c.experiment.runner == "vllm" else c for c in cells]
     if shard is not None:
         i, n = shard
         cells = [c for c in cells if c.index % n == i]
@@ -199,13 +207,54 @@ def run_sweep(path: str, out: str | None = None, shard: tuple[int, int] | None =
     if executor == "ray":
         _run_on_ray(cells, log, ray_address, cpus_per_worker, gpus_per_worker)
         return sweep_dir
-    t0 = time.perf_counter()
-    for done, c in enumerate(cells):
-        elapsed = time.perf_counter() - t0
-        eta = f", ETA {elapsed / done * (len(cells) - done) / 60:.0f} min" if done else ""
-        log(f"[cell {done + 1}/{len(cells)}{eta}] {Path(c.experiment.out).name}")
+    progress_line = SweepProgress(cells)
+    for c in cells:
+        log(progress_line.before(c))
         run(c.experiment, log=log, progress=progress)
+        progress_line.after(c)
+    log(progress_line.final())
     return sweep_dir
+
+
+def _samples_left(exp) -> tuple[int, int]:
+    """(samples still to do, samples in all) of one cell, from its task grid and its run directory's records."""
+    from evals.registry import make_task
+    from harness.records import read_records, sample_key
+
+    task = make_task(exp.task, exp.task_config)
+    keys = [sample_key(task.name, *c) for c in task.cells()]
+    done = set()
+    if (Path(exp.out) / "results.jsonl").exists():
+        done = {r.key for r in read_records(exp.out)}
+    return sum(k not in done for k in keys), len(keys)
+
+
+class SweepProgress:
+    """The whole sweep's progress line: cells done of all, samples done of all, and an ETA from this run's
+    sample rate (samples found done at the start do not count towards the rate)."""
+
+    def __init__(self, cells: list[Cell]):
+        self.left = {c.index: _samples_left(c.experiment) for c in cells}
+        self.total = sum(n for _, n in self.left.values())
+        self.todo = sum(t for t, _ in self.left.values())
+        self.cells, self.done_cells, self.done_now = len(cells), 0, 0
+        self.t0 = time.perf_counter()
+
+    def _status(self) -> str:
+        done = self.total - self.todo + self.done_now
+        rate = self.done_now / (time.perf_counter() - self.t0) if self.done_now else None
+        eta = f", ETA {(self.todo - self.done_now) / rate / 60:.0f} min" if rate else ""
+        return f"cells {self.done_cells}/{self.cells}, samples {done}/{self.total}{eta}"
+
+    def before(self, c: Cell) -> str:
+        return f"[sweep: {self._status()}] cell {c.index}: {Path(c.experiment.out).name}"
+
+    def after(self, c: Cell) -> None:
+        self.done_cells += 1
+        self.done_now += self.left[c.index][0]
+
+    def final(self) -> str:
+        return f"[sweep: {self._status()}] done in {(time.perf_counter() - self.t0) / 60:.1f} min"
 
 
 class _Budget:
@@ -247,33 +296,67 @@ def dump(exp) -> str:
     return yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
 
 
+RAY_CONNECT_TIMEOUT_S = 10.0
+ACTOR_RESTARTS = 2  # a cell whose actor dies (killed, out of memory) is retried this many times
+
+
+def check_ray_address(address: str | None, timeout_s: float = RAY_CONNECT_TIMEOUT_S) -> None:
+    """An explicit `host:port` (or `ray://host:port`) must answer within `timeout_s` — otherwise one line now,
+    instead of ray.init's own retries, which wait much longer. Answering means speaking gRPC: Ray's GCS and its
+    client server are gRPC servers, which reply to an HTTP/2 connection preface with a SETTINGS frame. (A bare TCP
+    connect proves nothing where a proxy or a listen backlog accepts connections for a server that never replies.)"""
+    import socket
+
+    if not address or address == "auto":
+        return
+    m = re.fullmatch(r"(?:ray://)?\[?([^\]/]+?)\]?:(\d{1,5})/?", address.strip())
+    if not m:
+        raise UserError(f"--ray-address {address!r}: give HOST:PORT or ray://HOST:PORT")
+    preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])  # + an empty SETTINGS
+    try:
+        with socket.create_connection((m.group(1), int(m.group(2))), timeout=timeout_s) as sock:
+            sock.settimeout(timeout_s)
+            sock.sendall(preface)
+            head = b""
+            while len(head) < 9:
+                chunk = sock.recv(9 - len(head))
+                if not chunk:
+                    break
+                head += chunk
+    except OSError as e:
+        reason = "timed out" if isinstance(e, socket.timeout) else (e.strerror or type(e).__name__)
+        raise UserError(f"--ray-address {address}: no answer within {timeout_s:.0f} s ({reason})") from None
+    if len(head) < 9 or head[3] != 4:
+        raise UserError(f"--ray-address {address}: something answers there, but not a Ray (gRPC) server")
+
+
 def _run_on_ray(cells: list[Cell], log, address: str | None, cpus: float, gpus: float) -> None:
     """Each cell with samples left becomes one Ray actor that loads the model once and returns records as JSON;
-    this process (the driver) alone appends them to the run directories, in each cell's order, as they arrive."""
+    this process (the driver) alone appends them to the run directories, in each cell's order, as they arrive.
+    An actor that dies is restarted (its model loaded again) and its unfinished samples retried, up to
+    ACTOR_RESTARTS times; nothing it returned before is lost, since only the driver writes."""
     try:
         import ray
     except ImportError:
         raise UserError('--executor ray needs Ray: pip install -e ".[ray]" (make setup installs it)') from None
     import dataclasses
 
-    from harness.experiment import open_run
+    from harness.experiment import open_run, reuse_order
     from harness.records import SampleRecord
 
     @ray.remote
     class CellWorker:
-        def __init__(self, exp):
-            from harness.experiment import prepare
+        def __init__(self, exp, max_length: int):
+            from harness.experiment import prepare, record_fields
 
             self.p = prepare(exp, log=lambda *_: None)
             self.runner = self.p.runner_cls(**self.p.experiment.runner_options)
+            self.info = self.runner.load(self.p.model_path, self.p.extension, self.p.extension_config,
+                                         max_length=max_length)  # here, so that a restarted actor loads again
+            self.common = record_fields(self.p, self.info)
 
-        def load(self, max_length: int) -> dict:
-            from harness.experiment import record_fields
-
-            info = self.runner.load(self.p.model_path, self.p.extension, self.p.extension_config,
-                                    max_length=max_length)
-            self.common = record_fields(self.p, info)
-            return dataclasses.asdict(info)
+        def load(self) -> dict:
+            return dataclasses.asdict(self.info)
 
         def run(self, cell) -> str:
             from harness.experiment import generated_records
@@ -295,15 +378,18 @@ def _run_on_ray(cells: list[Cell], log, address: str | None, cpus: float, gpus: 
                 if todo:
                     raise UserError(f"{c.experiment.task}: token-scoring tasks run with the local executor")
                 continue
-            w = CellWorker.options(num_cpus=cpus, num_gpus=gpus).remote(c.experiment)
+            w = CellWorker.options(num_cpus=cpus, num_gpus=gpus, max_restarts=ACTOR_RESTARTS,
+                                   max_task_retries=ACTOR_RESTARTS).remote(c.experiment, max(t[0] for t in todo))
             workers.append(w)
-            info = ray.get(w.load.remote(max(t[0] for t in todo)))
+            info = ray.get(w.load.remote())
             rd.note_load(info)
+            if c.experiment.runner_options.get("prefix_cache"):
+                todo = reuse_order(todo)
             refs = [w.run.remote(t) for t in todo]
             queues[rd.path] = (rd, refs)
             for ref in refs:
                 pending[ref] = rd.path
-        written = 0
+        written, total, t0 = 0, len(pending), time.perf_counter()
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
             path = pending.pop(ready[0])
@@ -311,6 +397,11 @@ def _run_on_ray(cells: list[Cell], log, address: str | None, cpus: float, gpus: 
             while refs and refs[0] not in pending:  # keep each cell's file in its own order
                 rd.append(SampleRecord.from_dict(json.loads(ray.get(refs.pop(0)))))
                 written += 1
+            if not refs:
+                queues.pop(path)
+            rate = written / (time.perf_counter() - t0)
+            eta = f", ETA {(total - written) / rate / 60:.0f} min" if written else ""
+            log(f"[ray: samples {written}/{total}, cells {len(workers) - len(queues)}/{len(workers)}{eta}]")
         log(f"ray: {written} records from {len(workers)} actor(s)")
     finally:
         ray.shutdown()

@@ -23,8 +23,11 @@ class ScriptedRunner:
     name: ClassVar[str] = "fake"
     capabilities: ClassVar[Capabilities] = Capabilities(mechanisms=frozenset(), batch_size=4)
 
-    def __init__(self, reach: int = 10**9, answer: Callable[[str], str] | None = None, **_):
+    def __init__(self, reach: int = 10**9, answer: Callable[[str], str] | None = None, die_once: str = "",
+                 delay_s: float = 0.0, **_):
         self.reach = reach
+        self.die_once = die_once  # a path: the first process to answer a request creates it and dies (SIGKILL-like)
+        self.delay_s = delay_s  # seconds per request, so that a test can kill a run mid-way
         self.answer = answer
         self.loaded = None
         self.calls: list[GenerationRequest] = []
@@ -36,6 +39,17 @@ class ScriptedRunner:
     def generate(self, requests: list[GenerationRequest]) -> list[Generation]:
         out = []
         for r in requests:
+            if self.die_once:
+                import os
+
+                try:
+                    fd = os.open(self.die_once, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+                except FileExistsError:
+                    pass
+                else:
+                    os.close(fd)
+                    os._exit(137)
+            time.sleep(self.delay_s)
             self.calls.append(r)
             t0 = time.perf_counter()
             text = self.answer(r.prompt) if self.answer else _default_answer(r.prompt, self.reach)

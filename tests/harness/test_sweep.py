@@ -126,3 +126,92 @@ def test_the_same_sweep_on_a_local_ray_instance_writes_the_same_records(tiny_lla
                 for r in read_records(d)}
 
     assert fields(on_ray) == fields(local) and len(fields(local)) == 2 * 2 * 2
+
+
+_RAY = pytest.mark.skipif(__import__("importlib").util.find_spec("ray") is None, reason="Ray is an optional extra")
+
+
+@_RAY
+def test_a_killed_ray_actor_is_restarted_and_its_cell_finished(tiny_llama_path, tmp_path):
+    """The first actor to answer a request dies (os._exit, as a SIGKILL or the OOM killer would leave it): Ray
+    restarts it, it loads again, the unfinished samples are retried; the records equal a local run's."""
+    from harness.sweep import run_sweep
+
+    text = f"""
+out: OUT
+models: [{tiny_llama_path}]
+tasks: [passkey]
+runners: [{{name: fake, options: {{die_once: DIE}}}}]
+lengths: [512, 1k]
+depths: [0.2, 0.5, 0.8]
+"""
+    local = run_sweep(_write(tmp_path, text.replace("OUT", str(tmp_path / "local")).replace("DIE", "''")),
+                      log=lambda *_: None, progress=False)
+    marker = tmp_path / "died"
+    on_ray = run_sweep(_write(tmp_path, text.replace("OUT", str(tmp_path / "ray")).replace("DIE", str(marker))),
+                       log=lambda *_: None, progress=False, executor="ray", cpus_per_worker=0.5)
+    assert marker.exists()  # an actor did die
+    got = {(r.key, r.prediction) for d in on_ray.iterdir() for r in read_records(d)}
+    assert got == {(r.key, r.prediction) for d in local.iterdir() for r in read_records(d)} and len(got) == 6
+
+
+def test_an_unanswering_ray_address_is_one_line_within_the_timeout():
+    import socket
+    import time
+
+    from harness.errors import UserError
+    from harness.sweep import check_ray_address
+
+    with socket.socket() as s:  # bound, not listening: refused at once
+        s.bind(("127.0.0.1", 0))
+        with pytest.raises(UserError, match="no answer within"):
+            check_ray_address(f"127.0.0.1:{s.getsockname()[1]}", timeout_s=2)
+    with socket.socket() as s:  # listening (connections complete in the backlog) but never replying
+        s.bind(("127.0.0.1", 0))
+        s.listen(4)
+        t0 = time.perf_counter()
+        with pytest.raises(UserError, match="no answer within 2 s"):
+            check_ray_address(f"ray://127.0.0.1:{s.getsockname()[1]}", timeout_s=2)
+        assert time.perf_counter() - t0 < 5
+    with pytest.raises(UserError, match="HOST:PORT"):
+        check_ray_address("not an address")
+
+
+def test_sweep_progress_counts_cells_and_samples(tiny_llama_path, tmp_path):
+    from harness.sweep import run_sweep
+
+    lines = []
+    text = _sweep(tiny_llama_path, tmp_path / "p").replace("runners: [hf]", "runners: [fake]")
+    run_sweep(_write(tmp_path, text.replace(", {name: yarn, params: {factor: 2}}", "")), log=lines.append,
+              progress=False)
+    marks = [ln for ln in lines if ln.startswith("[sweep:")]
+    assert marks[0].startswith("[sweep: cells 0/2, samples 0/8]") and "ETA" not in marks[0]
+    assert "cells 1/2, samples 4/8, ETA" in marks[1]
+    assert marks[-1].startswith("[sweep: cells 2/2, samples 8/8")
+
+
+def test_a_sweep_killed_mid_way_resumes_without_loss_or_duplicates(tiny_llama_path, tmp_path):
+    """`longctx run` killed with SIGKILL inside its second cell, then run again: every record once."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    text = _sweep(tiny_llama_path, tmp_path / "k").replace("runners: [hf]",
+                                                            "runners: [{name: fake, options: {delay_s: 0.5}}]")
+    text = text.replace(", {name: yarn, params: {factor: 2}}", "")  # 2 cells (tasks) x 4 samples
+    f = _write(tmp_path, text)
+    cmd = [sys.executable, "-m", "harness.cli", "run", f, "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    sweep = tmp_path / "k"
+    deadline = time.time() + 120
+    while time.time() < deadline and sum(1 for _ in sweep.glob("*/run.json")) < 2:  # the second cell has begun
+        time.sleep(0.05)
+    time.sleep(0.5)  # inside its batch of four 0.5 s answers
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = {d.name: len(read_records(d)) for d in sweep.iterdir()}
+    assert 4 <= sum(before.values()) < 8, before  # killed mid-way, with the first cell finished
+    subprocess.run(cmd, check=True, capture_output=True)
+    keys = [(d.name, r.key) for d in sweep.iterdir() for r in read_records(d)]
+    assert len(keys) == len(set(keys)) == 8
