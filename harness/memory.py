@@ -1,10 +1,16 @@
-"""Peak-memory measurement around one request, and its prediction before anything is loaded.
+"""Peak memory: measured around one request, and predicted before anything is loaded.
 
 Measurement (`PeakMemory`). CUDA: the allocator's max_memory_allocated since a reset. CPU (Linux): the kernel's own
 high-water mark of the process's resident set, VmHWM in /proc/self/status, which writing "5" to
 /proc/self/clear_refs resets to the current RSS (Linux ≥ 4.0) — so the figure is exact, however briefly the peak
-lasted. Where clear_refs cannot be written (another OS, a locked-down /proc), the RSS is sampled every few
-milliseconds by a background thread instead (a lower bound: a peak shorter than the interval is missed).
+lasted. The reset is process-wide: blocks must not nest. Where clear_refs cannot be written (another OS, a
+locked-down /proc), the RSS is sampled every few milliseconds by a background thread instead (a lower bound: a
+peak shorter than the interval is missed).
+
+Prediction (`predict_peak`): weights + KV cache (or recurrent state) + the largest set of activations alive at once
+on the attention path the runner will take + what the allocator keeps + the runtime, from the model's config alone
+(`MemoryEstimate` says what each term is; docs/BENCHMARKS.md, "Memory prediction", compares it with measurements).
+`longctx ... --max-memory` refuses cells predicted above it (harness.experiment.check_memory).
 """
 from __future__ import annotations
 
@@ -104,11 +110,22 @@ class PeakMemory:
 # The prediction below is the sum of four terms, each computed from the model's config and the code path the runner
 # will take — never from loaded weights — so a cell can be refused before anything is loaded or written.
 
-RUNTIME_BYTES = 600 * 2**20
+RUNTIME_BYTES = 638 * 2**20
 """The process's resident set before any weight is touched: Python, torch, transformers, the tokenizer (loaded
 twice: by `prepare` and by the runner), the task's prompt and the shared libraries' touched pages. Measured as the
-peak RSS of a `longctx passkey` request on 512 tokens with a 1.1 M-parameter model (weights, cache and activations
-together below 20 MB): see docs/BENCHMARKS.md, "Memory prediction"."""
+record's peak_mem_bytes of `longctx passkey -m TINY -l 512 -n 1 --max-new-tokens 4` with a 2-layer, 64-wide random
+Llama and SmolLM2's tokenizer (651.7 MiB, four runs within 0.6 MiB, 1 or 2 torch threads) less that model's own
+weights, cache and activations as predicted here (13.8 MiB). With a byte-level tokenizer (the Bloom baseline)
+the same measurement gives about 590 MiB: the constant overstates such runs by ~50 MiB."""
+
+ALLOCATOR_SLACK = 0.28
+"""Resident memory glibc's allocator holds beyond the live tensors, as a fraction of cache + activations. Blocks up
+to 32 MiB (its largest dynamic mmap threshold) come from the heap, where each layer's KV blocks, allocated between
+that layer's temporaries, pin holes that stay resident after the temporaries are freed; blocks above 32 MiB are
+mmapped and returned at once. Measured, not derived: the least-squares fit of (measured peak − weights − cache −
+activations − runtime) against (cache + activations) over the 15 SmolLM2 points of docs/BENCHMARKS.md's memory
+table (hf, kernel, kernel + SelfExtend at 2k–32k). Point by point that ratio ranged from −0.01 (hf, 16k) to 0.91
+(kernel + SelfExtend, 2k), mean 0.37; four runs of the same 8k command gave 0.38–0.69."""
 
 REFERENCE_CHUNK = 512  # kernels.reference.CHUNK (queries per score block of the fp32 oracle)
 CPU_BLOCK, CPU_ALIBI_BLOCK = 1024, 256  # kernels.cpu.BLOCK / ALIBI_BLOCK
@@ -125,25 +142,27 @@ class MemoryEstimate:
                  policy that evicts — or a Mamba model's recurrent and convolution state;
     activations  the largest set of temporaries alive at one moment of the prefill (or of a decode step), for the
                  attention path this runner takes (`path`); `terms` lists what it is made of;
-    runtime      the process before any weight is touched (RUNTIME_BYTES; 0 on CUDA, where the peak counts the
-                 device allocator's tensors only).
+    allocator    what the CPU allocator keeps resident beyond live tensors, ALLOCATOR_SLACK · (cache + activations)
+                 (0 on CUDA, where the peak is the allocator's max_memory_allocated: live tensors only);
+    runtime      the process before any weight is touched (RUNTIME_BYTES; 0 on CUDA).
     """
 
     weights: int
     cache: int
     activations: int
+    allocator: int
     runtime: int
     path: str  # the attention path assumed, e.g. "sdpa", "kernels/cpu", "reference", "eager"
     terms: tuple = ()  # (name, bytes) of the activation phase that sets `activations`
 
     @property
     def total(self) -> int:
-        return self.weights + self.cache + self.activations + self.runtime
+        return self.weights + self.cache + self.activations + self.allocator + self.runtime
 
     def describe(self) -> str:
         return (f"{format_bytes(self.total)} = weights {format_bytes(self.weights)} + cache "
                 f"{format_bytes(self.cache)} + activations {format_bytes(self.activations)} ({self.path}) + "
-                f"runtime {format_bytes(self.runtime)}")
+                f"allocator {format_bytes(self.allocator)} + runtime {format_bytes(self.runtime)}")
 
 
 def format_bytes(n: int) -> str:
@@ -190,7 +209,7 @@ def available_memory(device: str = "cpu") -> int | None:
 
 @dataclass(frozen=True)
 class Geometry:
-    """The shapes that memory depends on, read from a transformers config (Llama-family, Bloom, Mamba)."""
+    """The shapes that memory depends on, read from a transformers config (Llama-family, Bloom; Mamba: `_mamba`)."""
 
     model_type: str
     layers: int
@@ -201,7 +220,9 @@ class Geometry:
     head_dim: int
 
     @classmethod
-    def of(cls, cfg) -> "Geometry":
+    def of(cls, cfg) -> "Geometry | None":
+        """None for a config without the fields a decoder-only transformer has (then nothing is predicted)."""
+
         def get(*names, default=None):
             for n in names:
                 v = getattr(cfg, n, None)
@@ -209,10 +230,12 @@ class Geometry:
                     return v
             return default
 
-        hidden = get("hidden_size", "n_embd", "d_model")
+        hidden, layers = get("hidden_size", "n_embd", "d_model"), get("num_hidden_layers", "n_layer")
+        if not isinstance(hidden, int) or not isinstance(layers, int):
+            return None
         heads = get("num_attention_heads", "n_head", default=1)
         inter = get("intermediate_size", "n_inner", "ffn_dim", default=None) or 4 * hidden
-        return cls(model_type=str(getattr(cfg, "model_type", "")), layers=get("num_hidden_layers", "n_layer"),
+        return cls(model_type=str(getattr(cfg, "model_type", "")), layers=layers,
                    hidden=hidden, intermediate=inter, heads=heads, kv_heads=get("num_key_value_heads", default=heads),
                    head_dim=get("head_dim", default=None) or hidden // heads)
 
@@ -297,11 +320,12 @@ def predict_peak(cfg, runner: str, extension, extension_config, prompt_tokens: i
             cache where the method allows it (else streamed like a prefill), hidden states projected to the
             vocabulary 1,024 positions at a time.
     Returns:
-        A MemoryEstimate (see its docstring for each term), or None.
+        A MemoryEstimate (see its docstring for each term), or None. Its total is weights + cache + activations +
+        allocator + runtime.
 
     Activations, per forward of T query tokens over S keys (b = dtype bytes, f = 4 for the fp32 buffers of our
-    kernels; h hidden, I intermediate, H / H_kv heads, d head_dim). The peak is the larger of two moments of the
-    last layer, when every layer's KV is already cached:
+    kernels; h hidden, I intermediate, H / H_kv heads, d head_dim). The peak is the largest of a few moments: two
+    in the last layer, when every layer's KV is already cached, a decode step, and (token scoring) the head:
       MLP      4·T·h·b (the embeddings, which the model keeps referenced, the layer's input, its residual and the
                normed input) + 3·T·I·b (gate, activation, up and their product: three alive at once);
       attention  3·T·h·b + T·(H + 2·H_kv)·d·b (q, k, v) + 2·T·(H + H_kv)·d·b (rotary temporaries) + the path's:
@@ -326,7 +350,13 @@ def predict_peak(cfg, runner: str, extension, extension_config, prompt_tokens: i
     if path is None:
         return None
     b = dtype_bytes(opts.get("dtype") or ("bfloat16" if device.startswith("cuda") else "float32"))
-    runtime = 0 if device.startswith("cuda") else RUNTIME_BYTES
+    cuda = device.startswith("cuda")
+    runtime = 0 if cuda else RUNTIME_BYTES
+
+    def estimate(cache: int, terms: list) -> MemoryEstimate:
+        activations = sum(n for _, n in terms)
+        slack = 0 if cuda else int(ALLOCATOR_SLACK * (cache + activations))
+        return MemoryEstimate(weights, cache, activations, slack, runtime, path, tuple(terms))
     weights = parameter_count(cfg) * b
     T, new = max(1, int(prompt_tokens)), (0 if scoring else max(1, int(new_tokens)))
     head = [("last hidden states", T * getattr(cfg, "hidden_size", 0) * b),
@@ -334,9 +364,10 @@ def predict_peak(cfg, runner: str, extension, extension_config, prompt_tokens: i
         if scoring else []
     if path == "recurrent":
         cache, terms = _mamba(cfg, T, b, opts)
-        terms = max(terms, head, key=lambda ts: sum(n for _, n in ts))
-        return MemoryEstimate(weights, cache, sum(n for _, n in terms), runtime, path, tuple(terms))
+        return estimate(cache, max(terms, head, key=lambda ts: sum(n for _, n in ts)))
     g = Geometry.of(cfg)
+    if g is None:
+        return None
     kv_per_token = 2 * g.layers * g.kv_heads * g.head_dim * b
     policy = extension.kv_policy(extension_config, cfg)
     one_pass = scoring and _scores_in_one_pass(runner, extension, policy)
@@ -383,8 +414,7 @@ def predict_peak(cfg, runner: str, extension, extension_config, prompt_tokens: i
     if kept is not None and policy.chunk is not None and S > min(fed, kept):
         always.append(("cache before eviction", kv_per_token * (S - min(fed, kept))))
     decode = [("one layer's K, V re-concatenated (decode)", kv_per_token // g.layers * (T + new))] if new > 1 else []
-    terms = max(phase + always, decode, head, key=lambda ts: sum(n for _, n in ts))
-    return MemoryEstimate(weights, cache, sum(n for _, n in terms), runtime, path, tuple(terms))
+    return estimate(cache, max(phase + always, decode, head, key=lambda ts: sum(n for _, n in ts)))
 
 
 def _scores_in_one_pass(runner: str, extension, policy) -> bool:
