@@ -43,8 +43,11 @@ def choose(spec: AttentionSpec, q, q_pos, k_pos, impl: str = "auto") -> str:
                 and _flash_attn_expresses(spec, q_pos, k_pos):
             return "flash-attn"
         return "triton"
-    if spec.is_causal_only and spec.scale is None and _aligned(q_pos, k_pos):
+    if spec.is_causal_only and spec.scale is None and _aligned(q_pos, k_pos) and q.shape[2] in (1, k_pos.numel()):
         return "sdpa"
+    # A chunk of queries after cached keys (prefix reuse, chunked prefill) needs SDPA's explicit mask, which takes
+    # its slower path: 1.24 s vs 0.59 s for kernels/cpu (unmasked cached keys + the causal triangle, merged by
+    # log-sum-exp) on one SmolLM2 layer, 7,361 queries over 8,192 keys, 2 threads.
     return "cpu"
 
 

@@ -462,12 +462,12 @@ def bench_section(benches: list[tuple[Path, dict]]) -> str:
             f'</td><td class="num">{_num(r["s_per_sample"])}</td><td class="num">{r["correct"]}/{r["samples"]}</td>'
             f'<td class="num">{_num(r["peak_bytes"] / 2**30 if r["peak_bytes"] else None)}</td></tr>' for r in rows)
         grids = "".join(
-            f'<li>{format_length(int(n))}: hf+reuse {g["hf+reuse"]["seconds"]:.1f} s, hf {g["hf"]["seconds"]:.1f} s'
-            + (f', naive {g["naive"]["seconds"]:.1f} s ({g["hf+reuse"]["speedup_vs_naive"]:.2f}× faster)'
-               if "naive" in g else "")
-            + f'; reuse saving {g["reuse_saving"]["measured"]:.2f} measured vs {g["reuse_saving"]["flops"]:.2f} '
+            f'<li>{format_length(int(n))}: {k} {g[k]["seconds"]:.1f} s against hf {g["hf"]["seconds"]:.1f} s'
+            + (f', naive {g["naive"]["seconds"]:.1f} s ({g[k]["speedup_vs_naive"]:.2f}× faster)' if "naive" in g else "")
+            + f'; reuse saving {g[k]["reuse_saving"]["measured"]:.2f} measured vs {g[k]["reuse_saving"]["flops"]:.2f} '
               f'by FLOPs</li>'
-            for n, g in doc["summary"]["grids"].items() if "hf" in g and "hf+reuse" in g)
+            for n, g in doc["summary"]["grids"].items() for k in ("hf+reuse", "kernel+reuse")
+            if k in g and "reuse_saving" in g[k])
         mach = doc.get("machine", {})
         parts.append(
             f"<h3>{e(str(path))}</h3><p class=\"muted\">{e(str(doc.get('model')))} on {e(str(mach.get('cpu', '?')))} "

@@ -58,14 +58,15 @@ def test_summary_ratios_come_from_the_records():
     s = summarize(doc)
     g = s["grids"]["1024"]
     assert g["hf+reuse"]["speedup_vs_naive"] == pytest.approx(8.0 / 3.0)
-    assert g["reuse_saving"] == {"measured": pytest.approx(0.75), "flops": pytest.approx(0.75), "same_answers": True}
+    assert g["hf+reuse"]["reuse_saving"] == {"measured": pytest.approx(0.75), "flops": pytest.approx(0.75),
+                                             "same_answers": True}
     reuse = next(r for r in s["rows"] if r["config"] == "hf+reuse")
     assert reuse["prefill_s"] == 1.5 and reuse["floor_fraction"] == pytest.approx(1 / 1.5)  # full prefills only
     naive = next(r for r in s["rows"] if r["config"] == "naive")
     assert naive["prefill_measured"] == "request" and naive["prefill_s"] == 4.0
     doc["summary"] = s
     md = markdown(doc)
-    assert "| hf+reuse | 1k | 0.67 |" in md and "2.67×" in md and "| yes |" in md
+    assert "| hf+reuse | 1k | 0.67 |" in md and "| 1k | hf+reuse | 3.0 | 2.67× | 2.00× | 0.75 | 0.75 | yes |" in md
 
 
 @pytest.mark.slow
@@ -76,16 +77,18 @@ def test_quick_bench_runs_every_configuration(tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     doc = json.loads((out / "bench.json").read_text())
     names = [c["config"] for c in doc["configs"]]
-    assert names == ["naive", "hf", "hf+reuse", "kernel"]
+    assert names == ["naive", "hf", "kernel+reuse", "kernel"]
     by = {c["config"]: c["samples"] for c in doc["configs"]}
     assert [len(by[k]) for k in names] == [3, 3, 3, 1]
-    assert [s["depth"] for s in by["hf+reuse"]] == [0.9, 0.5, 0.1]  # deepest first
-    assert by["hf+reuse"][0]["cached_tokens"] == 0 and all(s["cached_tokens"] > 0 for s in by["hf+reuse"][1:])
+    assert [s["depth"] for s in by["kernel+reuse"]] == [0.9, 0.5, 0.1]  # deepest first
+    assert by["kernel+reuse"][0]["cached_tokens"] == 0
+    assert all(s["cached_tokens"] > 0 for s in by["kernel+reuse"][1:])
     # every configuration answers the same prompts the same way
     answers = {k: {s["depth"]: s["prediction"] for s in v} for k, v in by.items()}
-    assert answers["naive"] == answers["hf"] == answers["hf+reuse"]
+    assert answers["naive"] == answers["hf"] == answers["kernel+reuse"]
     assert answers["kernel"][0.5] == answers["hf"][0.5]
-    assert doc["gemm"]["gflops"] > 0 and doc["summary"]["grids"]["2048"]["reuse_saving"]["same_answers"]
+    assert doc["gemm"]["gflops"] > 0 and doc["complete"]
+    assert doc["summary"]["grids"]["2048"]["kernel+reuse"]["reuse_saving"]["same_answers"]
     assert all(s["peak_bytes"] > doc["weights_bytes"] for v in by.values() for s in v)
     md = (out / "bench.md").read_text()
     assert md == res.stdout.split("wrote ")[0] and "floor fraction" in md and "Depth grid" in md

@@ -125,7 +125,8 @@ def test_an_impossible_kernel_choice_is_one_line_before_anything_is_written(tiny
 
 
 @pytest.mark.parametrize("opt,needle", [
-    ("imp=cpu", "unknown option of runner 'kernel' 'imp'; available: device, dtype, impl. Did you mean 'impl'?"),
+    ("imp=cpu", "unknown option of runner 'kernel' 'imp'; available: device, dtype, impl, prefix_cache. "
+                "Did you mean 'impl'?"),
     ("impl", "bad runner option 'impl': use KEY=VALUE"),
 ])
 def test_a_bad_runner_option_is_one_line_before_anything_is_written(tiny_llama_path, tmp_path, capsys, opt,
