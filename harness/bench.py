@@ -325,23 +325,23 @@ def summarize(doc: dict) -> dict:
         for m in c["samples"]:
             by_len.setdefault(m["length"], []).append(m)
         for n, ms in sorted(by_len.items()):
-            full = [m for m in ms if not m["cached_tokens"]]  # prefills of the whole prompt
-            prefill = [m["prefill_s"] if m["prefill_s"] is not None else m["latency_s"] for m in full]
+            # prefill time (the whole request where a runner cannot separate it), and its floor: the FLOPs of the
+            # tokens it actually computed (a reused prefix costs nothing) at the GEMM rate
+            prefill = [m["prefill_s"] if m["prefill_s"] is not None else m["latency_s"] for m in ms]
             row = {
                 "config": c["config"], "length": n, "samples": len(ms), "weights_bytes": c["weights_bytes"],
                 "correct": sum(m["correct"] for m in ms),
                 "s_per_sample": sum(m["latency_s"] for m in ms) / len(ms),
-                "prefill_s": sum(prefill) / len(prefill) if prefill else None,
-                "prefill_measured": "request" if full and full[0]["prefill_s"] is None else "prefill",
+                "prefill_s": sum(prefill) / len(ms),
+                "prefill_floor_s": sum(m["prefill_floor_s"] for m in ms) / len(ms),
+                "prefill_measured": "request" if ms[0]["prefill_s"] is None else "prefill",
                 "tokens": round(sum(m["tokens"] for m in ms) / len(ms)),
+                "reused": sum(m["cached_tokens"] for m in ms) / sum(m["tokens"] for m in ms),
                 "peak_bytes": max((m["peak_bytes"] for m in ms if m["peak_bytes"]), default=None),
                 "cache_bytes": max((m["cache_bytes"] for m in ms if m["cache_bytes"]), default=None),
             }
-            if full:
-                floor = sum(m["prefill_floor_s"] for m in full) / len(full)
-                row["prefill_tok_s"] = row["tokens"] / row["prefill_s"]
-                row["floor_fraction"] = floor / row["prefill_s"]  # 1.0 = at the floor; > 1: beats the count
-                row["prefill_floor_s"] = floor
+            row["prefill_tok_s"] = sum(m["tokens"] - m["cached_tokens"] for m in ms) / sum(prefill)
+            row["floor_fraction"] = row["prefill_floor_s"] / row["prefill_s"]  # 1 = the floor; > 1 beats the count
             rows.append(row)
             if c["config"] in GRID_CONFIGS and len(ms) > 1:
                 grids.setdefault(n, {})[c["config"]] = {
@@ -378,21 +378,20 @@ def markdown(doc: dict) -> str:
              f"({', '.join(f'{k}: {v}' for k, v in doc['gemm']['shapes'].items())}). Model {doc['model']} "
              f"({doc['shape']['params'] / 1e6:.0f} M parameters, weights {_gib(doc['weights_bytes'])} GiB fp32); "
              f"git {doc['git_sha'] or '?'}.", ""]
-    lines += ["| config | length | floor fraction | prefill tok/s | prefill s | floor s | s / sample | found | "
-              "peak GiB | KV GiB | peak − weights − KV |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines += ["| config | length | floor fraction | prefill tok/s | prefill s | floor s | reused | s / sample | found | "
+              "peak GiB | KV GiB | peak − weights − KV |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in s["rows"]:
-        if "floor_fraction" in r:
-            tag = "\\*" if r["prefill_measured"] == "request" else ""
-            ratio = (f"{r['floor_fraction']:.2f}{tag} | {r['prefill_tok_s']:.0f} | {r['prefill_s']:.2f} | "
-                     f"{r['prefill_floor_s']:.2f}")
-        else:
-            ratio = "— | — | — | —"
+        tag = "\\*" if r["prefill_measured"] == "request" else ""
+        ratio = (f"{r['floor_fraction']:.2f}{tag} | {r['prefill_tok_s']:.0f} | {r['prefill_s']:.2f} | "
+                 f"{r['prefill_floor_s']:.2f} | {r['reused']:.0%}")
         over = (r["peak_bytes"] - r["weights_bytes"] - (r["cache_bytes"] or 0)) if r["peak_bytes"] else None
         lines.append(f"| {r['config']} | {format_length(r['length'])} | {ratio} | {r['s_per_sample']:.2f} | "
                      f"{r['correct']}/{r['samples']} | {_gib(r['peak_bytes'])} | {_gib(r['cache_bytes'])} | "
                      f"{_gib(over)} |")
-    lines += ["", "Floor fraction = (prefill FLOPs / GEMM rate) / measured prefill time: 1.00 is the floor. "
-              "\\* the naive loop cannot separate its prefill: the whole request is timed.", ""]
+    lines += ["", "Floor fraction = (FLOPs of the prefilled tokens / GEMM rate) / measured prefill time, means over "
+              "the samples: 1.00 is the floor (a reused prefix is neither timed nor counted; `reused` = the share of "
+              "prompt tokens served from a kept cache). prefill tok/s counts the tokens computed. \\* the naive loop "
+              "and vLLM do not report their prefill: the whole request is timed.", ""]
     if s["grids"]:
         lines += [f"Depth grid ({len(doc['depths'])} depths, one shared haystack per length), end to end; each reuse "
                   "configuration against the naive loop, against its own floor (the FLOPs left after reuse at the "

@@ -60,13 +60,14 @@ def test_summary_ratios_come_from_the_records():
     assert g["hf+reuse"]["speedup_vs_naive"] == pytest.approx(8.0 / 3.0)
     assert g["hf+reuse"]["reuse_saving"] == {"measured": pytest.approx(0.75), "flops": pytest.approx(0.75),
                                              "same_answers": True}
-    reuse = next(r for r in s["rows"] if r["config"] == "hf+reuse")
-    assert reuse["prefill_s"] == 1.5 and reuse["floor_fraction"] == pytest.approx(1 / 1.5)  # full prefills only
+    reuse = next(r for r in s["rows"] if r["config"] == "hf+reuse")  # floors count only the tokens computed
+    assert reuse["prefill_s"] == 1.0 and reuse["floor_fraction"] == pytest.approx(0.75)
+    assert reuse["reused"] == pytest.approx(100 / (2 * 1012))
     naive = next(r for r in s["rows"] if r["config"] == "naive")
     assert naive["prefill_measured"] == "request" and naive["prefill_s"] == 4.0
     doc["summary"] = s
     md = markdown(doc)
-    assert "| hf+reuse | 1k | 0.67 |" in md and "| 1k | hf+reuse | 3.0 | 2.67× | 2.00× | 0.75 | 0.75 | yes |" in md
+    assert "| hf+reuse | 1k | 0.75 |" in md and "| 1k | hf+reuse | 3.0 | 2.67× | 2.00× | 0.75 | 0.75 | yes |" in md
 
 
 @pytest.mark.slow
