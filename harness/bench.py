@@ -80,19 +80,18 @@ class ModelShape:
     @classmethod
     def of(cls, hf_config) -> "ModelShape":
         import torch
-        from transformers import AutoModelForCausalLM
 
-        with torch.device("meta"):
-            model = AutoModelForCausalLM.from_config(hf_config)
+        from harness.memory import Geometry, _meta_model, parameter_count
+
+        model = _meta_model(hf_config)
         head = model.get_output_embeddings()
         linear = sum(m.weight.numel() for m in model.modules()
                      if isinstance(m, torch.nn.Linear) and m is not head)
-        params = sum(p.numel() for p in model.parameters())
         attention = getattr(hf_config, "model_type", "") not in ("mamba", "mamba2")
-        heads = getattr(hf_config, "num_attention_heads", 0) or 0
-        head_dim = getattr(hf_config, "head_dim", None) or (hf_config.hidden_size // heads if heads else 0)
+        g = Geometry.of(hf_config) if attention else None
         return cls(linear_params=linear, head_params=head.weight.numel(), layers=hf_config.num_hidden_layers,
-                   heads=heads, head_dim=head_dim, attention=attention, params=params)
+                   heads=g.heads if g else 0, head_dim=g.head_dim if g else 0, attention=attention,
+                   params=parameter_count(hf_config))
 
     def prefill_flops(self, tokens: int, cached: int = 0) -> float:
         """FLOPs of prefilling `tokens` prompt tokens of which the first `cached` come from a kept cache."""

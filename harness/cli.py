@@ -435,7 +435,11 @@ def bench(quick, long_, model, lengths, configs, mamba, out):
 
     resolve_model(model, log=lambda *_: None)  # an unknown model is one line before anything is measured
     if mamba:
-        resolve_model(mamba, log=lambda *_: None)
+        from harness.experiment import load_tokenizer_and_config
+
+        _, m_config = load_tokenizer_and_config(resolve_model(mamba, log=lambda *_: None).path)
+        if getattr(m_config, "model_type", None) not in ("mamba", "mamba2"):
+            raise UserError(f"--mamba {mamba} is a {getattr(m_config, 'model_type', '?')} checkpoint, not a Mamba one")
     check_output_dir(out)
     doc = run_bench(plan, Path(out), log=functools.partial(click.echo, err=True))
     click.echo((Path(out) / "bench.md").read_text(), nl=False)

@@ -127,9 +127,6 @@ activations − runtime) against (cache + activations) over the 15 SmolLM2 point
 table (hf, kernel, kernel + SelfExtend at 2k–32k). Point by point that ratio ranged from −0.01 (hf, 16k) to 0.91
 (kernel + SelfExtend, 2k), mean 0.37; four runs of the same 8k command gave 0.38–0.69."""
 
-REFERENCE_CHUNK = 512  # kernels.reference.CHUNK (queries per score block of the fp32 oracle)
-CPU_BLOCK, CPU_ALIBI_BLOCK = 1024, 256  # kernels.cpu.BLOCK / ALIBI_BLOCK
-BLOOM_PREFILL_CHUNK = 1024  # harness.runners.kernel.KernelRunner.BLOOM_PREFILL_CHUNK
 
 
 @dataclass(frozen=True)
@@ -357,6 +354,9 @@ def predict_peak(cfg, runner: str, extension, extension_config, prompt_tokens: i
         activations = sum(n for _, n in terms)
         slack = 0 if cuda else int(ALLOCATOR_SLACK * (cache + activations))
         return MemoryEstimate(weights, cache, activations, slack, runtime, path, tuple(terms))
+    from harness.runners.kernel import KernelRunner
+    from kernels.reference import CHUNK as REFERENCE_CHUNK  # queries per score block of the fp32 oracle
+
     weights = parameter_count(cfg) * b
     T, new = max(1, int(prompt_tokens)), (0 if scoring else max(1, int(new_tokens)))
     head = [("last hidden states", T * getattr(cfg, "hidden_size", 0) * b),
@@ -382,7 +382,7 @@ def predict_peak(cfg, runner: str, extension, extension_config, prompt_tokens: i
     if policy is not None and policy.chunk is not None:  # streamed: chunks over a cache trimmed to `kept`
         Tf, S, grows = min(T, policy.chunk), min(T, (kept or T) + policy.chunk), True
     elif path != "eager" and g.model_type == "bloom" and not one_pass:  # the kernel runner's chunked Bloom prefill
-        Tf, S, grows = min(T, BLOOM_PREFILL_CHUNK), T, T > BLOOM_PREFILL_CHUNK
+        Tf, S, grows = min(T, KernelRunner.BLOOM_PREFILL_CHUNK), T, T > KernelRunner.BLOOM_PREFILL_CHUNK
     else:
         Tf, S, grows = T, T, False
     h, inter, H, Hkv, d, f = g.hidden, g.intermediate, g.heads, g.kv_heads, g.head_dim, 4

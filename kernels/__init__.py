@@ -46,8 +46,8 @@ def choose(spec: AttentionSpec, q, q_pos, k_pos, impl: str = "auto") -> str:
     if spec.is_causal_only and spec.scale is None and _aligned(q_pos, k_pos) and q.shape[2] in (1, k_pos.numel()):
         return "sdpa"
     # A chunk of queries after cached keys (prefix reuse, chunked prefill) needs SDPA's explicit mask, which takes
-    # its slower path: 1.24 s vs 0.59 s for kernels/cpu (unmasked cached keys + the causal triangle, merged by
-    # log-sum-exp) on one SmolLM2 layer, 7,361 queries over 8,192 keys, 2 threads.
+    # its slower path: kernels/cpu (unmasked cached keys + the causal triangle, merged by log-sum-exp) is twice as
+    # fast there (scripts/bench_attention.py's "after cached keys" rows; docs/BENCHMARKS.md).
     return "cpu"
 
 

@@ -1,6 +1,8 @@
 """One attention layer of SmolLM2's shape (9 query / 3 KV heads, d 64), every spec, every implementation here.
 
 Usage: .venv/bin/python scripts/bench_attention.py [--lengths 4k,16k] [--device cpu|cuda] [--repeat 2]
+Also a chunk of queries after cached keys (prefix reuse: the last 90 % of the positions over all the keys), on
+SDPA with its explicit mask and on kernels/cpu — what `impl=auto` chooses between.
 Without a GPU `--device cuda` says so and runs the CPU table. Prints a Markdown table (seconds per layer, and the
 ratio to dense causal SDPA measured in the same run). A benchmark, not a test: figures go to docs/BENCHMARKS.md.
 """
@@ -70,6 +72,13 @@ def main():
                     continue
                 t = timed(lambda: attention(q, k, v, spec, pos, pos, impl=impl), args.repeat, device)
                 print(f"| {n} | {name} | {impl} | {t:.3f} | {t / dense:.2f} |", flush=True)
+        if device == "cpu":  # a chunk after a reused prefix of 10 %: SDPA needs a mask there, kernels/cpu does not
+            c = n // 10
+            for impl in ("sdpa", "cpu"):
+                t = timed(lambda: attention(q[:, :, c:], k, v, AttentionSpec(), pos[c:], pos, impl=impl), args.repeat,
+                          device)
+                print(f"| {n} | causal, queries {c}..{n - 1} after cached keys | {impl} | {t:.3f} | "
+                      f"{t / dense:.2f} |", flush=True)
 
 
 if __name__ == "__main__":

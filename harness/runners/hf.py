@@ -9,7 +9,9 @@
 - prefix reuse (`prefix_cache=true`): the cache of the previous prompt is kept, cut to the longest token prefix it
   shares with the next one, and only the rest is prefilled. Exact for methods whose cached keys do not depend on
   what follows them (`Extension.static_keys`); a grid whose samples share a haystack (`--shared-haystack`), run
-  deepest needle first, then prefills each haystack once (the experiment loop orders the cells so).
+  deepest needle first, then prefills each haystack once (the experiment loop orders the cells so). On this runner
+  it is correct but slower than no reuse on CPU: transformers' SDPA masks a chunk that follows cached keys, and the
+  masked path is slow (docs/BENCHMARKS.md); the kernel runner serves such chunks on kernels/cpu — use it for reuse.
 """
 from __future__ import annotations
 

@@ -120,6 +120,7 @@ CASES = [
      "give HOST:PORT"),
     ("bench-config-typo", ["bench", "--quick", "--configs", "hf,kernal"], "Did you mean 'kernel'?"),
     ("bench-mamba-without-checkpoint", ["bench", "--configs", "mamba"], "needs a checkpoint: --mamba PATH"),
+    ("bench-mamba-not-mamba", ["bench", "--quick", "--mamba", M], "checkpoint, not a Mamba one"),
     ("sweep-cell-above-max-memory", ["run", "ok.yaml", "--max-memory", "1MB"], "no length of this grid fits"),
     ("search-bad-range", ["search", "-m", M, "--min", "8k", "--max", "4k"], "0 < --min < --max"),
     ("search-bad-resolution", ["search", "-m", M, "--resolution", "1"], "--resolution must be > 1"),
