@@ -14,6 +14,7 @@ TASKS.register("niah-multiquery", "evals.ruler:MultiQueryNeedle")
 TASKS.register("kv", "evals.kv:KeyValueTask")
 TASKS.register("phonebook", "evals.phonebook:PhonebookTask")
 TASKS.register("vt", "evals.vt:VariableTracking")
+TASKS.register("mqar", "evals.mqar:MultiQueryRecall")
 TASKS.register("perplexity", "evals.perplexity:PerplexityTask")
 
 

@@ -6,7 +6,7 @@ on both, one that answers "the key 48213 I think 4" scores leniently only if ext
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 _NUMBER = re.compile(r"\d+")
@@ -47,6 +47,7 @@ _UUID = re.compile(r"(?<![0-9a-fA-F])[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4
                    r"(?![0-9a-fA-F])")
 _WORD = re.compile(r"[A-Za-z]+")
 _PHONE = re.compile(r"(?<!\d)\d{3}-\d{3}-\d{4}(?!\d)")
+_THREE_DIGITS = re.compile(r"(?<!\d)\d{3}(?!\d)")
 
 
 def first_uuid(prediction: str) -> str | None:
@@ -65,6 +66,11 @@ def first_phone(prediction: str) -> str | None:
     """The first phone number shaped 555-123-4567."""
     m = _PHONE.search(prediction)
     return m.group(0) if m else None
+
+
+def three_digit_numbers(prediction: str) -> list[str]:
+    """Every standalone three-digit number, in order (' 042, 1907, 381.' → ['042', '381'])."""
+    return _THREE_DIGITS.findall(prediction)
 
 
 def _found(prediction: str, reference: str) -> bool:
@@ -118,3 +124,21 @@ def score_any_reference(prediction: str, references: list[str],
         correct = bool(strict)
     return Score(correct=correct, lenient=bool(found), extracted=extracted, score=float(bool(found)),
                  metric="any-reference")
+
+
+def score_references_in_order(prediction: str, references: list[str],
+                              extract_all: Callable[[str], list[str]]) -> Score:
+    """`score_all_references`, with a strict reading that also wants the order: for answers listed in the order
+    the question asks them (mqar), right values in the wrong order have not answered the question.
+
+    Args:
+        prediction: the model's output.
+        references: every answer, in the order the question asks for them (at least one).
+        extract_all: prediction → its answers in order (e.g. `three_digit_numbers`).
+    Returns:
+        Score with metric "all-references" (`score` and `lenient` as in `score_all_references`); `correct` when the
+        first len(references) extracted answers equal the references, in order; `extracted` lists those answers.
+    """
+    got = extract_all(prediction)[:len(references)]
+    return replace(score_all_references(prediction, references), correct=got == list(references),
+                   extracted=", ".join(got) or None)

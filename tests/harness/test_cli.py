@@ -76,7 +76,7 @@ def test_fake_run_and_report_from_the_cli(tmp_path, tiny_llama_path):
     assert res.returncode == 0 and (tmp_path / "r.html").stat().st_size > 10_000
 
 
-@pytest.mark.parametrize("task", ["niah-multikey", "niah-multivalue-words", "kv", "phonebook", "vt"])
+@pytest.mark.parametrize("task", ["niah-multikey", "niah-multivalue-words", "kv", "phonebook", "vt", "mqar"])
 def test_retrieval_command_runs_each_task_family(task, tmp_path, tiny_llama_path):
     res = _cli("retrieval", "--task", task, "--model", tiny_llama_path, "--lengths", "1k", "--runner", "fake",
                "--max-new-tokens", "48", "--no-progress", "--out", str(tmp_path / "r"), cwd=tmp_path)
