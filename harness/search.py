@@ -195,6 +195,15 @@ SEARCH_FILE = "search.json"
 STRATA = (0.1, 0.3, 0.5, 0.7, 0.9)  # depths of samples 0, 1, 2 ... at every probed length (cycled)
 
 
+def search_experiment(exp, config: SearchConfig):
+    """The experiment a search runs: its grid replaced by the range's ends, the depth strata and the per-length
+    cap (the lengths probed in between are added as they are chosen; a run directory's grid may grow)."""
+    import dataclasses
+
+    return dataclasses.replace(exp, task_config=dataclasses.replace(
+        exp.task_config, lengths=(config.low, config.high), depths=STRATA, samples=config.max_samples))
+
+
 def run_search(exp, config: SearchConfig, log: Callable[[str], None] = print, runner=None) -> SearchResult:
     """The search over an experiment (its task config's lengths are replaced by the probed ones). Every sample is an
     ordinary record in exp.out; re-running resumes from them; search.json holds the path and the bracket."""
@@ -206,8 +215,7 @@ def run_search(exp, config: SearchConfig, log: Callable[[str], None] = print, ru
     from harness.manifest import git_sha, machine, package_versions
     from harness.records import RunDir, check_run_dir, read_records, sample_key
 
-    exp = dataclasses.replace(exp, task_config=dataclasses.replace(
-        exp.task_config, lengths=(config.low, config.high), depths=STRATA, samples=config.max_samples))
+    exp = search_experiment(exp, config)
     p = prepare(exp, log=log)
     if p.task.scores_tokens:
         raise UserError(f"search needs a task with a strict score; {exp.task!r} scores tokens")

@@ -12,6 +12,10 @@ under one sweep directory (so `longctx report SWEEP_DIR` shows it all).
     seed: 0
     haystack: noise            # haystack_file: PATH with haystack: essay
 
+A `search:` mapping instead of lengths/depths/samples makes every cell an effective-length search (`longctx search`,
+harness/search.py) rather than a grid: `search: {min: 2k, max: 32k, threshold: 0.856, resolution: 1.19,
+max_samples: 48}` (min and max required). Search cells run locally or as shards; the Ray executor runs grids.
+
 The file is loaded safely; unknown keys, wrong types and bad values are one-line errors naming the key path
 (`extensions[1].params.factor`). Every cell is prepared (names, parameters, hosting, prompts of the shortest
 length, output directories) before the first one runs, so a mistake in the last cell costs nothing.
@@ -31,15 +35,18 @@ from typing import Any, Callable
 from harness.errors import UserError
 
 TOP = {"out": str, "models": list, "tasks": list, "extensions": list, "runners": list, "lengths": list,
-       "depths": list, "samples": int, "seed": int, "haystack": str, "haystack_file": str, "shared_haystack": bool}
+       "depths": list, "samples": int, "seed": int, "haystack": str, "haystack_file": str, "shared_haystack": bool, "search": dict}
+SEARCH_KEYS = {"min": (str, int), "max": (str, int), "threshold": (float, int), "resolution": (float, int),
+               "max_samples": (int,)}
 ITEM_KEYS = {"tasks": {"name", "max_new_tokens"}, "extensions": {"name", "params"}, "runners": {"name", "options"}}
-REQUIRED = ("models", "tasks", "lengths")
+REQUIRED = ("models", "tasks")
 
 
 @dataclass(frozen=True)
 class Cell:
     index: int
     experiment: Any  # harness.experiment.Experiment
+    search: Any = None  # harness.search.SearchConfig: an effective-length search instead of the grid
 
 
 def _err(path: str, msg: str) -> UserError:
@@ -109,8 +116,11 @@ def load(path: str, out: str | None = None) -> tuple[Path, list[Cell]]:
     sweep_dir = Path(out or doc.get("out") or "")
     if not str(sweep_dir) or str(sweep_dir) == ".":
         raise _err(f"{where}out", "give the sweep directory here or with --out")
-    lengths = []
-    for i, n in enumerate(doc["lengths"]):
+    search = _search_config(doc, where)
+    if search is None and not doc.get("lengths"):
+        raise _err(f"{where}lengths", "required and non-empty (or give a search: mapping)")
+    lengths = [search.low, search.high] if search else []
+    for i, n in enumerate(doc.get("lengths", [])):
         try:
             lengths.append(parse_length(str(n)))
         except UserError as e:
@@ -143,12 +153,55 @@ def load(path: str, out: str | None = None) -> tuple[Path, list[Cell]]:
                     except UserError as e:
                         raise _err(f"{where}tasks[{ti}]", str(e)) from None
                     name = "-".join([task["name"], re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(model).name),
-                                     _slug(ext["name"], params), runner["name"]])
-                    cells.append(Cell(len(cells), Experiment(
-                        task=task["name"], task_config=tc, model=model, extension=ext["name"],
-                        extension_params=params, runner=runner["name"], runner_options=options,
-                        out=str(sweep_dir / name))))
+                                     _slug(ext["name"], params), _slug(runner["name"], options)])
+                    exp = Experiment(task=task["name"], task_config=tc, model=model, extension=ext["name"],
+                                     extension_params=params, runner=runner["name"], runner_options=options,
+                                     out=str(sweep_dir / name))
+                    if search is not None:
+                        from harness.search import search_experiment
+
+                        exp = search_experiment(exp, search)
+                    cells.append(Cell(len(cells), exp, search))
+    seen: set[str] = set()
+    for c in cells:
+        if c.experiment.out in seen:
+            raise UserError(f"{path}: two cells would share the run directory {Path(c.experiment.out).name} "
+                            "(a model, task, extension or runner listed twice)")
+        seen.add(c.experiment.out)
     return sweep_dir, cells
+
+
+def _search_config(doc: dict, where: str):
+    """The `search:` mapping as a SearchConfig (None without one); it replaces the grid keys."""
+    if "search" not in doc:
+        return None
+    from harness.config import parse_length
+    from harness.search import SearchConfig
+
+    spec = doc["search"]
+    clash = [k for k in ("lengths", "depths", "samples") if k in doc]
+    if clash:
+        raise _err(f"{where}{clash[0]}", "a search chooses its own lengths, depths and samples; give either "
+                   "search: or the grid keys")
+    for key, value in spec.items():
+        if key not in SEARCH_KEYS:
+            raise _err(f"{where}search.{key}", f"unknown key; allowed: {', '.join(SEARCH_KEYS)}")
+        if not isinstance(value, SEARCH_KEYS[key]) or isinstance(value, bool):
+            raise _err(f"{where}search.{key}", f"expected {' or '.join(t.__name__ for t in SEARCH_KEYS[key])}, "
+                       f"got {type(value).__name__}")
+    for key in ("min", "max"):
+        if key not in spec:
+            raise _err(f"{where}search.{key}", "required (the range's shortest and longest length)")
+    try:
+        ends = {k: parse_length(str(spec[k])) for k in ("min", "max")}
+    except UserError as e:
+        raise _err(f"{where}search", str(e)) from None
+    try:
+        return SearchConfig(low=ends["min"], high=ends["max"], **{k: spec[k] for k in
+                                                                    ("threshold", "resolution", "max_samples")
+                                                                    if k in spec})
+    except UserError as e:
+        raise _err(f"{where}search", str(e)) from None
 
 
 def _slug(name: str, params: dict) -> str:
@@ -180,9 +233,12 @@ def run_sweep(path: str, out: str | None = None, shard: tuple[int, int] | None =
     if not cpus_per_worker > 0 or not gpus_per_worker >= 0:
         raise UserError(f"--cpus-per-worker must be > 0 and --gpus-per-worker >= 0, got {cpus_per_worker} and "
                         f"{gpus_per_worker}")
-    if executor == "ray":
-        check_ray_address(ray_address)
     sweep_dir, cells = load(path, out)
+    if executor == "ray":
+        if any(c.search for c in cells):
+            raise UserError(f"{path}: search cells run with the local executor (or as shards: --shard i/n); "
+                            "the Ray executor runs grids")
+        check_ray_address(ray_address)
     if tensor_parallel is not None:  # every vLLM cell's engine, as its tensor_parallel_size
         if not any(c.experiment.runner == "vllm" for c in cells):
             raise UserError("--tensor-parallel shards vLLM engines; this sweep has no vllm runner")
@@ -210,7 +266,12 @@ def run_sweep(path: str, out: str | None = None, shard: tuple[int, int] | None =
     progress_line = SweepProgress(cells)
     for c in cells:
         log(progress_line.before(c))
-        run(c.experiment, log=log, progress=progress)
+        if c.search is not None:
+            from harness.search import run_search
+
+            log(f"search {Path(c.experiment.out).name}: " + run_search(c.experiment, c.search, log=log).summary())
+        else:
+            run(c.experiment, log=log, progress=progress)
         progress_line.after(c)
     log(progress_line.final())
     return sweep_dir
@@ -234,7 +295,8 @@ class SweepProgress:
     sample rate (samples found done at the start do not count towards the rate)."""
 
     def __init__(self, cells: list[Cell]):
-        self.left = {c.index: _samples_left(c.experiment) for c in cells}
+        # a search cell's sample count is not known before it runs: counted as cells only
+        self.left = {c.index: _samples_left(c.experiment) if c.search is None else (0, 0) for c in cells}
         self.total = sum(n for _, n in self.left.values())
         self.todo = sum(t for t, _ in self.left.values())
         self.cells, self.done_cells, self.done_now = len(cells), 0, 0

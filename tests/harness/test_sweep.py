@@ -77,6 +77,16 @@ def test_dump_config_round_trips(tiny_llama_path, tmp_path, capsys):
     ("models: [m]\ntasks: [passkey\n", "is not valid YAML"),
     ("- just a list", "expected a mapping"),
     ("models: [m]\nlengths: [1k]\nout: o", "tasks: required"),
+    ("models: [m]\ntasks: [passkey, passkey]\nlengths: [1k]\nout: o", "two cells would share the run directory"),
+    ("models: [m]\ntasks: [passkey]\nout: o", "lengths: required and non-empty (or give a search: mapping)"),
+    ("models: [m]\ntasks: [passkey]\nsearch: {min: 1k}\nout: o", "search.max: required"),
+    ("models: [m]\ntasks: [passkey]\nsearch: {min: 1k, max: 8k, treshold: 0.5}\nout: o",
+     "search.treshold: unknown key"),
+    ("models: [m]\ntasks: [passkey]\nsearch: {min: 8k, max: 1k}\nout: o", "search: search range must satisfy"),
+    ("models: [m]\ntasks: [passkey]\nsearch: {min: 1k, max: 8k, max_samples: 4.5}\nout: o",
+     "search.max_samples: expected int"),
+    ("models: [m]\ntasks: [passkey]\nlengths: [1k]\nsearch: {min: 1k, max: 8k}\nout: o",
+     "lengths: a search chooses its own lengths"),
 ])
 def test_a_bad_experiment_file_is_one_line_naming_the_key(tmp_path, text, needle):
     from harness.errors import UserError
@@ -215,3 +225,39 @@ def test_a_sweep_killed_mid_way_resumes_without_loss_or_duplicates(tiny_llama_pa
     subprocess.run(cmd, check=True, capture_output=True)
     keys = [(d.name, r.key) for d in sweep.iterdir() for r in read_records(d)]
     assert len(keys) == len(set(keys)) == 8
+
+
+def test_a_sweep_can_search_each_cell_instead_of_running_a_grid(tiny_llama_path, tmp_path):
+    """`search:` replaces the grid: each cell is an effective-length search (scripted runner: finds the key in
+    prompts up to `reach` characters), with the bracket of a single `longctx search` on the same cell; shards split
+    the search cells; Ray refuses them in one line."""
+    import json
+
+    from evals.base import TaskConfig
+    from harness.errors import UserError
+    from harness.experiment import Experiment
+    from harness.runners.fake import ScriptedRunner
+    from harness.search import SearchConfig, run_search
+    from harness.sweep import run_sweep
+
+    text = f"""
+out: {tmp_path / "sweep"}
+models: [{tiny_llama_path}]
+tasks: [passkey]
+runners: [{{name: fake, options: {{reach: 2500}}}}, {{name: fake, options: {{reach: 1200}}}}]
+search: {{min: 256, max: 4k, threshold: 0.5, resolution: 1.25, max_samples: 8}}
+"""
+    f = _write(tmp_path, text)
+    for i in (0, 1):
+        run_sweep(f, shard=(i, 2), log=lambda *_: None, progress=False)
+    cells = sorted((tmp_path / "sweep").iterdir())
+    assert len(cells) == 2
+    brackets = [json.loads((c / "search.json").read_text())["bracket"] for c in cells]
+    single = run_search(Experiment(task="passkey", task_config=TaskConfig(lengths=(256,)), model=tiny_llama_path,
+                                   runner="fake", runner_options={"reach": 2500}, out=str(tmp_path / "one")),
+                        SearchConfig(low=256, high=4096, threshold=0.5, resolution=1.25, max_samples=8),
+                        log=lambda *_: None, runner=ScriptedRunner(reach=2500))
+    assert list(single.bracket) in brackets
+    assert brackets[0] != brackets[1]  # the two reaches are bracketed apart
+    with pytest.raises(UserError, match="search cells run with the local executor"):
+        run_sweep(f, executor="ray", log=lambda *_: None)
