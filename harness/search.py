@@ -143,6 +143,13 @@ class Search:
             result.status = ("fails at the shortest length" if first.decision == "fail"
                              else f"undecided at the shortest length {c.low}")
             result.bracket = (None, c.low)
+            # Not assumed monotone: one length per octave above, and the longest, are probed too; a pass there
+            # is reported (a method can fail short and work longer: YaRN x4 on SmolLM2 at 4k vs 8k).
+            length = c.low * 2
+            while length < c.high:
+                self.decide(self._round(length), "monotonicity")
+                length *= 2
+            self.decide(c.high, "end")
             return self._finish(result)
         last = self.decide(c.high, "end")
         if last.decision == "pass":

@@ -57,6 +57,20 @@ def test_a_method_that_fails_below_its_bracket_is_reported_non_monotone():
     assert any("fails at 4096" in s for s in r.non_monotone), r.non_monotone
 
 
+def test_a_method_that_fails_at_the_shortest_length_is_still_probed_above_it():
+    """A failure at --min does not end the search: one length per octave and the longest are probed, and a pass
+    among them is reported (YaRN x4: misses at 4k, finds at 8k)."""
+    acc = lambda n: 0.98 if 6000 < n < 12000 else 0.0  # noqa: E731
+    cfg = SearchConfig(low=4096, high=32768, threshold=0.5, max_samples=24)
+    r = Search(_curve(acc, 2), cfg).run()
+    assert r.status == "fails at the shortest length"
+    assert [(p.length, p.decision) for p in r.probes] == [(4096, "fail"), (8192, "pass"), (16384, "fail"),
+                                                          (32768, "fail")]
+    assert r.non_monotone == ["fails at 4096, passes again at 8192"]
+    flat = Search(_curve(lambda n: 0.0, 2), cfg).run()
+    assert not flat.non_monotone and [p.decision for p in flat.probes] == ["fail"] * 4
+
+
 def test_ends_of_the_range_and_undecided_lengths_are_said():
     cfg = SearchConfig(low=1024, high=8192, threshold=0.5, max_samples=8)
     assert Search(_curve(lambda n: 0.0, 0), cfg).run().status == "fails at the shortest length"
