@@ -381,26 +381,39 @@ def extensions_show(name, ext_params, model, length, as_json):
 @click.option("--out", "-o", required=True, help="directory for rope/, alibi/, mamba/ checkpoints")
 @click.option("--arch", "archs", multiple=True, help="rope | alibi | mamba (repeatable; default: all three)")
 @click.option("--train-length", default=512, show_default=True, type=int)
-@click.option("--steps", default=1000, show_default=True, type=int)
+@click.option("--steps", default=None, type=int, help="at most this many steps [default: 1000; --budget long: 8000]")
 @click.option("--batch-size", default=8, show_default=True, type=int)
 @click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--time-budget", default=900.0, show_default=True, type=float, help="seconds per model")
+@click.option("--time-budget", default=None, type=float,
+              help="seconds per model [default: 900; --budget long: 3600]")
+@click.option("--budget", type=click.Choice(["default", "long"]), default="default", show_default=True,
+              help="step and time budget per model: 1000 steps / 15 min, or 8000 steps / 60 min")
+@click.option("--recipe", type=click.Choice(["mixed", "recall"]), default="mixed", show_default=True,
+              help="mixed: text + retrieval prompts; recall: a curriculum of mqar and passkey drills that stops "
+                   "at --recall-target")
+@click.option("--recall-target", default=0.9, show_default=True, type=float,
+              help="recall recipe: stop once held-out 8-pair mqar and passkey recall reach this")
 @click.option("--quick", is_flag=True, help="seconds-long smoke run (tiny models, 3 steps)")
-def train_baselines_cmd(out, archs, train_length, steps, batch_size, seed, time_budget, quick):
-    """Train matched RoPE / ALiBi / Mamba-2 baselines on CPU at a short length (train short, test long)."""
+def train_baselines_cmd(out, archs, train_length, steps, batch_size, seed, time_budget, budget, recipe,
+                        recall_target, quick):
+    """Train matched RoPE / ALiBi / Mamba-2 (state 16 and 64) baselines on CPU at a short length."""
     import dataclasses
 
-    from harness.baselines import QUICK, TrainConfig, train_baselines
+    from harness.baselines import ARCHITECTURES, QUICK, TrainConfig, train_baselines
     from harness.paths import check_output_dir
 
+    default_steps, default_time = (8000, 3600.0) if budget == "long" else (1000, 900.0)
+    cfg = dataclasses.replace(QUICK, seed=seed, recipe=recipe, recall_target=recall_target) if quick else TrainConfig(
+        train_length=train_length, steps=default_steps if steps is None else steps, batch_size=batch_size,
+        seed=seed, time_budget_s=default_time if time_budget is None else time_budget, recipe=recipe,
+        recall_target=recall_target)
     check_output_dir(out)
-    cfg = dataclasses.replace(QUICK, seed=seed) if quick else TrainConfig(
-        train_length=train_length, steps=steps, batch_size=batch_size, seed=seed, time_budget_s=time_budget)
-    for info in train_baselines(cfg, out, tuple(archs) or ("rope", "alibi", "mamba"),
+    for info in train_baselines(cfg, out, tuple(archs) or ARCHITECTURES,
                                 log=functools.partial(click.echo, err=True)):
         click.echo(f"{info['architecture']:<6} {info['model_type']:<7} {info['parameters']:>9,} params  "
-                   f"{info['steps_done']} steps  final loss {info['final_loss']:.3f}  {info['seconds']} s  "
-                   f"-> {out}/{info['architecture']}")
+                   f"{info['steps_done']} steps ({info['stopped_by']})  final loss {info['final_loss']:.3f}  "
+                   f"mqar(8) {info['curve'][-1]['mqar']:.2f}  passkey {info['curve'][-1]['passkey']:.2f}  "
+                   f"{info['seconds']} s  -> {out}/{info['architecture']}")
 
 
 @cli.command()

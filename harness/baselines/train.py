@@ -8,20 +8,52 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from harness.baselines.config import ARCHITECTURES, TrainConfig
-from harness.baselines.data import example_stream, train_tokenizer
+from harness.baselines.config import ARCHITECTURES, RECALL_STAGES, TrainConfig
+from harness.baselines.data import example_stream, probe_set, recall_stream, train_tokenizer
 from harness.baselines.models import build_model, count_parameters
 from harness.errors import UserError
 
 
+def probe_recall(model, probes: list[tuple[list[int], int]], pad: int) -> float:
+    """Share of held-out prompts whose whole answer is the argmax at every answer position given the prompt and the
+    answer so far (teacher forcing): exactly the prompts greedy decoding answers right, at one forward pass."""
+    import torch
+
+    width = max(len(ids) for ids, _ in probes)
+    batch = torch.tensor([ids + [pad] * (width - len(ids)) for ids, _ in probes])  # right-padded: causal, unseen
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        pred = model(input_ids=batch).logits.argmax(-1)
+    model.train(was_training)
+    hits = sum(all(pred[b, i - 1].item() == ids[i] for i in range(start, len(ids)))
+               for b, (ids, start) in enumerate(probes))
+    return hits / len(probes)
+
+
 def train_one(arch: str, cfg: TrainConfig, out_dir: Path, log: Callable[[str], None] = print) -> dict:
+    """Train one architecture; with the recall recipe, stop once the held-out probes reach cfg.recall_target (or
+    at the step or time budget). Writes the checkpoint, the tokenizer and longctx_training.json (with the curve:
+    step, mean loss since the last probe, held-out mqar and passkey recall, curriculum stage)."""
     import torch
 
     tokenizer = train_tokenizer(cfg)
     special = {"bos": tokenizer.bos_token_id, "eos": tokenizer.eos_token_id, "pad": tokenizer.pad_token_id}
     model = build_model(arch, cfg, len(tokenizer), special)
     model.train()
-    stream = example_stream(tokenizer, cfg)
+    recall = cfg.recipe == "recall"
+    if recall:
+        stream, set_stage = recall_stream(tokenizer, cfg)
+    else:
+        stream, set_stage = example_stream(tokenizer, cfg), None
+    probes = {"mqar": probe_set(tokenizer, cfg, "mqar", pairs=8), "passkey": probe_set(tokenizer, cfg, "passkey")}
+    stage_probes = {}  # a stage is passed when its held-out drills (as many pairs, training length) are recalled
+    for p in RECALL_STAGES if recall else ():
+        try:
+            stage_probes[p] = probe_set(tokenizer, cfg, "mqar", pairs=p)
+        except UserError:  # more pairs than a training-length prompt holds: the curriculum stops before
+            break
+    stage, curve, stopped = 0, [], "steps"
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
 
     def lr_at(step: int) -> float:  # linear warm-up, cosine decay to 10 %
@@ -31,6 +63,15 @@ def train_one(arch: str, cfg: TrainConfig, out_dir: Path, log: Callable[[str], N
         return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
     losses, t0, steps_done = [], time.perf_counter(), 0
+
+    def measure() -> dict:
+        since = losses[-cfg.probe_every:] or [float("nan")]
+        point = {"step": steps_done, "seconds": round(time.perf_counter() - t0, 1),
+                 "loss": round(sum(since) / len(since), 4),
+                 **{k: probe_recall(model, v, special["pad"]) for k, v in probes.items()}, "stage": stage}
+        curve.append(point)
+        return point
+
     for step in range(cfg.steps):
         pairs = [stream() for _ in range(cfg.batch_size)]
         batch = torch.tensor([ids for ids, _ in pairs])  # (B, L)
@@ -44,11 +85,27 @@ def train_one(arch: str, cfg: TrainConfig, out_dir: Path, log: Callable[[str], N
         opt.step()
         losses.append(round(loss.item(), 4))
         steps_done = step + 1
-        if step % 50 == 0 or step == cfg.steps - 1:
-            log(f"{arch} step {step}/{cfg.steps} loss {losses[-1]:.3f} ({time.perf_counter() - t0:.0f} s)")
+        if steps_done % cfg.probe_every == 0 or steps_done == cfg.steps:
+            point = measure()
+            log(f"{arch} step {steps_done}/{cfg.steps} loss {point['loss']:.3f} mqar(8) {point['mqar']:.2f} "
+                f"passkey {point['passkey']:.2f}" + (f" stage {RECALL_STAGES[stage]} pairs" if recall else "")
+                + f" ({point['seconds']:.0f} s)")
+            if recall:
+                if stage + 1 < len(stage_probes) and probe_recall(
+                        model, stage_probes[RECALL_STAGES[stage]], special["pad"]) >= cfg.recall_target:
+                    stage += 1
+                    set_stage(stage)
+                    log(f"{arch}: curriculum stage {stage}: drills of up to {RECALL_STAGES[stage]} pairs")
+                if min(point["mqar"], point["passkey"]) >= cfg.recall_target:
+                    stopped = "recall target"
+                    log(f"{arch}: held-out recall reached {cfg.recall_target} after {steps_done} steps")
+                    break
         if time.perf_counter() - t0 > cfg.time_budget_s:
+            stopped = "time budget"
             log(f"{arch}: time budget {cfg.time_budget_s:.0f} s reached after {steps_done} steps")
             break
+    if not curve or curve[-1]["step"] != steps_done:
+        measure()
     model.eval()
     dest = out_dir / arch
     dest.mkdir(parents=True, exist_ok=True)
@@ -56,7 +113,7 @@ def train_one(arch: str, cfg: TrainConfig, out_dir: Path, log: Callable[[str], N
     tokenizer.save_pretrained(dest)
     info = {"architecture": arch, "model_type": model.config.model_type, "parameters": count_parameters(model),
             "config": dataclasses.asdict(cfg), "steps_done": steps_done, "seconds": round(time.perf_counter() - t0, 1),
-            "final_loss": losses[-1], "losses_every_10": losses[::10]}
+            "final_loss": losses[-1], "losses_every_10": losses[::10], "stopped_by": stopped, "curve": curve}
     (dest / "longctx_training.json").write_text(json.dumps(info, indent=2))
     return info
 

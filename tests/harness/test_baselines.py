@@ -7,8 +7,9 @@ import pytest
 
 import re
 
-from harness.baselines import (HELD_OUT_GENRE, TrainConfig, build_model, byte_tokenizer, count_parameters,
-                               example_stream, recall_drill, train_one, train_tokenizer, training_sentences)
+from harness.baselines import (ARCHITECTURES, HELD_OUT_GENRE, TrainConfig, build_model, byte_tokenizer,
+                               count_parameters, example_stream, recall_drill, train_one, train_tokenizer,
+                               training_sentences)
 
 
 def test_byte_tokenizer_round_trips_and_counts_bytes():
@@ -71,9 +72,9 @@ def test_held_out_plays_never_reach_the_training_text():
 def test_full_size_models_have_matched_parameter_counts():
     tok = byte_tokenizer()
     special = {"bos": tok.bos_token_id, "eos": tok.eos_token_id, "pad": tok.pad_token_id}
-    counts = {a: count_parameters(build_model(a, TrainConfig(), len(tok), special)) for a in ("rope", "alibi", "mamba")}
+    counts = {a: count_parameters(build_model(a, TrainConfig(), len(tok), special)) for a in ARCHITECTURES}
     print(counts)
-    assert max(counts.values()) / min(counts.values()) < 1.15
+    assert max(counts.values()) / min(counts.values()) <= 1.10  # the issue: within 10 %
 
 
 def test_training_is_reproducible_from_the_seed(tmp_path):
@@ -88,9 +89,10 @@ def test_quick_baselines_are_loadable_by_every_command(tmp_path):
     res = subprocess.run([sys.executable, "-m", "harness.cli", "train-baselines", "--quick", "--out", str(out)],
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
-    for arch, model_type, runner in (("rope", "llama", "hf"), ("alibi", "bloom", "hf"), ("mamba", "mamba2", "mamba")):
+    for arch, model_type, runner in (("rope", "llama", "hf"), ("alibi", "bloom", "hf"), ("mamba", "mamba2", "mamba"),
+                                     ("mamba64", "mamba2", "mamba")):
         info = json.loads((out / arch / "longctx_training.json").read_text())
-        assert info["model_type"] == model_type and info["steps_done"] == 3
+        assert info["model_type"] == model_type and info["steps_done"] == 3 and info["curve"][-1]["step"] == 3
         run = subprocess.run([sys.executable, "-m", "harness.cli", "passkey", "--model", str(out / arch),
                               "--lengths", "512", "--no-progress", "--out", str(tmp_path / f"pk-{arch}")],
                              capture_output=True, text=True, timeout=300)
@@ -104,6 +106,7 @@ def test_quick_baselines_are_loadable_by_every_command(tmp_path):
     (["--steps", "0"], "steps=0"),
     (["--time-budget", "0"], "time budget must be a positive number"),
     (["--arch", "transformer"], "unknown architecture(s) transformer"),
+    (["--recipe", "recall", "--recall-target", "0"], "recall_target must be in (0, 1]"),
 ])
 def test_bad_training_options_are_one_line_user_errors(args, needle, tmp_path):
     res = subprocess.run([sys.executable, "-m", "harness.cli", "train-baselines", "--out", str(tmp_path / "x"), *args],
@@ -111,3 +114,72 @@ def test_bad_training_options_are_one_line_user_errors(args, needle, tmp_path):
     lines = [line for line in res.stderr.splitlines() if line.strip()]
     assert res.returncode == 2 and len(lines) == 1 and needle in lines[0], res.stderr
     assert not (tmp_path / "x").exists()
+
+
+def _answers(tok, ids, scored):
+    out, span = [], []
+    for i, s in zip(ids + [None], scored + [False]):
+        if s:
+            span.append(i)
+        elif span:
+            out.append(tok.decode(span))
+            span = []
+    return out
+
+
+def test_the_recall_curriculum_drills_grow_in_pairs_and_score_only_the_answers():
+    from harness.baselines.data import recall_stream
+
+    cfg = TrainConfig(vocab_size=512, recipe="recall")
+    tok = train_tokenizer(cfg)
+    stream, set_stage = recall_stream(tok, cfg)
+
+    def most_pairs(n_sequences):
+        text = "".join(tok.decode(stream()[0]) for _ in range(n_sequences))
+        blocks = re.findall(r"(?:^[a-z]+ \d{3}\n)+", text, flags=re.M)
+        return max(len(b.splitlines()) for b in blocks)
+
+    for _ in range(3):
+        ids, scored = stream()
+        answers = _answers(tok, ids, scored)
+        assert len(ids) == len(scored) == cfg.train_length and len(answers) >= 2
+        assert all(re.fullmatch(r" (\d{3}(, \d{3})*|\d{5})\.?", a) for a in answers[:-1]), answers
+    assert most_pairs(6) <= 2  # stage 0: at most two pairs a drill
+    set_stage(3)
+    assert most_pairs(12) > 4
+
+
+def test_probe_recall_counts_the_prompts_greedy_decoding_answers_right():
+    import torch
+
+    from harness.baselines.train import probe_recall
+
+    class Oracle(torch.nn.Module):  # predicts the true next token, except where told to be wrong
+        def __init__(self, wrong_at=()):
+            super().__init__()
+            self.wrong_at = set(wrong_at)
+
+        def forward(self, input_ids):
+            nxt = torch.roll(input_ids, -1, dims=1)
+            for b, i in self.wrong_at:
+                nxt[b, i] = (nxt[b, i] + 1) % 50
+            return type("Out", (), {"logits": torch.nn.functional.one_hot(nxt, 50).float()})
+
+    probes = [([1, 2, 3, 4, 5], 3), ([6, 7, 8, 9], 2), ([1, 1, 1], 1)]
+    assert probe_recall(Oracle(), probes, pad=0) == 1.0
+    assert probe_recall(Oracle({(0, 3)}), probes, pad=0) == 2 / 3  # the last answer token of prompt 0 wrong
+    assert probe_recall(Oracle({(1, 0)}), probes, pad=0) == 1.0  # a prompt token wrong: not an answer
+    assert probe_recall(Oracle({(0, 2), (1, 1), (2, 0)}), probes, pad=0) == 0.0
+
+
+def test_the_recall_recipe_stops_at_its_target_and_writes_the_curve(tmp_path, monkeypatch):
+    import harness.baselines.train as train
+
+    monkeypatch.setattr(train, "probe_recall", lambda *a, **k: 0.95)  # as if recall were learnt at once
+    cfg = TrainConfig(train_length=256, steps=50, batch_size=2, hidden=32, layers=1, heads=2, warmup=1,
+                      vocab_size=512, recipe="recall", probe_every=4)
+    info = train_one("rope", cfg, tmp_path, log=lambda *_: None)
+    assert info["stopped_by"] == "recall target" and info["steps_done"] == 4
+    assert [p["step"] for p in info["curve"]] == [4] and info["curve"][0]["mqar"] == 0.95
+    saved = json.loads((tmp_path / "rope" / "longctx_training.json").read_text())
+    assert saved["curve"] == info["curve"]
