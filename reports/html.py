@@ -480,17 +480,83 @@ def bench_section(benches: list[tuple[Path, dict]]) -> str:
     return "".join(parts)
 
 
+TRAINING_FILE = "longctx_training.json"  # written by `longctx train-baselines` beside each checkpoint
+
+
+def training_files(path: Path) -> list[Path]:
+    """A checkpoint's training record, or those of the checkpoints right below a `train-baselines --out` folder."""
+    path = Path(path)
+    return [path / TRAINING_FILE] if (path / TRAINING_FILE).is_file() else sorted(path.glob(f"*/{TRAINING_FILE}"))
+
+
+def read_training(f: Path) -> dict:
+    try:
+        doc = json.loads(f.read_text(encoding="utf-8"))
+        doc["architecture"], doc["losses_every_10"]  # noqa: B018 - the fields the panel reads
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise UserError(f"{f} is not a longctx training record ({err})") from None
+    return doc
+
+
+def training_section(trainings: list[tuple[Path, dict]]) -> str:
+    """Training curves of `longctx train-baselines` checkpoints: loss, and held-out recall (8-pair mqar, passkey;
+    teacher-forced, i.e. what greedy decoding would answer) against step, with how each run stopped."""
+    if not trainings:
+        return ""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    rows = []
+    for i, (path, doc) in enumerate(trainings):
+        several = len({p.parent.parent for p, _ in trainings}) > 1  # more than one train-baselines folder
+        label = f"{doc['architecture']} ({path.parent.parent.name})" if several else doc["architecture"]
+        curve = doc.get("curve") or []
+        colour = f"C{i % 10}"
+        if curve:
+            axes[0].plot([p["step"] for p in curve], [p["loss"] for p in curve], color=colour, label=label)
+            axes[1].plot([p["step"] for p in curve], [p["mqar"] for p in curve], color=colour, label=f"{label} mqar")
+            axes[1].plot([p["step"] for p in curve], [p["passkey"] for p in curve], color=colour, ls="--",
+                         label=f"{label} passkey")
+        else:  # trained before curves were recorded: loss every 10 steps only
+            losses = doc["losses_every_10"]
+            axes[0].plot([10 * j + 1 for j in range(len(losses))], losses, color=colour, label=label)
+        last = curve[-1] if curve else {}
+        rows.append(f"<tr><td>{e(label)}</td><td class=\"num\">{doc.get('parameters', 0):,}</td>"
+                    f"<td class=\"num\">{doc.get('steps_done')}</td><td>{e(str(doc.get('stopped_by', '?')))}</td>"
+                    f"<td class=\"num\">{_num(doc.get('seconds'), '{:.0f}')}</td>"
+                    f"<td class=\"num\">{_num(last.get('mqar'))}</td><td class=\"num\">{_num(last.get('passkey'))}</td>"
+                    f"<td>{e(str(doc.get('config', {}).get('recipe', 'mixed')))}</td></tr>")
+    axes[0].set_ylabel("training loss (answer tokens; text: every token)")
+    axes[1].set_ylabel("held-out recall (solid mqar, dashed passkey)")
+    axes[1].set_ylim(-0.02, 1.02)
+    for ax in axes:
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    return ("<h2>Training (longctx train-baselines)</h2><p class=\"muted\">Recall: the share of 16 held-out prompts at "
+            "the training length answered exactly (teacher-forced argmax over the answer = greedy decoding).</p>"
+            + _png(fig, "training")
+            + '<table class="sortable"><thead><tr><th>model</th><th>parameters</th><th>steps</th><th>stopped by</th>'
+              "<th>seconds</th><th>mqar(8)</th><th>passkey</th><th>recipe</th></tr></thead><tbody>"
+            + "".join(rows) + "</tbody></table>")
+
+
 def render(run_dirs: list[Path], title: str = "longctx report", threshold: float = RULER_THRESHOLD,
-           relative: float = RELATIVE_THRESHOLD, benches: list[tuple[Path, dict]] | None = None) -> str:
-    benches = benches or []
+           relative: float = RELATIVE_THRESHOLD, benches: list[tuple[Path, dict]] | None = None,
+           trainings: list[tuple[Path, dict]] | None = None) -> str:
+    benches, trainings = benches or [], trainings or []
     every = [r for d in run_dirs for r in read_records(d)]
     records = [r for r in every if not r.scores_tokens]
     ppl_records = [r for r in every if r.scores_tokens]
-    if not records and not ppl_records and not benches:
+    if not records and not ppl_records and not benches and not trainings:
         raise UserError(f"no records in {', '.join(map(str, run_dirs))}: run an experiment first")
     if not records:
         return _page(title, [f"<h1>{e(title)}</h1>", perplexity_section(ppl_records) if ppl_records else "",
-                             bench_section(benches)] + (["<h2>Runs</h2>", manifest_section(run_dirs)]
+                             bench_section(benches), training_section(trainings)] + (["<h2>Runs</h2>", manifest_section(run_dirs)]
                                                         if run_dirs else []))
     full = by_config(records)
     short = short_keys(full)
@@ -522,6 +588,7 @@ def render(run_dirs: list[Path], title: str = "longctx report", threshold: float
         body.append(perplexity_section(ppl_records))
     body.append(search_section(run_dirs))
     body.append(bench_section(benches))
+    body.append(training_section(trainings))
     body.append("<h2>Appendix</h2><details><summary>every configuration at every length (long form)</summary>"
                 + summary_table(groups) + "</details>")
     body.append("<h2>Runs</h2>" + manifest_section(run_dirs))
@@ -535,6 +602,14 @@ def _page(title: str, body: list[str]) -> str:
             f"<style>{CSS}</style></head><body>{text}<script>{SORTER}</script></body></html>")
 
 
+def iter_run_dirs_or_none(path) -> list[Path]:
+    """The run directories at or below `path`, or none (where iter_run_dirs would refuse)."""
+    try:
+        return list(iter_run_dirs([str(path)]))
+    except UserError:
+        return []
+
+
 def write_report(paths: list[str], output: str, title: str = "longctx report", threshold: float = RULER_THRESHOLD,
                  relative: float = RELATIVE_THRESHOLD, save_figures: str | None = None) -> Path:
     from harness.paths import check_output_dir, check_output_file
@@ -546,10 +621,14 @@ def write_report(paths: list[str], output: str, title: str = "longctx report", t
         check_output_dir(save_figures, "--save-figures")
     bench_paths = [Path(p) for p in paths if (Path(p) / "bench.json").is_file()]
     benches = [(p, read_bench(p)) for p in bench_paths]
-    rest = [p for p in paths if Path(p) not in bench_paths]
-    run_dirs = list(iter_run_dirs(rest)) if rest or not benches else []
+    training_paths = [Path(p) for p in paths if Path(p) not in bench_paths and training_files(p)
+                      and not list(iter_run_dirs_or_none(p))]
+    trainings = [(f, read_training(f)) for p in training_paths for f in training_files(p)]
+    rest = [p for p in paths if Path(p) not in bench_paths and Path(p) not in training_paths]
+    run_dirs = list(iter_run_dirs(rest)) if rest or not (benches or trainings) else []
     SAVED.clear()
-    text = render(run_dirs, title=title, threshold=threshold, relative=relative, benches=benches)
+    text = render(run_dirs, title=title, threshold=threshold, relative=relative, benches=benches,
+                  trainings=trainings)
     if save_figures:
         fig_dir = Path(save_figures)
         fig_dir.mkdir(parents=True, exist_ok=True)

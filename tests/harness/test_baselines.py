@@ -99,6 +99,14 @@ def test_quick_baselines_are_loadable_by_every_command(tmp_path):
         assert run.returncode == 0, run.stderr[-2000:]
         (rec,) = [json.loads(x) for x in (tmp_path / f"pk-{arch}" / "results.jsonl").read_text().splitlines()]
         assert rec["runner"] == runner and 0.99 * 500 <= rec["tokens"] <= 500
+    from reports.html import write_report
+
+    text = write_report([str(out)], str(tmp_path / "training.html")).read_text()
+    assert "Training (longctx train-baselines)" in text and text.count("<td>mamba64</td>") == 1
+    old = json.loads((out / "rope" / "longctx_training.json").read_text())
+    del old["curve"], old["stopped_by"]  # a record from before the curves: loss only, still drawn
+    (out / "rope" / "longctx_training.json").write_text(json.dumps(old))
+    assert "<td>rope</td>" in write_report([str(out)], str(tmp_path / "old.html")).read_text()
 
 
 @pytest.mark.parametrize("args,needle", [
