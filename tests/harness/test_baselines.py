@@ -30,6 +30,18 @@ def test_trained_bpe_is_deterministic_round_trips_and_splits_digits():
     assert [a.decode([i]) for i in ids if a.decode([i]).strip().isdigit()] == list("80065")
 
 
+def _answers(tok, ids, scored):
+    """The decoded runs of scored tokens (the answers a retrieval sequence trains on)."""
+    out, span = [], []
+    for i, s in zip(ids + [None], scored + [False]):
+        if s:
+            span.append(i)
+        elif span:
+            out.append(tok.decode(span))
+            span = []
+    return out
+
+
 def test_retrieval_sequences_put_the_loss_on_the_answers_only():
     cfg = TrainConfig(vocab_size=512)
     tok = train_tokenizer(cfg)
@@ -37,13 +49,7 @@ def test_retrieval_sequences_put_the_loss_on_the_answers_only():
     for _ in range(4):
         ids, scored = stream()
         assert len(ids) == len(scored) == cfg.train_length
-        answers, span = [], []
-        for i, s in zip(ids + [None], scored + [False]):
-            if s:
-                span.append(i)
-            elif span:
-                answers.append(tok.decode(span))
-                span = []
+        answers = _answers(tok, ids, scored)
         assert answers and all(re.fullmatch(r" [0-9A-Za-z-]+\.?", a) for a in answers[:-1]), answers
     assert sum(example_stream(tok, TrainConfig(vocab_size=512, answer_loss_only=False), True)()[1]) == 512
 
@@ -122,17 +128,6 @@ def test_bad_training_options_are_one_line_user_errors(args, needle, tmp_path):
     lines = [line for line in res.stderr.splitlines() if line.strip()]
     assert res.returncode == 2 and len(lines) == 1 and needle in lines[0], res.stderr
     assert not (tmp_path / "x").exists()
-
-
-def _answers(tok, ids, scored):
-    out, span = [], []
-    for i, s in zip(ids + [None], scored + [False]):
-        if s:
-            span.append(i)
-        elif span:
-            out.append(tok.decode(span))
-            span = []
-    return out
 
 
 def test_the_recall_curriculum_drills_grow_in_pairs_and_score_only_the_answers():
