@@ -432,8 +432,11 @@ def _run_on_ray(cells: list[Cell], log, address: str | None, cpus: float, gpus: 
     except (ConnectionError, RuntimeError, ValueError) as e:
         raise UserError(f"cannot reach Ray at {address or 'a new local instance'}: {str(e).splitlines()[0]}") from None
     try:
-        pending: dict = {}  # ref → (run dir, ordinal)
-        workers, queues = [], {}
+        # Every cell's actor is created and its samples submitted at once; Ray starts an actor when a worker slot is
+        # free. A finished cell's actor is killed, which frees its slot for the next: a sweep may have more cells
+        # than the cluster has slots. Each cell's load info is written before its first record.
+        pending: dict = {}  # ref → run dir
+        cells_open: dict = {}  # run dir → {"rd", "worker", "load": ref or None once noted, "refs": in cell order}
         for c in cells:
             p, rd, todo = open_run(c.experiment, log)
             if not todo or p.task.scores_tokens:
@@ -442,28 +445,30 @@ def _run_on_ray(cells: list[Cell], log, address: str | None, cpus: float, gpus: 
                 continue
             w = CellWorker.options(num_cpus=cpus, num_gpus=gpus, max_restarts=ACTOR_RESTARTS,
                                    max_task_retries=ACTOR_RESTARTS).remote(c.experiment, max(t[0] for t in todo))
-            workers.append(w)
-            info = ray.get(w.load.remote())
-            rd.note_load(info)
             if c.experiment.runner_options.get("prefix_cache"):
                 todo = reuse_order(todo)
-            refs = [w.run.remote(t) for t in todo]
-            queues[rd.path] = (rd, refs)
-            for ref in refs:
+            load, refs = w.load.remote(), [w.run.remote(t) for t in todo]
+            cells_open[rd.path] = {"rd": rd, "worker": w, "load": load, "refs": refs}
+            for ref in [load, *refs]:
                 pending[ref] = rd.path
-        written, total, t0 = 0, len(pending), time.perf_counter()
+        actors = len(cells_open)
+        written, total, t0 = 0, len(pending) - actors, time.perf_counter()
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
             path = pending.pop(ready[0])
-            rd, refs = queues[path]
-            while refs and refs[0] not in pending:  # keep each cell's file in its own order
-                rd.append(SampleRecord.from_dict(json.loads(ray.get(refs.pop(0)))))
+            cell = cells_open[path]
+            if cell["load"] is not None and cell["load"] not in pending:
+                cell["rd"].note_load(ray.get(cell["load"]))
+                cell["load"] = None
+            while cell["load"] is None and cell["refs"] and cell["refs"][0] not in pending:  # in the cell's order
+                cell["rd"].append(SampleRecord.from_dict(json.loads(ray.get(cell["refs"].pop(0)))))
                 written += 1
-            if not refs:
-                queues.pop(path)
-            rate = written / (time.perf_counter() - t0)
-            eta = f", ETA {(total - written) / rate / 60:.0f} min" if written else ""
-            log(f"[ray: samples {written}/{total}, cells {len(workers) - len(queues)}/{len(workers)}{eta}]")
-        log(f"ray: {written} records from {len(workers)} actor(s)")
+            if cell["load"] is None and not cell["refs"]:
+                ray.kill(cells_open.pop(path)["worker"], no_restart=True)  # its slot goes to a waiting cell
+            if written:
+                rate = written / (time.perf_counter() - t0)
+                log(f"[ray: samples {written}/{total}, cells {actors - len(cells_open)}/{actors}, "
+                    f"ETA {(total - written) / rate / 60:.0f} min]")
+        log(f"ray: {written} records from {actors} actor(s)")
     finally:
         ray.shutdown()

@@ -137,14 +137,32 @@ def test_example_experiment_files_are_valid(name, smollm2_path):
 @pytest.mark.skipif(__import__("importlib").util.find_spec("ray") is None, reason="Ray is an optional extra")
 def test_the_same_sweep_on_a_local_ray_instance_writes_the_same_records(tiny_llama_path, tmp_path):
     """Cells as Ray actors (one model load each), records streamed back and written by the driver: identical to
-    the local run's records (everything but timings)."""
+    the local run's records (everything but timings). The instance has one CPU and each actor takes one, so the
+    second cell's actor can start only once the first cell's is done with (a sweep with more cells than slots
+    once waited forever here: finished actors kept their slots)."""
+    import signal
+
+    import ray
+
     from harness.sweep import run_sweep
 
     text = _sweep(tiny_llama_path, tmp_path / "OUT").replace("tasks: [passkey, {name: niah-multikey, "
                                                              "max_new_tokens: 16}]", "tasks: [passkey]")
     local = run_sweep(_write(tmp_path, text.replace("OUT", "local")), log=lambda *_: None, progress=False)
-    on_ray = run_sweep(_write(tmp_path, text.replace("OUT", "ray")), log=lambda *_: None, progress=False,
-                       executor="ray", cpus_per_worker=0.5)
+
+    def hung(*_):
+        raise TimeoutError("the Ray sweep did not finish in 240 s: cells waiting for slots never got one")
+
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, logging_level="ERROR")  # run_sweep's init
+    previous = signal.signal(signal.SIGALRM, hung)  # joins this one-slot instance, and shuts it down at the end
+    signal.alarm(240)
+    try:
+        on_ray = run_sweep(_write(tmp_path, text.replace("OUT", "ray")), log=lambda *_: None, progress=False,
+                           executor="ray", cpus_per_worker=1)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+        ray.shutdown()
 
     def fields(sweep_dir):
         return {(d.name, r.key, r.prediction, r.tokens, r.correct, r.prompt_sha) for d in sweep_dir.iterdir()
