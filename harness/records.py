@@ -171,6 +171,7 @@ class RunDir:
         path = Path(path)
         meta = check_run_dir(path, identity)
         path.mkdir(parents=True, exist_ok=True)
+        _claim_writer(path)
         meta = meta or {"schema_version": SCHEMA_VERSION, "identity": identity, "invocations": []}
         meta["identity"] = identity
         meta["invocations"].append(invocation)
@@ -194,6 +195,51 @@ class RunDir:
             f.flush()
             os.fsync(f.fileno())
         self.done.add(record.key)
+
+
+WRITER = ".writer"  # the pid of the process appending to a run directory
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def _claim_writer(path: Path) -> None:
+    """One writing process per run directory: two appending at once would duplicate samples. The claim is a file
+    holding the writer's pid, taken over when that process is gone (a crash leaves it behind) or is this one (a
+    process may reopen its own run). A one-line refusal otherwise."""
+    import atexit
+
+    f, me = path / WRITER, os.getpid()
+    try:
+        fd = os.open(f, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        try:
+            other = int(f.read_text().strip())
+        except (OSError, ValueError):
+            other = None
+        if other is not None and other != me and _alive(other):
+            raise UserError(f"{path} is being written by another process (pid {other}); wait for it to finish or "
+                            "use another --out directory") from None
+        _atomic_write(f, str(me))
+    else:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(str(me))
+
+    def release() -> None:
+        try:
+            if f.read_text().strip() == str(me):
+                f.unlink()
+        except OSError:
+            pass
+
+    atexit.register(release)
 
 
 def _atomic_write(path: Path, text: str) -> None:

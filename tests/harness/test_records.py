@@ -118,3 +118,28 @@ def test_perplexity_from_before_schema_4_reads_as_ordinary_records_through_the_s
     (tmp_path / "perplexity.jsonl").write_text("garbage\n" + json.dumps(old) + "\n")
     with pytest.raises(UserError, match="perplexity.jsonl:1:"):
         read_records(tmp_path)
+
+
+def test_a_run_directory_has_one_writing_process_at_a_time(tmp_path):
+    """Two processes appending to one run directory would duplicate samples (it happened with two searches on one
+    sweep cell): the second is refused in one line while the first lives; a dead writer's claim is taken over,
+    and a process may reopen its own run directory."""
+    import os
+    import subprocess
+    import sys
+
+    from harness.records import WRITER
+
+    RunDir.open(tmp_path, {"task": "passkey"}, {})
+    RunDir.open(tmp_path, {"task": "passkey"}, {})  # this process again: fine
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / WRITER).write_text(str(other.pid))  # as if that process had opened it
+        with pytest.raises(UserError, match=f"being written by another process \\(pid {other.pid}\\)") as err:
+            RunDir.open(tmp_path, {"task": "passkey"}, {})
+        assert "\n" not in str(err.value)
+    finally:
+        other.kill()
+        other.wait()
+    RunDir.open(tmp_path, {"task": "passkey"}, {})  # the writer is gone: its claim is stale
+    assert (tmp_path / WRITER).read_text() == str(os.getpid())
