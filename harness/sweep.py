@@ -35,7 +35,8 @@ from typing import Any, Callable
 from harness.errors import UserError
 
 TOP = {"out": str, "models": list, "tasks": list, "extensions": list, "runners": list, "lengths": list,
-       "depths": list, "samples": int, "seed": int, "haystack": str, "haystack_file": str, "shared_haystack": bool, "search": dict}
+       "depths": list, "samples": int, "seed": int, "haystack": str, "haystack_file": str, "shared_haystack": bool,
+       "search": dict}
 SEARCH_KEYS = {"min": (str, int), "max": (str, int), "threshold": (float, int), "resolution": (float, int),
                "max_samples": (int,)}
 ITEM_KEYS = {"tasks": {"name", "max_new_tokens"}, "extensions": {"name", "params"}, "runners": {"name", "options"}}

@@ -555,9 +555,9 @@ def render(run_dirs: list[Path], title: str = "longctx report", threshold: float
     if not records and not ppl_records and not benches and not trainings:
         raise UserError(f"no records in {', '.join(map(str, run_dirs))}: run an experiment first")
     if not records:
+        runs = ["<h2>Runs</h2>", manifest_section(run_dirs)] if run_dirs else []
         return _page(title, [f"<h1>{e(title)}</h1>", perplexity_section(ppl_records) if ppl_records else "",
-                             bench_section(benches), training_section(trainings)] + (["<h2>Runs</h2>", manifest_section(run_dirs)]
-                                                        if run_dirs else []))
+                             bench_section(benches), training_section(trainings)] + runs)
     full = by_config(records)
     short = short_keys(full)
     groups = {short[k]: rs for k, rs in full.items()}  # method labels name only what differs from defaults

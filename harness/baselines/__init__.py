@@ -1,5 +1,7 @@
-"""Matched train-short-test-long baselines: a RoPE transformer, an ALiBi transformer and a Mamba-2, trained from
-scratch on CPU on the same token stream, with the same steps and optimiser, at a short training length.
+"""Matched train-short-test-long baselines: a RoPE transformer, an ALiBi transformer and a Mamba-2 (state 16, and
+state 64 as `mamba64`), trained from scratch on CPU on the same token stream, with the same steps and optimiser, at a
+short training length. config.py holds the configuration, data.py the tokenizer and both recipes' token streams,
+models.py the architectures, train.py the loop and the held-out recall probes.
 
 - Tokenizer: a 2048-entry byte-level BPE trained (deterministically, in seconds) on the training data, digits always
   single tokens; shared by the three models, so lengths mean the same thing for all of them (under plain bytes a
@@ -11,11 +13,15 @@ scratch on CPU on the same token stream, with the same steps and optimiser, at a
   retrieval sequence; with every token counted their gradient is a small share of the loss).
 - Outcome at the default budget (docs/RESULTS.md §7): perplexity extrapolation differs by architecture as expected,
   but none of the three learns in-context retrieval in 1000 steps — nor the RoPE model in 4000.
+- The recall recipe (`recipe="recall"`, RESULTS §7c): no text; a curriculum of the evaluation's own mqar and passkey
+  prompts, packed densely, growing from 2 to 16 pairs as held-out drills of each size are recalled, stopping once
+  held-out 8-pair mqar and passkey recall reach `recall_target`.
 - Models (≈ matched parameters): Llama (RoPE), Bloom (ALiBi, the transformers architecture trained with ALiBi),
   Mamba-2 (transformers' chunked SSD; Mamba-1's pure-torch scan took 79 s per training step here, Mamba-2 0.55 s —
   see ../shared/NOTES.md — and Mamba-2's chunked prefill is exact, which the Mamba runner relies on).
-- Output: one Hugging Face checkpoint directory per model under `--out` (`rope/`, `alibi/`, `mamba/`) with the
-  tokenizer and `longctx_training.json` (config, seed, losses, time), loadable with `--model PATH` everywhere.
+- Output: one Hugging Face checkpoint directory per model under `--out` (`rope/`, `alibi/`, `mamba/`, `mamba64/`) with
+  the tokenizer and `longctx_training.json` (config, seed, losses, time, the loss / recall curve), loadable with
+  `--model PATH` everywhere.
 """
 from harness.baselines.config import ARCHITECTURES, HELD_OUT_GENRE, QUICK, SPECIAL_TOKENS, TrainConfig
 from harness.baselines.data import (byte_tokenizer, example_stream, recall_drill, train_tokenizer,

@@ -13,6 +13,11 @@ from typing import Callable
 from harness.baselines.config import HELD_OUT_GENRE, RECALL_STAGES, SPECIAL_TOKENS, TrainConfig
 from harness.errors import UserError
 
+# Seed spaces never meet: evaluations use seeds 0.., training data TRAIN_SEED_OFFSET + seed, held-out probes
+# PROBE_SEED_OFFSET + seed.
+TRAIN_SEED_OFFSET = 10_000
+PROBE_SEED_OFFSET = 20_000
+
 
 def _fast_tokenizer(tok):
     from transformers import PreTrainedTokenizerFast
@@ -116,7 +121,7 @@ def example_stream(tokenizer, cfg: TrainConfig,
     text_file = _training_text_file()
     L = cfg.train_length
     lengths = tuple(range(96, L + 1, 32))
-    base = dict(lengths=lengths, depths=(0.5,), seed=10_000 + cfg.seed)
+    base = dict(lengths=lengths, depths=(0.5,), seed=TRAIN_SEED_OFFSET + cfg.seed)
     tasks = [cls(TaskConfig(**base, max_new_tokens=10, haystack=h,
                             haystack_file=text_file if h == "essay" else None))
              for cls in (PasskeyTask, NeedleInHaystackTask) for h in ("noise", "essay")]
@@ -173,9 +178,6 @@ def example_stream(tokenizer, cfg: TrainConfig,
 # the data, not only the step count, decides whether lookup is learnt. Drills are the evaluation's own prompts
 # (evals.mqar, evals.passkey) at short lengths with the answer appended, packed densely, so that what is trained is
 # exactly what is measured at 1x; the number of pairs grows stage by stage (RECALL_STAGES).
-
-TRAIN_SEED_OFFSET = 10_000  # training draws seeds 10_000 + seed; the held-out probes 20_000 + seed; evaluations 0..
-PROBE_SEED_OFFSET = 20_000
 
 
 def _recall_tasks(seed: int, pairs: int, lengths: tuple[int, ...]):

@@ -29,9 +29,11 @@ def build_model(arch: str, cfg: TrainConfig, vocab_size: int, special: dict):
         from transformers import Mamba2Config, Mamba2ForCausalLM
 
         head_dim = 32 if cfg.hidden >= 64 else 16
-        return Mamba2ForCausalLM(Mamba2Config(hidden_size=cfg.hidden, num_hidden_layers=2 * cfg.layers - (arch == "mamba64"),
-                                              num_heads=2 * cfg.hidden // head_dim, head_dim=head_dim, state_size=64 if arch == "mamba64" else 16,
-                                              expand=2, n_groups=1, chunk_size=64, **common))
+        big = arch == "mamba64"
+        return Mamba2ForCausalLM(Mamba2Config(hidden_size=cfg.hidden, num_hidden_layers=2 * cfg.layers - big,
+                                              num_heads=2 * cfg.hidden // head_dim, head_dim=head_dim,
+                                              state_size=64 if big else 16, expand=2, n_groups=1, chunk_size=64,
+                                              **common))
     raise UserError(f"unknown architecture {arch!r}; available: {', '.join(ARCHITECTURES)}")
 
 
