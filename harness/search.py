@@ -4,7 +4,8 @@ fraction of a grid's cost.
 The search bisects on log length between a length that passes and one that fails. At each probed length it draws
 samples one at a time (depths stratified, seeded: sample i sits at depth strata[i mod D]) and stops as soon as the
 Wilson interval of the successes lies wholly above the threshold (pass) or wholly below it (fail), or at the
-per-length cap (undecided: said, with how close it came). It does not assume the score falls monotonically with
+per-length cap (undecided: said, with how close it came; a bisection point left undecided is taken on its point
+estimate and the bracket is marked conditional on it). It does not assume the score falls monotonically with
 length: after bracketing it probes one length per octave below the bracket that it has not probed yet and reports
 every failure it meets there, rather than hiding it behind the bracket.
 
@@ -82,9 +83,14 @@ class Probe:
 @dataclass
 class SearchResult:
     bracket: tuple[int | None, int | None]  # (longest passing, shortest failing) the bisection established
-    status: str  # "bracketed", "passes throughout", "fails at the shortest length", "undecided at L"
+    status: str  # "bracketed", "passes throughout", "fails at the shortest length", "undecided at L" (an end)
     probes: list[Probe] = field(default_factory=list)
     non_monotone: list[str] = field(default_factory=list)
+    # lengths left undecided at the cap: bisection points (taken on their point estimate k/n so the bisection goes
+    # on; `bracket` stays what the intervals decided, `estimate` is where the point estimates lead when the decided
+    # bracket is wider than the resolution) and octave checks below the bracket
+    conditional: list[str] = field(default_factory=list)
+    estimate: tuple[int, int] | None = None  # the bracket on those point estimates (narrower, not a claim)
     samples: int = 0  # samples the search looked at (new and reused)
     grid_samples: int = 0  # a grid at the same resolution and per-length cap
 
@@ -96,6 +102,13 @@ class SearchResult:
         lo, hi = self.bracket
         head = f"passes at {lo}, fails at {hi} (ratio {hi / lo:.2f})" if self.status == "bracketed" else self.status
         flags = f"; NON-MONOTONE: {'; '.join(self.non_monotone)}" if self.non_monotone else ""
+        if self.status.startswith("undecided at") and lo and hi:
+            head += f"; the intervals bracket it between {lo} and {hi} (ratio {hi / lo:.2f})"
+        if self.estimate:
+            a, b = self.estimate
+            head += f"; on point estimates: passes at {a}, fails at {b} (ratio {b / a:.2f}), not a claim"
+        if self.conditional:
+            flags += f"; UNDECIDED: {'; '.join(self.conditional)}"
         return (f"{head}{flags}. {self.samples} samples over {len(self.probes)} lengths; a grid at the same "
                 f"resolution would take {self.grid_samples}")
 
@@ -155,7 +168,7 @@ class Search:
         if last.decision == "pass":
             result.status, result.bracket = "passes throughout", (c.high, None)
             return self._finish(result)
-        lo, hi = c.low, c.high
+        lo, hi = c.low, c.high  # the bisection's ends
         result.status = "bracketed"
         if last.decision == "undecided":
             result.status = f"undecided at {c.high}"
@@ -164,14 +177,27 @@ class Search:
                 mid = self._round(math.sqrt(lo * hi))
                 if mid in (lo, hi):
                     break
-                d = self.decide(mid, "bisect").decision
+                p = self.decide(mid, "bisect")
+                d = p.decision
+                if d == "undecided":
+                    # The cap was reached inside the interval (46/48 at 0.856 is undecided): go on with the side the
+                    # point estimate is on rather than stop, and keep what the intervals decided apart from it.
+                    d = "pass" if p.k / p.n >= c.threshold else "fail"
+                    result.conditional.append(f"{mid} as {'passing' if d == 'pass' else 'failing'} on "
+                                              f"{p.k}/{p.n} (interval {p.ci[0]:.2f}-{p.ci[1]:.2f})")
                 if d == "pass":
                     lo = mid
-                elif d == "fail":
-                    hi = mid
                 else:
-                    result.status = f"undecided at {mid}"
-                    break
+                    hi = mid
+            if result.conditional:
+                # Every pass-side probe is <= lo and every fail-side one >= hi, so the decided ones nearest
+                # bracket the crossing with the intervals' confidence; (lo, hi) rests on the point estimates.
+                est = (lo, hi)
+                lo = max(p.length for p in self.probes.values() if p.decision == "pass" and p.length <= lo)
+                hi = min(p.length for p in self.probes.values() if p.decision == "fail" and p.length >= hi)
+                if hi / lo > c.resolution:  # the decided bracket is wider than asked: say where the estimates lead
+                    result.status = "undecided at " + ", ".join(x.split()[0] for x in result.conditional)
+                    result.estimate = est
         result.bracket = (lo, hi)
         # Monotonicity: one length per octave below the bracket, and the range's ends, must pass as well.
         length = c.low * 2
@@ -187,6 +213,9 @@ class Search:
         lo = result.bracket[0] or 0
         passing = [p.length for p in result.probes if p.decision == "pass"]
         for p in result.probes:
+            if p.decision == "undecided" and p.purpose == "monotonicity":
+                result.conditional.append(f"{p.length} below the bracket undecided on {p.k}/{p.n} "
+                                          f"(interval {p.ci[0]:.2f}-{p.ci[1]:.2f})")
             if p.decision == "fail" and p.length < lo:
                 result.non_monotone.append(f"fails at {p.length} below a pass at {lo}")
             elif p.decision == "fail" and any(L > p.length for L in passing):

@@ -79,6 +79,23 @@ def test_ends_of_the_range_and_undecided_lengths_are_said():
     assert r.status.startswith("undecided") and r.probes[0].decision == "undecided" and r.probes[0].n == 8
 
 
+def test_an_undecided_bisection_point_does_not_end_the_search():
+    """SmolLM2 without scaling found 46/48 passkeys at 5.8k: undecided at RULER's 0.856 with a cap of 48. The search
+    goes on with the side the point estimate is on, and keeps the decided bracket apart from where estimates lead."""
+    acc = lambda n: 1.0 if n < 4000 else (0.95 if n < 8300 else 0.0)  # noqa: E731
+    r = Search(_curve(acc, 0), SearchConfig(low=2048, high=16384)).run()
+    # 5824 undecided (47/48), taken as passing; 7552 then passes outright: the decided bracket reaches 1.19
+    assert r.status == "bracketed" and r.bracket == (7552, 8576) and r.estimate is None
+    assert r.conditional[0].startswith("5824 as passing on 47/48")
+    assert any(x.startswith("4096 below the bracket undecided") for x in r.conditional)  # the octave check
+    assert r.samples < r.grid_samples / 3
+    # When no decided pass follows, the decided bracket stays wide and the estimate is said, not claimed.
+    acc = lambda n: 1.0 if n < 4000 else (0.93 if n < 8300 else 0.0)  # noqa: E731
+    r = Search(_curve(acc, 0), SearchConfig(low=2048, high=16384)).run()  # 46/48 at 5824, 47/48 at 7552
+    assert r.status == "undecided at 5824, 7552" and r.bracket == (2048, 8576) and r.estimate == (7552, 8576)
+    assert "on point estimates: passes at 7552, fails at 8576" in r.summary() and "not a claim" in r.summary()
+
+
 def test_search_command_writes_ordinary_records_and_resumes(tiny_llama_path, tmp_path):
     """On the scripted runner (finds the key only in prompts up to 2,500 characters): the command brackets the
     reach, records are ordinary passkey records, and a re-run decides from them without new samples."""
