@@ -7,6 +7,7 @@ import dataclasses
 import functools
 import os
 import random
+import re
 import tempfile
 from typing import Callable
 
@@ -42,8 +43,11 @@ def byte_tokenizer():
 def train_tokenizer(cfg: "TrainConfig"):
     """A small byte-level BPE (cfg.vocab_size entries, digits always single tokens) trained, deterministically, on
     the natural text and on task prompts rendered under the byte tokenizer. Any byte string stays encodable. Words
-    and names become one or two tokens, so a name lookup is a short-prefix match rather than a 12-byte one."""
+    and names become one or two tokens, so a name lookup is a short-prefix match rather than a 12-byte one; spaces are
+tokens of their own."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    from evals.mqar import KEYS as MQAR_KEYS
 
     if cfg.vocab_size <= 259:
         return byte_tokenizer()
@@ -51,8 +55,15 @@ def train_tokenizer(cfg: "TrainConfig"):
     stream = example_stream(byte_tokenizer(), byte_cfg, retrieval_only=True)
     bytes_tok = byte_tokenizer()
     corpus = [" ".join(training_sentences()[:20_000])] + [bytes_tok.decode(stream()[0]) for _ in range(400)]
+    mqar, _ = _recall_tasks(TRAIN_SEED_OFFSET + cfg.seed, 16, (512,))
+    corpus += [mqar[-1].sample(bytes_tok, 512, 0.5, i).prompt for i in range(100)]
+    corpus += [" ".join(MQAR_KEYS)] * 500  # as often as the drills use them: one token per key word
     tok = Tokenizer(models.BPE())
+    # Spaces are tokens of their own, so a word is the same token after a space, a newline or at the start: the key
+    # "pelican" in an mqar block line and in the question that asks for it (" pelican") are one id, as they must be
+    # for a ~1M-parameter model to match them (with GPT-2-style " pelican" tokens they were different ids).
     tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
+                                                 pre_tokenizers.Split(" ", behavior="isolated"),
                                                  pre_tokenizers.ByteLevel(add_prefix_space=False)])
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=cfg.vocab_size, special_tokens=list(SPECIAL_TOKENS),
@@ -195,11 +206,14 @@ def recall_stream(tokenizer, cfg: TrainConfig) -> tuple[Callable[[], tuple[list[
                                                         Callable[[int], None]]:
     """The recall recipe's training sequences, and a setter for the curriculum stage (an index of RECALL_STAGES).
 
-    A sequence of cfg.train_length tokens packs whole drills, each a prompt + its answer + <eos>: three in four an
+    A sequence of cfg.train_length tokens packs whole drills, each a prompt + its answer + <eos>, no two of them
+    sharing a key (and at most one passkey), so every question has one answer in the sequence: three in four an
     mqar prompt with 1 to the stage's most pairs (1-4 of them asked), one in four a passkey prompt. Prompt lengths
     lean short (96 + (train_length / 2 - 96)·u³, u uniform; a length too short for the pairs is drawn again): mostly
     dense drills with many answers per sequence, some with filler to search through. Loss on the answers only.
     """
+    from evals.mqar import KEYS as MQAR_KEYS
+
     rng = random.Random(f"recall|{cfg.seed}")
     L = cfg.train_length
     lengths = tuple(range(96, L // 2 + 1, 16))
@@ -210,10 +224,12 @@ def recall_stream(tokenizer, cfg: TrainConfig) -> tuple[Callable[[], tuple[list[
     def encode(text: str) -> list[int]:
         return tokenizer(text, add_special_tokens=False)["input_ids"]
 
-    def drill() -> tuple[list[int], list[bool]]:
+    def drill(used: set[str]) -> tuple[list[int], list[bool]]:
+        """One drill whose keys are not among `used` (the keys of the sequence's earlier drills; "passkey" if it
+        has one): a key seen earlier in the same sequence with another value would make the question ambiguous."""
         while True:
             state["counter"] += 1
-            if rng.random() < 0.25:
+            if rng.random() < 0.25 and "passkey" not in used:
                 task = tasks[1][1]
             else:
                 task = rng.choice(tasks[rng.randint(1, RECALL_STAGES[state["stage"]])][0])
@@ -222,14 +238,24 @@ def recall_stream(tokenizer, cfg: TrainConfig) -> tuple[Callable[[], tuple[list[
                 s = task.sample(tokenizer, length, rng.random(), state["counter"])
             except UserError:  # too many pairs for a short length: draw again
                 continue
-            prompt, answer = encode(s.prompt), encode(" " + s.target + ".")
+            text = s.prompt
+            keys = s.meta.get("keys", ["passkey"])
+            clash = [k for k in keys if k in used]
+            if clash:  # renamed to words unused in this sequence (the noise filler holds none of the key words)
+                fresh = rng.sample([w for w in MQAR_KEYS if w not in used and w not in keys], len(clash))
+                rename = dict(zip(clash, fresh))
+                text = re.sub(r"\b(" + "|".join(clash) + r")\b", lambda m: rename[m.group(0)], text)
+                keys = [rename.get(k, k) for k in keys]
+            used.update(keys)
+            prompt, answer = encode(text), encode(" " + s.target + ".")
             return prompt + answer + [eos], [False] * len(prompt) + [True] * len(answer) + [False]
 
     def next_sequence() -> tuple[list[int], list[bool]]:
         ids: list[int] = []
         scored: list[bool] = []
+        used: set[str] = set()
         while len(ids) < L:
-            a, b = drill()
+            a, b = drill(used)
             ids += a
             scored += b
         return ids[:L], scored[:L]
