@@ -18,6 +18,12 @@ from harness.errors import UserError
 # PROBE_SEED_OFFSET + seed.
 TRAIN_SEED_OFFSET = 10_000
 PROBE_SEED_OFFSET = 20_000
+RECITE_SHARE = 0.5  # recall recipe: share of drills that are dense recitations (see recall_stream)
+# The BPE's pre-tokenization: a word is one piece whatever precedes it (a space, a newline, the start), so the key
+# "pelican" of an mqar block line and of the question asking for it is one token id (GPT-2-style " pelican" and
+# "pelican" after a newline are two, which a ~1M-parameter model must learn to match); digits are single, the first
+# of a number carrying its space, so a value's first token follows its key directly ("pelican", " 0", "4", "2").
+PIECES = r"\p{L}+|[ ]?\p{N}|[ ]|\s|[^\s\p{L}\p{N}]+"
 
 
 def _fast_tokenizer(tok):
@@ -43,9 +49,9 @@ def byte_tokenizer():
 def train_tokenizer(cfg: "TrainConfig"):
     """A small byte-level BPE (cfg.vocab_size entries, digits always single tokens) trained, deterministically, on
     the natural text and on task prompts rendered under the byte tokenizer. Any byte string stays encodable. Words
-    and names become one or two tokens, so a name lookup is a short-prefix match rather than a 12-byte one; spaces are
-tokens of their own."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    and names become one or two tokens, so a name lookup is a short-prefix match rather than a 12-byte one; how text is
+cut before the merges: PIECES."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
     from evals.mqar import KEYS as MQAR_KEYS
 
@@ -59,12 +65,8 @@ tokens of their own."""
     corpus += [mqar[-1].sample(bytes_tok, 512, 0.5, i).prompt for i in range(100)]
     corpus += [" ".join(MQAR_KEYS)] * 500  # as often as the drills use them: one token per key word
     tok = Tokenizer(models.BPE())
-    # Spaces are tokens of their own, so a word is the same token after a space, a newline or at the start: the key
-    # "pelican" in an mqar block line and in the question that asks for it (" pelican") are one id, as they must be
-    # for a ~1M-parameter model to match them (with GPT-2-style " pelican" tokens they were different ids).
-    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
-                                                 pre_tokenizers.Split(" ", behavior="isolated"),
-                                                 pre_tokenizers.ByteLevel(add_prefix_space=False)])
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(PIECES), behavior="isolated"),
+                                                 pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=cfg.vocab_size, special_tokens=list(SPECIAL_TOKENS),
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
@@ -206,11 +208,14 @@ def recall_stream(tokenizer, cfg: TrainConfig) -> tuple[Callable[[], tuple[list[
                                                         Callable[[int], None]]:
     """The recall recipe's training sequences, and a setter for the curriculum stage (an index of RECALL_STAGES).
 
+    Half the drills are dense recitations instead (`recitation`: a block and the block again, shuffled).
+
     A sequence of cfg.train_length tokens packs whole drills, each a prompt + its answer + <eos>, no two of them
     sharing a key (and at most one passkey), so every question has one answer in the sequence: three in four an
     mqar prompt with 1 to the stage's most pairs (1-4 of them asked), one in four a passkey prompt. Prompt lengths
     lean short (96 + (train_length / 2 - 96)·u³, u uniform; a length too short for the pairs is drawn again): mostly
-    dense drills with many answers per sequence, some with filler to search through. Loss on the answers only.
+    dense drills with many answers per sequence, some with filler to search through. Loss on the answers only (and
+    on the recited values).
     """
     from evals.mqar import KEYS as MQAR_KEYS
 
@@ -224,7 +229,25 @@ def recall_stream(tokenizer, cfg: TrainConfig) -> tuple[Callable[[], tuple[list[
     def encode(text: str) -> list[int]:
         return tokenizer(text, add_special_tokens=False)["input_ids"]
 
+    def recitation(used: set[str]) -> tuple[list[int], list[bool]]:
+        """A block of 2-16 "key value" lines (keys unused in the sequence) and the same lines again in a random
+        order: every value of the second copy is what followed the same key in the first (Zoology's MQAR with
+        the evaluation's line format and no filler); the loss is on those values."""
+        free = [w for w in MQAR_KEYS if w not in used]
+        keys = rng.sample(free, min(len(free), rng.randint(2, 16)))
+        used.update(keys)
+        lines = [f"{k} {rng.randrange(1000):03d}\n" for k in keys]
+        again = rng.sample(lines, len(lines))
+        head = encode("A list of words, each followed by its number:\n" + "".join(lines) + "The list again:\n")
+        text = "".join(again)
+        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        # the values of the second copy, what a lookup can predict: the tokens holding a digit (keys hold none)
+        scored = [any(c.isdigit() for c in text[a:b]) for a, b in enc["offset_mapping"]]
+        return head + enc["input_ids"] + [eos], [False] * len(head) + scored + [False]
+
     def drill(used: set[str]) -> tuple[list[int], list[bool]]:
+        if rng.random() < RECITE_SHARE and len(used) < len(MQAR_KEYS) - 16:
+            return recitation(used)
         """One drill whose keys are not among `used` (the keys of the sequence's earlier drills; "passkey" if it
         has one): a key seen earlier in the same sequence with another value would make the question ambiguous."""
         while True:

@@ -14,9 +14,10 @@ from harness.baselines.models import build_model, count_parameters
 from harness.errors import UserError
 
 
-def probe_recall(model, probes: list[tuple[list[int], int]], pad: int) -> float:
+def probe_recall(model, probes: list[tuple[list[int], int]], pad: int, per_token: bool = False) -> float:
     """Share of held-out prompts whose whole answer is the argmax at every answer position given the prompt and the
-    answer so far (teacher forcing): exactly the prompts greedy decoding answers right, at one forward pass."""
+    answer so far (teacher forcing): exactly the prompts greedy decoding answers right, at one forward pass. With
+    per_token, the share of answer tokens that are the argmax instead (partial credit: it climbs before recall)."""
     import torch
 
     width = max(len(ids) for ids, _ in probes)
@@ -26,9 +27,10 @@ def probe_recall(model, probes: list[tuple[list[int], int]], pad: int) -> float:
     with torch.no_grad():
         pred = model(input_ids=batch).logits.argmax(-1)
     model.train(was_training)
-    hits = sum(all(pred[b, i - 1].item() == ids[i] for i in range(start, len(ids)))
-               for b, (ids, start) in enumerate(probes))
-    return hits / len(probes)
+    right = [[pred[b, i - 1].item() == ids[i] for i in range(start, len(ids))] for b, (ids, start) in enumerate(probes)]
+    if per_token:
+        return sum(map(sum, right)) / sum(map(len, right))
+    return sum(map(all, right)) / len(probes)
 
 
 def train_one(arch: str, cfg: TrainConfig, out_dir: Path, log: Callable[[str], None] = print) -> dict:
@@ -68,7 +70,9 @@ def train_one(arch: str, cfg: TrainConfig, out_dir: Path, log: Callable[[str], N
         since = losses[-cfg.probe_every:] or [float("nan")]
         point = {"step": steps_done, "seconds": round(time.perf_counter() - t0, 1),
                  "loss": round(sum(since) / len(since), 4),
-                 **{k: probe_recall(model, v, special["pad"]) for k, v in probes.items()}, "stage": stage}
+                 **{k: probe_recall(model, v, special["pad"]) for k, v in probes.items()},
+                 "mqar_tokens": round(probe_recall(model, probes["mqar"], special["pad"], per_token=True), 3),
+                 "stage": stage}
         curve.append(point)
         return point
 
@@ -88,8 +92,8 @@ def train_one(arch: str, cfg: TrainConfig, out_dir: Path, log: Callable[[str], N
         if steps_done % cfg.probe_every == 0 or steps_done == cfg.steps:
             point = measure()
             log(f"{arch} step {steps_done}/{cfg.steps} loss {point['loss']:.3f} mqar(8) {point['mqar']:.2f} "
-                f"passkey {point['passkey']:.2f}" + (f" stage {RECALL_STAGES[stage]} pairs" if recall else "")
-                + f" ({point['seconds']:.0f} s)")
+                f"(answer tokens {point['mqar_tokens']:.2f}) passkey {point['passkey']:.2f}"
+                + (f" stage {RECALL_STAGES[stage]} pairs" if recall else "") + f" ({point['seconds']:.0f} s)")
             if recall:
                 if stage + 1 < len(stage_probes) and probe_recall(
                         model, stage_probes[RECALL_STAGES[stage]], special["pad"]) >= cfg.recall_target:

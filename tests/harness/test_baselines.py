@@ -137,19 +137,51 @@ def test_the_recall_curriculum_drills_grow_in_pairs_and_score_only_the_answers()
     tok = train_tokenizer(cfg)
     stream, set_stage = recall_stream(tok, cfg)
 
-    def most_pairs(n_sequences):
-        text = "".join(tok.decode(stream()[0]) for _ in range(n_sequences))
-        blocks = re.findall(r"(?:^[a-z]+ \d{3}\n)+", text, flags=re.M)
+    def drills(n_sequences):  # whole drills (a sequence's last one may be cut)
+        return [d for _ in range(n_sequences) for d in tok.decode(stream()[0]).split("<eos>")[:-1]]
+
+    def most_pairs(n_sequences):  # in the question drills (recitations have 2-16 pairs from the start)
+        blocks = [b for d in drills(n_sequences) if "The list again:" not in d
+                  for b in re.findall(r"(?:^[a-z]+ \d{3}\n)+", d, flags=re.M)]
         return max(len(b.splitlines()) for b in blocks)
 
     for _ in range(3):
         ids, scored = stream()
         answers = _answers(tok, ids, scored)
         assert len(ids) == len(scored) == cfg.train_length and len(answers) >= 2
-        assert all(re.fullmatch(r" (\d{3}(, \d{3})*|\d{5})\.?", a) for a in answers[:-1]), answers
-    assert most_pairs(6) <= 2  # stage 0: at most two pairs a drill
+        # answers of questions, and the values of recitations (a digit's space may be a token of its own)
+        assert all(re.fullmatch(r" ?(\d{3}(, \d{3})*|\d{5})\.?", a) for a in answers[:-1]), answers
+    assert most_pairs(6) <= 2  # stage 0: at most two pairs a question drill
     set_stage(3)
     assert most_pairs(12) > 4
+
+
+def test_recall_drills_packed_in_a_sequence_never_share_a_key_and_recitations_repeat_their_block():
+    from harness.baselines.data import recall_stream
+
+    cfg = TrainConfig(vocab_size=2048, recipe="recall")
+    tok = train_tokenizer(cfg)
+    stream, set_stage = recall_stream(tok, cfg)
+    set_stage(3)
+    recitations = 0
+    for _ in range(12):
+        ids, _ = stream()
+        drills = [d for d in tok.decode(ids).split("<eos>")][:-1]  # whole drills (the last one may be cut)
+        keys = [re.findall(r"^([a-z]+) \d{3}$", d.split("The list again:")[0], flags=re.M) for d in drills]
+        flat = [k for ks in keys for k in ks]
+        assert len(flat) == len(set(flat)), keys  # one key, one value per sequence
+        assert sum("pass key" in d for d in drills) <= 1
+        for d in drills:
+            if "The list again:" in d:
+                first, second = d.split("The list again:")
+                recitations += 1
+                assert sorted(re.findall(r"^[a-z]+ \d{3}$", first, flags=re.M)) == \
+                    sorted(re.findall(r"^[a-z]+ \d{3}$", second, flags=re.M))
+    assert recitations > 0
+    # a key is one token, the same id in a block line and in a question
+    assert tok(" pelican", add_special_tokens=False)["input_ids"][-1] == tok("\npelican", add_special_tokens=False)[
+        "input_ids"][-1]
+    assert len(tok("pelican", add_special_tokens=False)["input_ids"]) == 1
 
 
 def test_probe_recall_counts_the_prompts_greedy_decoding_answers_right():
