@@ -1,0 +1,77 @@
+"""How fast does a baseline architecture learn associative recall when nothing else is in the way? Pure MQAR in
+token ids (after Arora et al. 2023, "Zoology"): a block of 2-8 key-value pairs (100 key ids, `--values` value ids),
+then the same pairs again in a random order; the loss is on the second copy's values, every one of which is what
+followed the same key in the block. No tokenizer, no filler, no question format: what is left is the induction
+mechanism lookup needs. Prints teacher-forced accuracy on those values every 25 steps (chance: 1 / --values, a bit
+more for a model that only learns which values are present).
+
+Usage: .venv/bin/python scripts/mqar_learning_speed.py [--arch rope] [--layers 4] [--lr 3e-3] [--length 128]
+       [--values 10] [--steps 600] [--threads 1]
+Findings (docs/RESULTS.md §7c): the recall recipe's plateau is not the data format alone.
+"""
+import argparse
+import random
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from harness.baselines.config import TrainConfig  # noqa: E402
+from harness.baselines.models import build_model  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--arch", default="rope")
+    ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--length", type=int, default=128, help="tokens per row; rows per step = 4096 / length")
+    ap.add_argument("--values", type=int, default=10, help="distinct value ids (10: like one digit)")
+    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    cfg = TrainConfig(recipe="recall", layers=a.layers, lr=a.lr, seed=a.seed)
+    model = build_model(a.arch, cfg, 2048, {"bos": 0, "eos": 1, "pad": 2})
+    rng = random.Random(a.seed)
+    keys, values = list(range(3, 103)), list(range(200, 200 + a.values))
+
+    def drill() -> tuple[list[int], list[bool]]:
+        n = rng.randint(2, 8)
+        ks, vs = rng.sample(keys, n), [rng.choice(values) for _ in range(n)]
+        order = rng.sample(range(n), n)
+        ids = [t for k, v in zip(ks, vs) for t in (k, v)] + [1] + [t for i in order for t in (ks[i], vs[i])] + [1]
+        return ids, [False] * (2 * n + 1) + [j % 2 == 1 for j in range(2 * n)] + [False]
+
+    def batch() -> tuple[torch.Tensor, torch.Tensor]:
+        rows, masks = [], []
+        for _ in range(max(1, 4096 // a.length)):
+            ids, scored = [], []
+            while len(ids) < a.length:
+                x, s = drill()
+                ids, scored = ids + x, scored + s
+            rows.append(ids[:a.length])
+            masks.append(scored[:a.length])
+        return torch.tensor(rows), torch.tensor(masks)
+
+    opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=0.01, betas=(0.9, 0.95))
+    t0 = time.perf_counter()
+    for step in range(1, a.steps + 1):
+        x, m = batch()
+        out = model(input_ids=x, labels=x.masked_fill(~m, -100))
+        opt.zero_grad(set_to_none=True)
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        if step % 25 == 0:
+            with torch.no_grad():
+                hit = out.logits.argmax(-1)[:, :-1][m[:, 1:]] == x[:, 1:][m[:, 1:]]
+            print(f"step {step} loss {out.loss.item():.3f} recall {hit.float().mean().item():.3f} "
+                  f"({time.perf_counter() - t0:.0f} s)", flush=True)
+
+
+if __name__ == "__main__":
+    main()
