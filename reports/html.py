@@ -405,6 +405,11 @@ def search_section(run_dirs: list[Path]) -> str:
         except (ValueError, KeyError, TypeError, IndexError) as err:
             raise UserError(f"{f} is not a longctx search.json ({err})") from None
         flags = "".join(f'<p class="flag">non-monotone: {e(x)}</p>' for x in s.get("non_monotone", []))
+        flags += "".join(f'<p class="flag">undecided: {e(x)}</p>' for x in s.get("conditional", []))
+        if s.get("estimate"):
+            a, b = s["estimate"]
+            flags += (f"<p>On the point estimates of the undecided lengths: passes at {format_length(a)}, fails at "
+                      f"{format_length(b)} — where the estimates lead, not a claim.</p>")
         parts.append(f"<h3>{e(str(d))}</h3><p>{e(s['status'])}: passes at {lo and format_length(lo)}, fails at "
                      f"{hi and format_length(hi)} (threshold {s['config']['threshold']}); {s['samples']} samples, a "
                      f"grid at the same resolution and cap would take {s['grid_samples']}.</p>{flags}"

@@ -79,7 +79,7 @@ def test_ends_of_the_range_and_undecided_lengths_are_said():
     assert r.status.startswith("undecided") and r.probes[0].decision == "undecided" and r.probes[0].n == 8
 
 
-def test_an_undecided_bisection_point_does_not_end_the_search():
+def test_an_undecided_bisection_point_does_not_end_the_search(tmp_path):
     """SmolLM2 without scaling found 46/48 passkeys at 5.8k: undecided at RULER's 0.856 with a cap of 48. The search
     goes on with the side the point estimate is on, and keeps the decided bracket apart from where estimates lead."""
     acc = lambda n: 1.0 if n < 4000 else (0.95 if n < 8300 else 0.0)  # noqa: E731
@@ -94,6 +94,16 @@ def test_an_undecided_bisection_point_does_not_end_the_search():
     r = Search(_curve(acc, 0), SearchConfig(low=2048, high=16384)).run()  # 46/48 at 5824, 47/48 at 7552
     assert r.status == "undecided at 5824, 7552" and r.bracket == (2048, 8576) and r.estimate == (7552, 8576)
     assert "on point estimates: passes at 7552, fails at 8576" in r.summary() and "not a claim" in r.summary()
+    # ... and the report says the same
+    import json
+    from dataclasses import asdict
+
+    from reports.html import search_section
+
+    (tmp_path / "search.json").write_text(json.dumps({"config": asdict(SearchConfig(low=2048, high=16384)),
+                                                      **r.to_json()}))
+    html = search_section([tmp_path])
+    assert "undecided: 5824 as passing on 46/48" in html and "passes at 7552, fails at 8576 — where the estimates lead" in html, html
 
 
 def test_search_command_writes_ordinary_records_and_resumes(tiny_llama_path, tmp_path):
