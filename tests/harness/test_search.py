@@ -57,6 +57,17 @@ def test_a_method_that_fails_below_its_bracket_is_reported_non_monotone():
     assert any("fails at 4096" in s for s in r.non_monotone), r.non_monotone
 
 
+def test_a_pass_above_the_bracket_is_found_and_reported():
+    """When the bisection goes down early (fails at 5.8k), the octaves above the bracket are probed too: a method
+    that fails at 4k-6k and finds again at 8k is reported, not hidden by a bracket near 3k."""
+    acc = lambda n: 0.0 if 3000 < n < 6500 else (0.98 if n < 12000 else 0.0)  # noqa: E731
+    r = Search(_curve(acc, 1), SearchConfig(low=2048, high=16384, threshold=0.5, max_samples=24)).run()
+    lo, hi = r.bracket
+    assert r.status == "bracketed" and lo < 3000 <= hi < 4096
+    assert any(p.length == 8192 and p.decision == "pass" and p.purpose == "monotonicity" for p in r.probes)
+    assert any("passes again at 8192" in x for x in r.non_monotone), r.non_monotone
+
+
 def test_a_method_that_fails_at_the_shortest_length_is_still_probed_above_it():
     """A failure at --min does not end the search: one length per octave and the longest are probed, and a pass
     among them is reported (YaRN x4: misses at 4k, finds at 8k)."""
