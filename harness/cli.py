@@ -180,7 +180,7 @@ def retrieval(task, **kw):
 @click.option("--max-samples", default=48, show_default=True, type=int, help="samples per probed length at most")
 @experiment_options(default_depths="0.5", grid=False)
 def search(task, low, high, threshold, resolution, max_samples, **kw):
-    """Effective-length search: bisect on log length with sequential Wilson decisions per length."""
+    """Effective-length search: bisect on log length with sequential exact-bound decisions per length."""
     from evals.base import TaskConfig
     from harness.config import parse_length, parse_params
     from harness.experiment import Experiment

@@ -2,26 +2,28 @@
 fraction of a grid's cost.
 
 The search bisects on log length between a length that passes and one that fails. At each probed length it draws
-samples one at a time (depths stratified, seeded: sample i sits at depth strata[i mod D]) and stops as soon as the
-Wilson interval of the successes lies wholly above the threshold (pass) or wholly below it (fail), or at the
-per-length cap (undecided: said, with how close it came; a bisection point left undecided is taken on its point
-estimate and the bracket is marked conditional on it). It does not assume the score falls monotonically with
-length: after bracketing it probes one length per octave outside the bracket that it has not probed yet and reports
-every failure below and every pass above, rather than hiding them behind the bracket.
+samples one at a time (depths stratified, seeded: sample i sits at depth strata[i mod D]) and stops as soon as an
+exact (Clopper–Pearson) bound on the success rate lies wholly above the threshold (pass) or wholly below it (fail),
+or at the per-length cap (undecided: said, with how close it came; a bisection point left undecided is taken on its
+point estimate, and the bracket the bounds decided is kept apart from where the estimates lead). It does not assume
+the score falls monotonically with length: after bracketing it probes one length per octave outside the bracket
+that it has not probed yet and reports every failure below and every pass above, rather than hiding them.
 
 `Search` is the pure procedure over a `probe(length, i) -> bool` function (tests drive it with scripted accuracy
 curves); `run_search` connects it to the experiment loop: ordinary records in an ordinary run directory (resume
 reuses every sample already there), plus search.json with the path taken.
 
-Statistics: a decision at one length is wrong with probability at most 1 − `confidence` (5 %). It looks at the
-interval only at n = 1, 2, 4, 8, ... and at the cap, and splits the 5 % over those looks (Bonferroni), because
-looking after every sample at a plain 95 % interval lets a score that sits near the threshold be decided wrongly
-far more often (measured in the tests: the bracket then held the true crossing of a gentle slope in 88 % of seeded
-trials). The price: deciding that a length *passes* RULER's 0.856 takes about 45 straight successes; a failure is
-decided after a miss or two.
+Statistics: a decision at one length is wrong with probability at most 1 − `confidence` (5 %): 2.5 % for each
+side. It looks only at n = 1, 2, 4, 8, ... and at the cap, and splits each side's 2.5 % over the looks at which that
+side can be decided at all (Bonferroni), because looking after every sample at a plain 95 % interval lets a score
+near the threshold be decided wrongly far more often (measured in the tests: the bracket then held the true
+crossing of a gentle slope in 88 % of seeded trials). The bounds are exact, not Wilson's: Wilson's upper end for
+0/2 sits below 0.856 although a model at 0.856 misses twice 2 % of the time. The price at RULER's 0.856 and a cap
+of 48: a pass takes 32 straight successes or 47 of 48; a failure is decided after four samples at the earliest.
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import asdict, dataclass, field
@@ -37,7 +39,7 @@ class SearchConfig:
     high: int  # longest
     threshold: float = 0.856  # RULER's: Llama-2-7B's 4k score
     resolution: float = 1.19  # stop when the bracket's ends are within this ratio
-    max_samples: int = 48  # per probed length (a pass at 0.856 needs ~45 straight successes)
+    max_samples: int = 48  # per probed length (at 0.856 a pass takes 32 straight successes or 47 of 48)
     confidence: float = 0.95  # per decision, split over its looks
     step: int = 64  # probed lengths are multiples of this
 
@@ -62,12 +64,54 @@ class SearchConfig:
             n *= 2
         return out + [self.max_samples]
 
-    @property
-    def z(self) -> float:
-        """Two-sided normal quantile for 1 − confidence split over the looks."""
-        from statistics import NormalDist
+    def alpha(self, side: str) -> float:
+        """The error allowed to one decision at one look. Each side ("pass": the interval's lower end above the
+        threshold; "fail": its upper end below) may be wrong with probability (1 − confidence) / 2, split evenly
+        over the looks at which that side can be decided at all. At RULER's 0.856 and a cap of 48 a pass is
+        possible only at n = 32 and 48 (n straight successes must clear the threshold), so its share is split two
+        ways, not seven: a pass costs 32 straight successes, or 47 of 48."""
+        return _alpha(side, self.threshold, self.confidence, tuple(self.looks))
 
-        return NormalDist().inv_cdf(1 - (1 - self.confidence) / (2 * len(self.looks)))
+
+@functools.lru_cache(maxsize=64)
+def _alpha(side: str, threshold: float, confidence: float, looks: tuple[int, ...]) -> float:
+    """The per-look error of one side's decisions: SearchConfig.alpha."""
+    share = (1 - confidence) / 2
+
+    def possible(n: int, a: float) -> bool:
+        return (exact_bounds(n, n, a)[0] > threshold if side == "pass"
+                else exact_bounds(0, n, a)[1] < threshold)
+
+    for m in range(1, len(looks) + 1):  # the fewest shares with no more possible looks than shares
+        if sum(possible(n, share / m) for n in looks) <= m:
+            return share / m
+    return share / len(looks)
+
+
+def _binom_cdf(k: int, n: int, p: float) -> float:
+    """P(X <= k) for X ~ Binomial(n, p)."""
+    return sum(math.comb(n, i) * p ** i * (1 - p) ** (n - i) for i in range(k + 1))
+
+
+@functools.lru_cache(maxsize=4096)  # few distinct (k, n) at the looks: simulations reuse them
+def exact_bounds(k: int, n: int, alpha: float) -> tuple[float, float]:
+    """One-sided Clopper–Pearson bounds (Clopper & Pearson 1934), each wrong with probability at most alpha:
+    the lower bound p with P(X >= k | p) = alpha, the upper with P(X <= k | p) = alpha (bisection on the binomial
+    tail). Exact where Wilson's interval is not: at n = 2, 0/2 puts Wilson's upper end below 0.856 although a
+    model at 0.856 misses twice 2 % of the time, which made the fail side wrong more often than it claimed."""
+    if n == 0:
+        return 0.0, 1.0
+
+    def solve(f, target: float) -> float:  # f increasing in p: the p where it reaches target
+        lo, hi = 0.0, 1.0
+        for _ in range(60):
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if f(mid) < target else (lo, mid)
+        return (lo + hi) / 2
+
+    lower = 0.0 if k == 0 else solve(lambda p: 1 - _binom_cdf(k - 1, n, p), alpha)  # P(X >= k | p) = alpha
+    upper = 1.0 if k == n else solve(lambda p: 1 - _binom_cdf(k, n, p), 1 - alpha)  # P(X <= k | p) = alpha
+    return lower, upper
 
 
 @dataclass
@@ -113,12 +157,6 @@ class SearchResult:
                 f"resolution would take {self.grid_samples}")
 
 
-def wilson(k: int, n: int, z: float) -> tuple[float, float]:
-    from reports.aggregate import wilson_interval
-
-    return wilson_interval(k, n, z)
-
-
 class Search:
     def __init__(self, probe: Callable[[int, int], bool], config: SearchConfig):
         self.probe_fn, self.cfg = probe, config
@@ -131,16 +169,16 @@ class Search:
         """Sample at `length` until the interval clears the threshold either way, or the cap."""
         p = self.probes.setdefault(length, Probe(length, purpose=purpose))
         c = self.cfg
-        z, looks = c.z, set(c.looks)
+        a_pass, a_fail, looks = c.alpha("pass"), c.alpha("fail"), set(c.looks)
         while p.decision is None:
             if p.n >= c.max_samples:
                 p.decision = "undecided"
                 break
             p.k += bool(self.probe_fn(length, p.n))
             p.n += 1
-            p.ci = wilson(p.k, p.n, z)
             if p.n not in looks:
                 continue
+            p.ci = (exact_bounds(p.k, p.n, a_pass)[0], exact_bounds(p.k, p.n, a_fail)[1])
             if p.ci[0] > c.threshold:
                 p.decision = "pass"
             elif p.ci[1] < c.threshold:
