@@ -17,7 +17,8 @@ def wilson_interval(k: float, n: int, z: float = 1.96) -> tuple[float, float]:
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # exact at the edges, where rounding left 1 - 1e-16 below a score of 1.0 (k = n = 48) and broke error bars
+    return (0.0 if k == 0 else max(0.0, centre - half)), (1.0 if k == n else min(1.0, centre + half))
 
 
 def config_key(r: SampleRecord) -> tuple:

@@ -140,7 +140,9 @@ def accuracy_figure(groups: dict) -> str:
         rows = accuracy_by_length(rs)
         xs = [r["context_length"] for r in rows]
         ys = [r["score"] for r in rows]
-        err = [[y - r["ci_low"] for y, r in zip(ys, rows)], [r["ci_high"] - y for y, r in zip(ys, rows)]]
+        # clamped: at k = n Wilson's upper end can come out 1 - 1e-16 below a score of 1.0 (n = 48 did)
+        err = [[max(0.0, y - r["ci_low"]) for y, r in zip(ys, rows)],
+               [max(0.0, r["ci_high"] - y) for y, r in zip(ys, rows)]]
         ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=_label(key))
     windows = {r.model_max_position for rs in groups.values() for r in rs if r.model_max_position}
     for w in sorted(windows):

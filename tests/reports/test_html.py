@@ -14,6 +14,9 @@ def test_wilson_interval_known_values():
     lo, hi = wilson_interval(5, 10)
     assert lo == pytest.approx(0.2366, abs=1e-4) and hi == pytest.approx(0.7634, abs=1e-4)
     assert wilson_interval(0, 0) == (0.0, 1.0)
+    # all right / all wrong: the ends are exact (rounding had left 48/48's upper end 1e-16 under 1.0, and the
+    # accuracy plot's error bar negative: `longctx report` crashed on the effective-length search's run)
+    assert all(wilson_interval(n, n)[1] == 1.0 and wilson_interval(0, n)[0] == 0.0 for n in range(1, 200))
 
 
 def _rec(length, depth, sid, correct, prediction):
