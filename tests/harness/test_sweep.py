@@ -123,15 +123,34 @@ def test_a_bad_cell_stops_the_sweep_before_anything_is_written(tiny_llama_path, 
     assert not (tmp_path / "s").exists()
 
 
+@pytest.fixture(scope="module")
+def quick_baselines(tmp_path_factory):
+    """Seconds-long `train-baselines --quick` checkpoints of all four architectures, standing in for the trained
+    ones that the baselines' experiment files name (runs/bl-recall/...): same architectures, same hosting."""
+    from harness.baselines import ARCHITECTURES, QUICK, train_baselines
+
+    import dataclasses
+
+    out = tmp_path_factory.mktemp("bl")  # real vocabulary and length: mqar-64 fits 512 tokens under it, not 512
+    train_baselines(dataclasses.replace(QUICK, vocab_size=2048, train_length=512), str(out), ARCHITECTURES, log=lambda *_: None)
+    return out
+
+
 @pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "experiments").glob("*.yaml")))
-def test_example_experiment_files_are_valid(name, smollm2_path):
+def test_example_experiment_files_are_valid(name, smollm2_path, request):
+    import dataclasses
+
     from harness.experiment import prepare
     from harness.sweep import load
 
     _, cells = load(str(REPO / "experiments" / name))
     assert cells
     for c in cells:
-        prepare(c.experiment, log=lambda *_: None)  # names, parameters, hosting, first prompts: all resolve
+        exp = c.experiment
+        if exp.model.startswith("runs/bl-recall/"):  # a training output: a quick checkpoint of that architecture
+            quick = request.getfixturevalue("quick_baselines") / Path(exp.model).name
+            exp = dataclasses.replace(exp, model=str(quick))
+        prepare(exp, log=lambda *_: None)  # names, parameters, hosting, first prompts: all resolve
 
 
 @pytest.mark.skipif(__import__("importlib").util.find_spec("ray") is None, reason="Ray is an optional extra")
