@@ -131,7 +131,7 @@ class SearchResult:
     probes: list[Probe] = field(default_factory=list)
     non_monotone: list[str] = field(default_factory=list)
     # lengths left undecided at the cap: bisection points (taken on their point estimate k/n so the bisection goes
-    # on; `bracket` stays what the intervals decided, `estimate` is where the point estimates lead when the decided
+    # on; `bracket` stays what the bounds decided, `estimate` is where the point estimates lead when the decided
     # bracket is wider than the resolution) and octave checks below the bracket
     conditional: list[str] = field(default_factory=list)
     estimate: tuple[int, int] | None = None  # the bracket on those point estimates (narrower, not a claim)
@@ -147,7 +147,7 @@ class SearchResult:
         head = f"passes at {lo}, fails at {hi} (ratio {hi / lo:.2f})" if self.status == "bracketed" else self.status
         flags = f"; NON-MONOTONE: {'; '.join(self.non_monotone)}" if self.non_monotone else ""
         if self.status.startswith("undecided at") and lo and hi:
-            head += f"; the intervals bracket it between {lo} and {hi} (ratio {hi / lo:.2f})"
+            head += f"; the bounds bracket it between {lo} and {hi} (ratio {hi / lo:.2f})"
         if self.estimate:
             a, b = self.estimate
             head += f"; on point estimates: passes at {a}, fails at {b} (ratio {b / a:.2f}), not a claim"

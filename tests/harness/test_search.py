@@ -129,7 +129,8 @@ def test_an_undecided_bisection_point_does_not_end_the_search(tmp_path):
     (tmp_path / "search.json").write_text(json.dumps({"config": asdict(SearchConfig(low=2048, high=16384)),
                                                       **r.to_json()}))
     html = search_section([tmp_path])
-    assert "undecided: 5824 as passing on 46/48" in html and "passes at 7552, fails at 8576 — where the estimates lead" in html, html
+    assert "undecided: 5824 as passing on 46/48" in html, html
+    assert "passes at 7552, fails at 8576 — where the estimates lead" in html, html
 
 
 def test_search_command_writes_ordinary_records_and_resumes(tiny_llama_path, tmp_path):

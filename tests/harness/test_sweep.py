@@ -132,7 +132,8 @@ def quick_baselines(tmp_path_factory):
     import dataclasses
 
     out = tmp_path_factory.mktemp("bl")  # real vocabulary and length: mqar-64 fits 512 tokens under it, not 512
-    train_baselines(dataclasses.replace(QUICK, vocab_size=2048, train_length=512), str(out), ARCHITECTURES, log=lambda *_: None)
+    train_baselines(dataclasses.replace(QUICK, vocab_size=2048, train_length=512), str(out), ARCHITECTURES,
+                    log=lambda *_: None)
     return out
 
 
