@@ -6,7 +6,7 @@ mechanism lookup needs. Prints teacher-forced accuracy on those values every 25 
 more for a model that only learns which values are present).
 
 Usage: .venv/bin/python scripts/mqar_learning_speed.py [--arch rope] [--layers 4] [--lr 3e-3] [--length 128]
-       [--values 10] [--steps 600] [--threads 1]
+       [--values 10] [--steps 600] [--threads 1] [--disjoint] [--echo 0.25]
 Findings (docs/RESULTS.md §7c): the recall recipe's plateau is not the data format alone.
 """
 import argparse
@@ -32,6 +32,10 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--echo", type=float, default=0.0,
+                    help="share of drills that are 'key value key' triples, loss on the echoed key (a previous-token "
+                         "head at value positions, which lookup composes with)")
+    ap.add_argument("--disjoint", action="store_true", help="no key in two drills of one row (the recipe's packing)")
     a = ap.parse_args()
     if min(a.layers, a.length, a.values, a.steps, a.threads) < 1 or not a.lr > 0:
         ap.error("--layers, --length, --values, --steps and --threads must be >= 1 and --lr > 0")
@@ -41,20 +45,25 @@ def main() -> None:
     rng = random.Random(a.seed)
     keys, values = list(range(3, 103)), list(range(200, 200 + a.values))
 
-    def drill() -> tuple[list[int], list[bool]]:
-        n = rng.randint(2, 8)
-        ks, vs = rng.sample(keys, n), [rng.choice(values) for _ in range(n)]
+    def drill(free: list[int]) -> tuple[list[int], list[int]]:  # ids, and per id 0 / 1 (a value asked) / 2 (an echo)
+        n = min(rng.randint(2, 8), len(free))
+        ks, vs = rng.sample(free, n), [rng.choice(values) for _ in range(n)]
+        if rng.random() < a.echo:  # key value key: predicting the echo needs the key at the value's position
+            return [t for k, v in zip(ks, vs) for t in (k, v, k)] + [1], [2 * (j % 3 == 2) for j in range(3 * n)] + [0]
+        if a.disjoint:  # no key twice in a row: every question has one answer, the most recent match is not needed
+            free[:] = [k for k in free if k not in ks]
         order = rng.sample(range(n), n)
         ids = [t for k, v in zip(ks, vs) for t in (k, v)] + [1] + [t for i in order for t in (ks[i], vs[i])] + [1]
-        return ids, [False] * (2 * n + 1) + [j % 2 == 1 for j in range(2 * n)] + [False]
+        return ids, [0] * (2 * n + 1) + [j % 2 for j in range(2 * n)] + [0]
 
     def batch() -> tuple[torch.Tensor, torch.Tensor]:
         rows, masks = [], []
         for _ in range(max(1, 4096 // a.length)):
-            ids, scored = [], []
-            while len(ids) < a.length:
-                x, s = drill()
+            ids, scored, free = [], [], list(keys)
+            while len(ids) < a.length and len(free) >= 2:
+                x, s = drill(free)
                 ids, scored = ids + x, scored + s
+            ids, scored = ids + [2] * (a.length - len(ids)), scored + [0] * (a.length - len(scored))
             rows.append(ids[:a.length])
             masks.append(scored[:a.length])
         return torch.tensor(rows), torch.tensor(masks)
@@ -62,17 +71,18 @@ def main() -> None:
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=0.01, betas=(0.9, 0.95))
     t0 = time.perf_counter()
     for step in range(1, a.steps + 1):
-        x, m = batch()
-        out = model(input_ids=x, labels=x.masked_fill(~m, -100))
+        x, kind = batch()
+        out = model(input_ids=x, labels=x.masked_fill(kind == 0, -100))
         opt.zero_grad(set_to_none=True)
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         if step % 25 == 0:
             with torch.no_grad():
-                hit = out.logits.argmax(-1)[:, :-1][m[:, 1:]] == x[:, 1:][m[:, 1:]]
-            print(f"step {step} loss {out.loss.item():.3f} recall {hit.float().mean().item():.3f} "
-                  f"({time.perf_counter() - t0:.0f} s)", flush=True)
+                right = out.logits.argmax(-1)[:, :-1] == x[:, 1:]
+                acc = [right[kind[:, 1:] == k].float().mean().item() for k in (1, 2)]
+            print(f"step {step} loss {out.loss.item():.3f} recall {acc[0]:.3f}"
+                  + (f" echo {acc[1]:.3f}" if a.echo else "") + f" ({time.perf_counter() - t0:.0f} s)", flush=True)
 
 
 if __name__ == "__main__":
