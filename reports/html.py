@@ -31,7 +31,7 @@ table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:.9em}
 th,td{border:1px solid #ccc;padding:3px 8px;text-align:left;vertical-align:top}
 th{background:#f3f3f3;cursor:pointer}td.num{text-align:right;font-variant-numeric:tabular-nums}
 td.pred{font-family:monospace;white-space:pre-wrap;max-width:420px;word-break:break-word}
-.ok{color:#176b1b}.bad{color:#a11}.muted{color:#777;font-size:.85em}img{max-width:100%;height:auto}
+.ok{color:#176b1b}.bad{color:#a11}.undecided{color:#8a5a00}.muted{color:#777;font-size:.85em}img{max-width:100%;height:auto}
 details{margin:.5em 0}code{background:#f5f5f5;padding:0 3px}
 .scroll{max-width:100%;overflow-x:auto}td.cell{text-align:center;min-width:4.2em}td.cell small{color:#333}
 .flag{color:#8a5a00;font-size:.85em}
@@ -388,6 +388,9 @@ def perplexity_section(ppl_records: list) -> str:
             + _png(fig, "perplexity") + table)
 
 
+_DECISION_CLASS = {"pass": "ok", "fail": "bad"}  # anything else (undecided at the cap) is neither
+
+
 def search_section(run_dirs: list[Path]) -> str:
     """The path of every effective-length search among the runs (search.json): probed lengths with n, successes,
     interval and decision, the bracket, and the samples spent against a grid at the same resolution."""
@@ -401,7 +404,7 @@ def search_section(run_dirs: list[Path]) -> str:
             rows = "".join(
                 f'<tr><td class="num" data-v="{p["length"]}">{format_length(p["length"])}</td><td>{e(p["purpose"])}</td>'
                 f'<td class="num">{p["k"]}/{p["n"]}</td><td class="num">[{p["ci"][0]:.2f}, {p["ci"][1]:.2f}]</td>'
-                f'<td class="{"ok" if p["decision"] == "pass" else "bad"}">{e(str(p["decision"]))}</td></tr>'
+                f'<td class="{_DECISION_CLASS.get(p["decision"], "undecided")}">{e(str(p["decision"]))}</td></tr>'
                 for p in s["probes"])
             lo, hi = s["bracket"]
         except (ValueError, KeyError, TypeError, IndexError) as err:
@@ -416,7 +419,7 @@ def search_section(run_dirs: list[Path]) -> str:
                      f"{hi and format_length(hi)} (threshold {s['config']['threshold']}); {s['samples']} samples, a "
                      f"grid at the same resolution and cap would take {s['grid_samples']}.</p>{flags}"
                      '<table class="sortable"><thead><tr><th>length</th><th>probe</th><th>found</th>'
-                     "<th>interval</th><th>decision</th></tr></thead><tbody>" + rows + "</tbody></table>")
+                     "<th>exact bounds</th><th>decision</th></tr></thead><tbody>" + rows + "</tbody></table>")
     return ("<h2>Effective-length search</h2>" + "".join(parts)) if parts else ""
 
 

@@ -131,6 +131,8 @@ def test_an_undecided_bisection_point_does_not_end_the_search(tmp_path):
     html = search_section([tmp_path])
     assert "undecided: 5824 as passing on 46/48" in html, html
     assert "passes at 7552, fails at 8576 — where the estimates lead" in html, html
+    # an undecided length is coloured as neither a pass nor a failure
+    assert '<td class="undecided">undecided</td>' in html and '<td class="bad">undecided</td>' not in html, html
 
 
 def test_search_command_writes_ordinary_records_and_resumes(tiny_llama_path, tmp_path):
