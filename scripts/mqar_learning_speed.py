@@ -35,12 +35,15 @@ def main() -> None:
     ap.add_argument("--echo", type=float, default=0.0,
                     help="share of drills that are 'key value key' triples, loss on the echoed key (a previous-token "
                          "head at value positions, which lookup composes with)")
+    ap.add_argument("--init", type=float, default=0.0, help="initial weight std (0: transformers' 0.02)")
+    ap.add_argument("--bias", action="store_true", help="RoPE model: biases on q, k, v, o")
     ap.add_argument("--disjoint", action="store_true", help="no key in two drills of one row (the recipe's packing)")
     a = ap.parse_args()
     if min(a.layers, a.length, a.values, a.steps, a.threads) < 1 or not a.lr > 0:
         ap.error("--layers, --length, --values, --steps and --threads must be >= 1 and --lr > 0")
     torch.set_num_threads(a.threads)
-    cfg = TrainConfig(recipe="recall", layers=a.layers, lr=a.lr, seed=a.seed)
+    cfg = TrainConfig(recipe="recall", layers=a.layers, lr=a.lr, seed=a.seed, attention_bias=a.bias,
+                      init_std=a.init)
     model = build_model(a.arch, cfg, 2048, {"bos": 0, "eos": 1, "pad": 2})
     rng = random.Random(a.seed)
     keys, values = list(range(3, 103)), list(range(200, 200 + a.values))
@@ -54,7 +57,8 @@ def main() -> None:
             free[:] = [k for k in free if k not in ks]
         order = rng.sample(range(n), n)
         ids = [t for k, v in zip(ks, vs) for t in (k, v)] + [1] + [t for i in order for t in (ks[i], vs[i])] + [1]
-        return ids, [0] * (2 * n + 1) + [j % 2 for j in range(2 * n)] + [0]
+        # an asked value's kind says how many pairs its drill has and where its key stood in the block: 100 n + i
+        return ids, [0] * (2 * n + 1) + [(100 * n + order[j // 2]) * (j % 2) for j in range(2 * n)] + [0]
 
     def batch() -> tuple[torch.Tensor, torch.Tensor]:
         rows, masks = [], []
@@ -80,9 +84,15 @@ def main() -> None:
         if step % 25 == 0:
             with torch.no_grad():
                 right = out.logits.argmax(-1)[:, :-1] == x[:, 1:]
-                acc = [right[kind[:, 1:] == k].float().mean().item() for k in (1, 2)]
+                asked, k1 = kind[:, 1:] >= 100, kind[:, 1:]
+                acc = [right[asked].float().mean().item(), right[k1 == 2].float().mean().item()]
             print(f"step {step} loss {out.loss.item():.3f} recall {acc[0]:.3f}"
                   + (f" echo {acc[1]:.3f}" if a.echo else "") + f" ({time.perf_counter() - t0:.0f} s)", flush=True)
+            if step == a.steps:  # where lookup works: by pairs in the drill, and by the key's place in the block
+                for name, of in (("pairs", k1 // 100), ("block place", k1 % 100)):
+                    print(f"  by {name}: " + " ".join(
+                        f"{v}:{right[asked & (of == v)].float().mean().item():.2f}"
+                        for v in sorted(set(of[asked].tolist()))), flush=True)
 
 
 if __name__ == "__main__":

@@ -10,14 +10,15 @@ def build_model(arch: str, cfg: TrainConfig, vocab_size: int, special: dict):
 
     torch.manual_seed(cfg.seed)
     common = dict(vocab_size=vocab_size, bos_token_id=special["bos"], eos_token_id=special["eos"],
-                  pad_token_id=special["pad"], tie_word_embeddings=True)
+                  pad_token_id=special["pad"], tie_word_embeddings=True,
+                  initializer_range=cfg.init_std if cfg.init_std else 0.02)
     if arch == "rope":
         from transformers import LlamaConfig, LlamaForCausalLM
 
         return LlamaForCausalLM(LlamaConfig(hidden_size=cfg.hidden, intermediate_size=3 * cfg.hidden,
                                             num_hidden_layers=cfg.layers, num_attention_heads=cfg.heads,
                                             num_key_value_heads=cfg.heads, max_position_embeddings=cfg.train_length,
-                                            rope_theta=10000.0, **common))
+                                            rope_theta=10000.0, attention_bias=cfg.attention_bias, **common))
     if arch == "alibi":
         from transformers import BloomConfig, BloomForCausalLM
 
