@@ -37,6 +37,8 @@ def main() -> None:
                          "head at value positions, which lookup composes with)")
     ap.add_argument("--init", type=float, default=0.0, help="initial weight std (0: transformers' 0.02)")
     ap.add_argument("--bias", action="store_true", help="RoPE model: biases on q, k, v, o")
+    ap.add_argument("--replace", action="store_true",
+                    help="the second part asks n keys drawn with replacement, not each key once in a random order")
     ap.add_argument("--disjoint", action="store_true", help="no key in two drills of one row (the recipe's packing)")
     a = ap.parse_args()
     if min(a.layers, a.length, a.values, a.steps, a.threads) < 1 or not a.lr > 0:
@@ -55,7 +57,8 @@ def main() -> None:
             return [t for k, v in zip(ks, vs) for t in (k, v, k)] + [1], [2 * (j % 3 == 2) for j in range(3 * n)] + [0]
         if a.disjoint:  # no key twice in a row: every question has one answer, the most recent match is not needed
             free[:] = [k for k in free if k not in ks]
-        order = rng.sample(range(n), n)
+        # every key asked once (elimination answers the last one), or n keys drawn with replacement (it cannot)
+        order = [rng.randrange(n) for _ in range(n)] if a.replace else rng.sample(range(n), n)
         ids = [t for k, v in zip(ks, vs) for t in (k, v)] + [1] + [t for i in order for t in (ks[i], vs[i])] + [1]
         # an asked value's kind says how many pairs its drill has and where its key stood in the block: 100 n + i
         return ids, [0] * (2 * n + 1) + [(100 * n + order[j // 2]) * (j % 2) for j in range(2 * n)] + [0]
