@@ -36,6 +36,7 @@ def main() -> None:
                     help="share of drills that are 'key value key' triples, loss on the echoed key (a previous-token "
                          "head at value positions, which lookup composes with)")
     ap.add_argument("--init", type=float, default=0.0, help="initial weight std (0: transformers' 0.02)")
+    ap.add_argument("--theta", type=float, default=10000.0, help="RoPE model: the rotation's base")
     ap.add_argument("--bias", action="store_true", help="RoPE model: biases on q, k, v, o")
     ap.add_argument("--replace", action="store_true",
                     help="the second part asks n keys drawn with replacement, not each key once in a random order")
@@ -45,7 +46,7 @@ def main() -> None:
         ap.error("--layers, --length, --values, --steps and --threads must be >= 1 and --lr > 0")
     torch.set_num_threads(a.threads)
     cfg = TrainConfig(recipe="recall", layers=a.layers, lr=a.lr, seed=a.seed, attention_bias=a.bias,
-                      init_std=a.init)
+                      init_std=a.init, rope_theta=a.theta)
     model = build_model(a.arch, cfg, 2048, {"bos": 0, "eos": 1, "pad": 2})
     rng = random.Random(a.seed)
     keys, values = list(range(3, 103)), list(range(200, 200 + a.values))

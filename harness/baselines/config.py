@@ -34,6 +34,7 @@ class TrainConfig:
     recall_target: float = 0.9  # recall recipe: stop once the held-out probes reach this (8-pair mqar, passkey)
     probe_every: int = 50  # steps between held-out probes (loss, recall) written to the training curve
     attention_bias: bool = False  # RoPE model: biases on q, k, v, o (a q.k term that depends on position only)
+    rope_theta: float = 10000.0  # RoPE model: the rotation's base
     init_std: float = 0.0  # weights' initial std (0: transformers' 0.02, tuned for 768+ wide models)
     def __post_init__(self):
         if self.train_length < 256 or self.steps < 1 or self.batch_size < 1:

@@ -18,7 +18,7 @@ def build_model(arch: str, cfg: TrainConfig, vocab_size: int, special: dict):
         return LlamaForCausalLM(LlamaConfig(hidden_size=cfg.hidden, intermediate_size=3 * cfg.hidden,
                                             num_hidden_layers=cfg.layers, num_attention_heads=cfg.heads,
                                             num_key_value_heads=cfg.heads, max_position_embeddings=cfg.train_length,
-                                            rope_theta=10000.0, attention_bias=cfg.attention_bias, **common))
+                                            rope_theta=cfg.rope_theta, attention_bias=cfg.attention_bias, **common))
     if arch == "alibi":
         from transformers import BloomConfig, BloomForCausalLM
 
