@@ -38,6 +38,8 @@ def main() -> None:
     ap.add_argument("--init", type=float, default=0.0, help="initial weight std (0: transformers' 0.02)")
     ap.add_argument("--theta", type=float, default=10000.0, help="RoPE model: the rotation's base")
     ap.add_argument("--bias", action="store_true", help="RoPE model: biases on q, k, v, o")
+    ap.add_argument("--ordered", type=float, default=0.0,
+                    help="share of drills whose second part is the block in its own order (scored as 'copy')")
     ap.add_argument("--replace", action="store_true",
                     help="the second part asks n keys drawn with replacement, not each key once in a random order")
     ap.add_argument("--disjoint", action="store_true", help="no key in two drills of one row (the recipe's packing)")
@@ -60,6 +62,9 @@ def main() -> None:
             free[:] = [k for k in free if k not in ks]
         # every key asked once (elimination answers the last one), or n keys drawn with replacement (it cannot)
         order = [rng.randrange(n) for _ in range(n)] if a.replace else rng.sample(range(n), n)
+        if rng.random() < a.ordered:  # the block again in its own order: a copy, the classic way induction forms
+            ids = [t for k, v in zip(ks, vs) for t in (k, v)] + [1] + [t for k, v in zip(ks, vs) for t in (k, v)] + [1]
+            return ids, [0] * (2 * n + 1) + [3 * (j % 2) for j in range(2 * n)] + [0]
         ids = [t for k, v in zip(ks, vs) for t in (k, v)] + [1] + [t for i in order for t in (ks[i], vs[i])] + [1]
         # an asked value's kind says how many pairs its drill has and where its key stood in the block: 100 n + i
         return ids, [0] * (2 * n + 1) + [(100 * n + order[j // 2]) * (j % 2) for j in range(2 * n)] + [0]
@@ -89,9 +94,9 @@ def main() -> None:
             with torch.no_grad():
                 right = out.logits.argmax(-1)[:, :-1] == x[:, 1:]
                 asked, k1 = kind[:, 1:] >= 100, kind[:, 1:]
-                acc = [right[asked].float().mean().item(), right[k1 == 2].float().mean().item()]
+                acc = [right[m].float().mean().item() for m in (asked, k1 == 2, k1 == 3)]
             print(f"step {step} loss {out.loss.item():.3f} recall {acc[0]:.3f}"
-                  + (f" echo {acc[1]:.3f}" if a.echo else "") + f" ({time.perf_counter() - t0:.0f} s)", flush=True)
+                  + (f" echo {acc[1]:.3f}" if a.echo else "") + (f" copy {acc[2]:.3f}" if a.ordered else "") + f" ({time.perf_counter() - t0:.0f} s)", flush=True)
             if step == a.steps:  # where lookup works: by pairs in the drill, and by the key's place in the block
                 for name, of in (("pairs", k1 // 100), ("block place", k1 % 100)):
                     print(f"  by {name}: " + " ".join(
