@@ -35,7 +35,9 @@ class TrainConfig:
     probe_every: int = 50  # steps between held-out probes (loss, recall) written to the training curve
     attention_bias: bool = False  # RoPE model: biases on q, k, v, o (a q.k term that depends on position only)
     rope_theta: float = 10000.0  # RoPE model: the rotation's base
-    init_std: float = 0.0  # weights' initial std (0: transformers' 0.02, tuned for 768+ wide models)
+    # weights' initial std; 0: 1/sqrt(hidden). transformers' 0.02 is tuned for 768+ wide models: at 128 wide it
+    # delayed a previous-token head from ~110 to ~550 steps (docs/RESULTS.md §7c)
+    init_std: float = 0.0
     def __post_init__(self):
         if self.train_length < 256 or self.steps < 1 or self.batch_size < 1:
             # 256: a byte-level passkey prompt's fixed parts alone take ~180 tokens

@@ -11,7 +11,7 @@ def build_model(arch: str, cfg: TrainConfig, vocab_size: int, special: dict):
     torch.manual_seed(cfg.seed)
     common = dict(vocab_size=vocab_size, bos_token_id=special["bos"], eos_token_id=special["eos"],
                   pad_token_id=special["pad"], tie_word_embeddings=True,
-                  initializer_range=cfg.init_std if cfg.init_std else 0.02)
+                  initializer_range=cfg.init_std or cfg.hidden ** -0.5)
     if arch == "rope":
         from transformers import LlamaConfig, LlamaForCausalLM
 
