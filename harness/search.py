@@ -119,7 +119,7 @@ class Probe:
     length: int
     k: int = 0  # successes
     n: int = 0  # samples
-    decision: str | None = None  # "pass", "fail", or "undecided" once the cap is reached
+    decision: str | None = None  # "pass", "fail", "undecided" at the cap; checks: "cannot pass" / "cannot fail"
     ci: tuple[float, float] = (0.0, 1.0)
     purpose: str = "bisect"  # "end", "bisect" or "monotonicity"
 
@@ -165,8 +165,12 @@ class Search:
     def _round(self, length: float) -> int:
         return max(self.cfg.step, int(round(length / self.cfg.step)) * self.cfg.step)
 
-    def decide(self, length: int, purpose: str) -> Probe:
-        """Sample at `length` until the interval clears the threshold either way, or the cap."""
+    def decide(self, length: int, purpose: str, watch: str | None = None) -> Probe:
+        """Sample at `length` until the bounds clear the threshold either way, or the cap. With `watch` ("pass" or
+        "fail": what a check outside the bracket is looking for), stop as soon as that decision can no longer be
+        reached within the cap ("cannot pass" / "cannot fail"): a length above the bracket that has missed too
+        often to pass has answered the only question asked of it. The other side's decisions are untouched, so
+        neither side's error grows."""
         p = self.probes.setdefault(length, Probe(length, purpose=purpose))
         c = self.cfg
         a_pass, a_fail, looks = c.alpha("pass"), c.alpha("fail"), set(c.looks)
@@ -176,14 +180,27 @@ class Search:
                 break
             p.k += bool(self.probe_fn(length, p.n))
             p.n += 1
-            if p.n not in looks:
-                continue
             p.ci = (exact_bounds(p.k, p.n, a_pass)[0], exact_bounds(p.k, p.n, a_fail)[1])
-            if p.ci[0] > c.threshold:
+            if p.n in looks and p.ci[0] > c.threshold:
                 p.decision = "pass"
-            elif p.ci[1] < c.threshold:
+            elif p.n in looks and p.ci[1] < c.threshold:
                 p.decision = "fail"
+            elif watch and not self._reachable(p, watch):
+                p.decision = f"cannot {watch}"
         return p
+
+    def _reachable(self, p: Probe, side: str) -> bool:
+        """Whether `side` can still be decided at a later look within the cap: for a pass, if every sample left
+        succeeds; for a failure, if every one fails."""
+        c = self.cfg
+        for n in c.looks:
+            if n <= p.n:
+                continue
+            if side == "pass" and exact_bounds(p.k + n - p.n, n, c.alpha("pass"))[0] > c.threshold:
+                return True
+            if side == "fail" and exact_bounds(p.k, n, c.alpha("fail"))[1] < c.threshold:
+                return True
+        return False
 
     def run(self) -> SearchResult:
         c = self.cfg
@@ -198,7 +215,7 @@ class Search:
             # is reported (a method can fail short and work longer: YaRN x4 on SmolLM2 at 4k vs 8k).
             length = c.low * 2
             while length < c.high:
-                self.decide(self._round(length), "monotonicity")
+                self.decide(self._round(length), "monotonicity", watch="pass")
                 length *= 2
             self.decide(c.high, "end")
             return self._finish(result)
@@ -244,7 +261,7 @@ class Search:
         while length < c.high:
             L = self._round(length)
             if L not in self.probes and not lo <= L <= hi:
-                self.decide(L, "monotonicity")
+                self.decide(L, "monotonicity", watch="pass" if L > hi else "fail")
             length *= 2
         return self._finish(result)
 
@@ -254,7 +271,8 @@ class Search:
         passing = [p.length for p in result.probes if p.decision == "pass"]
         for p in result.probes:
             if p.decision == "undecided" and p.purpose == "monotonicity":
-                result.conditional.append(f"{p.length} below the bracket undecided on {p.k}/{p.n} "
+                side = "below" if p.length < lo else "above"
+                result.conditional.append(f"{p.length} {side} the bracket undecided on {p.k}/{p.n} "
                                           f"(interval {p.ci[0]:.2f}-{p.ci[1]:.2f})")
             if p.decision == "fail" and p.length < lo:
                 result.non_monotone.append(f"fails at {p.length} below a pass at {lo}")

@@ -388,7 +388,8 @@ def perplexity_section(ppl_records: list) -> str:
             + _png(fig, "perplexity") + table)
 
 
-_DECISION_CLASS = {"pass": "ok", "fail": "bad"}  # anything else (undecided at the cap) is neither
+# undecided at the cap is neither; a check outside the bracket that can no longer contradict it is plain
+_DECISION_CLASS = {"pass": "ok", "fail": "bad", "cannot pass": "", "cannot fail": ""}
 
 
 def search_section(run_dirs: list[Path]) -> str:

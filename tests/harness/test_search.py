@@ -68,6 +68,27 @@ def test_a_pass_above_the_bracket_is_found_and_reported():
     assert any("passes again at 8192" in x for x in r.non_monotone), r.non_monotone
 
 
+def test_a_check_outside_the_bracket_stops_once_it_can_no_longer_contradict_it():
+    """YaRN x4 on SmolLM2 found 9 of its first 12 passkeys at 16k, above a bracket near 3k: after two misses a pass
+    there is out of reach at a cap of 48 (it takes 47/48), so the check stops instead of drawing 48 samples of
+    two minutes each. Below the bracket, a length at 0.93 stops once a failure is out of reach."""
+    cfg = SearchConfig(low=2048, high=32768)
+    yarn = lambda n: 0.75 if n == 16384 else (0.995 if n < 3000 else 0.0)  # noqa: E731
+    r = Search(_curve(yarn, 0), cfg).run()
+    assert r.status == "bracketed" and r.bracket == (2880, 3136), r.summary()
+    above = next(p for p in r.probes if p.length == 16384)
+    assert above.purpose == "monotonicity" and above.decision == "cannot pass" and above.n - above.k == 2, above
+    assert above.n < 16 and not r.non_monotone and not r.conditional, (above, r.non_monotone, r.conditional)
+    shaky = lambda n: 0.93 if n == 4096 else (0.995 if n < 9000 else 0.0)  # noqa: E731
+    r = Search(_curve(shaky, 0), cfg).run()
+    below = next(p for p in r.probes if p.length == 4096)
+    assert below.purpose == "monotonicity" and below.decision == "cannot fail" and below.n < 48, below
+    # a check still says "pass" when the samples allow it, and the bisection's own lengths never stop early
+    assert Search(lambda L, i: True, cfg).decide(4096, "monotonicity", watch="pass").decision == "pass"
+    bis = Search(_curve(lambda n: 0.75, 0), cfg).decide(4096, "bisect")
+    assert bis.decision in ("fail", "undecided") and (bis.decision == "fail" or bis.n == 48)
+
+
 def test_a_method_that_fails_at_the_shortest_length_is_still_probed_above_it():
     """A failure at --min does not end the search: one length per octave and the longest are probed, and a pass
     among them is reported (YaRN x4: misses at 4k, finds at 8k)."""
@@ -75,11 +96,13 @@ def test_a_method_that_fails_at_the_shortest_length_is_still_probed_above_it():
     cfg = SearchConfig(low=4096, high=32768, threshold=0.5, max_samples=24)
     r = Search(_curve(acc, 2), cfg).run()
     assert r.status == "fails at the shortest length"
-    assert [(p.length, p.decision) for p in r.probes] == [(4096, "fail"), (8192, "pass"), (16384, "fail"),
+    # the octave checks look for a pass: once enough misses put one out of reach, the check stops
+    assert [(p.length, p.decision) for p in r.probes] == [(4096, "fail"), (8192, "pass"), (16384, "cannot pass"),
                                                           (32768, "fail")]
     assert r.non_monotone == ["fails at 4096, passes again at 8192"]
     flat = Search(_curve(lambda n: 0.0, 2), cfg).run()
-    assert not flat.non_monotone and [p.decision for p in flat.probes] == ["fail"] * 4
+    assert not flat.non_monotone and [(p.decision, p.n) for p in flat.probes] == [
+        ("fail", 8), ("cannot pass", 6), ("cannot pass", 6), ("fail", 8)]
 
 
 def test_each_side_is_decided_wrongly_no_more_often_than_claimed():
@@ -114,7 +137,8 @@ def test_an_undecided_bisection_point_does_not_end_the_search(tmp_path):
     # 5824 undecided (45/48), taken as passing; 7552 then passes outright (32/32): the decided bracket reaches 1.19
     assert r.status == "bracketed" and r.bracket == (7552, 8576) and r.estimate is None
     assert r.conditional[0].startswith("5824 as passing on 45/48")
-    assert any(x.startswith("4096 below the bracket undecided") for x in r.conditional)  # the octave check
+    four = next(p for p in r.probes if p.length == 4096)  # the octave check below: at 0.95 it cannot fail
+    assert four.purpose == "monotonicity" and four.decision == "cannot fail", four
     assert r.samples < r.grid_samples / 3
     # When no decided pass follows, the decided bracket stays wide and the estimate is said, not claimed.
     r = Search(_curve(acc, 3), SearchConfig(low=2048, high=16384)).run()  # 46/48 at 5824, 45/48 at 7552
