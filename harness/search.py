@@ -7,7 +7,8 @@ exact (Clopper–Pearson) bound on the success rate lies wholly above the thresh
 or at the per-length cap (undecided: said, with how close it came; a bisection point left undecided is taken on its
 point estimate, and the bracket the bounds decided is kept apart from where the estimates lead). It does not assume
 the score falls monotonically with length: after bracketing it probes one length per octave outside the bracket
-that it has not probed yet and reports every failure below and every pass above, rather than hiding them.
+that it has not probed yet and reports every failure below and every pass above, rather than hiding them; such a
+check stops once the decision it looks for is out of reach within the cap ("cannot pass" / "cannot fail").
 
 `Search` is the pure procedure over a `probe(length, i) -> bool` function (tests drive it with scripted accuracy
 curves); `run_search` connects it to the experiment loop: ordinary records in an ordinary run directory (resume
