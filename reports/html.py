@@ -389,7 +389,7 @@ def perplexity_section(ppl_records: list) -> str:
 
 
 # undecided at the cap is neither; a check outside the bracket that can no longer contradict it is plain
-_DECISION_CLASS = {"pass": "ok", "fail": "bad", "cannot pass": "", "cannot fail": ""}
+_DECISION_CLASS = {"pass": "ok", "fail": "bad", "cannot pass": "check", "cannot fail": "check"}
 
 
 def search_section(run_dirs: list[Path]) -> str:
