@@ -83,6 +83,18 @@ def test_full_size_models_have_matched_parameter_counts():
     assert max(counts.values()) / min(counts.values()) <= 1.10  # the issue: within 10 %
 
 
+def test_every_architecture_starts_at_the_width_scaled_init():
+    """1/sqrt(hidden), not transformers' 0.02 (tuned for 768+ wide models; at 128 wide it delayed a previous-token
+    head ~5x, docs/RESULTS.md §7c): the token embedding's std, the same rule for all four, and an explicit std wins."""
+    tok = byte_tokenizer()
+    special = {"bos": tok.bos_token_id, "eos": tok.eos_token_id, "pad": tok.pad_token_id}
+    for arch in ARCHITECTURES:
+        std = build_model(arch, TrainConfig(), len(tok), special).get_input_embeddings().weight.std().item()
+        assert abs(std - 128 ** -0.5) < 0.01, (arch, std)
+    std = build_model("rope", TrainConfig(init_std=0.02), len(tok), special).get_input_embeddings().weight.std()
+    assert abs(std.item() - 0.02) < 0.003
+
+
 def test_training_is_reproducible_from_the_seed(tmp_path):
     cfg = TrainConfig(train_length=256, steps=2, batch_size=2, hidden=32, layers=1, heads=2, warmup=1)
     a = train_one("rope", cfg, tmp_path / "a", log=lambda *_: None)
