@@ -41,12 +41,14 @@ def main() -> None:
     ap.add_argument("--bias", action="store_true", help="RoPE model: biases on q, k, v, o")
     ap.add_argument("--ordered", type=float, default=0.0,
                     help="share of drills whose second part is the block in its own order (scored as 'copy')")
+    ap.add_argument("--digits", type=int, default=1,
+                    help="ids per value (3: like the recipe's three-digit numbers); echo and copy drills keep one")
     ap.add_argument("--replace", action="store_true",
                     help="the second part asks n keys drawn with replacement, not each key once in a random order")
     ap.add_argument("--disjoint", action="store_true", help="no key in two drills of one row (the recipe's packing)")
     a = ap.parse_args()
-    if min(a.layers, a.length, a.values, a.steps, a.threads) < 1 or not a.lr > 0:
-        ap.error("--layers, --length, --values, --steps and --threads must be >= 1 and --lr > 0")
+    if min(a.layers, a.length, a.values, a.steps, a.threads, a.digits) < 1 or not a.lr > 0:
+        ap.error("--layers, --length, --values, --steps, --threads and --digits must be >= 1 and --lr > 0")
     torch.set_num_threads(a.threads)
     cfg = TrainConfig(recipe="recall", layers=a.layers, lr=a.lr, seed=a.seed, attention_bias=a.bias,
                       init_std=a.init, rope_theta=a.theta)
@@ -66,6 +68,12 @@ def main() -> None:
         if rng.random() < a.ordered:  # the block again in its own order: a copy, the classic way induction forms
             ids = [t for k, v in zip(ks, vs) for t in (k, v)] + [1] + [t for k, v in zip(ks, vs) for t in (k, v)] + [1]
             return ids, [0] * (2 * n + 1) + [3 * (j % 2) for j in range(2 * n)] + [0]
+        if a.digits > 1:  # a value of several ids (like a three-digit number): every one of them is asked
+            vals = [[rng.choice(values) for _ in range(a.digits)] for _ in range(n)]
+            block = [t for k, v in zip(ks, vals) for t in [k, *v]]
+            asked = [t for i in order for t in [ks[i], *vals[i]]]
+            kinds = [0 if j % (a.digits + 1) == 0 else 100 * n + order[j // (a.digits + 1)] for j in range(len(asked))]
+            return block + [1] + asked + [1], [0] * (len(block) + 1) + kinds + [0]
         ids = [t for k, v in zip(ks, vs) for t in (k, v)] + [1] + [t for i in order for t in (ks[i], vs[i])] + [1]
         # an asked value's kind says how many pairs its drill has and where its key stood in the block: 100 n + i
         return ids, [0] * (2 * n + 1) + [(100 * n + order[j // 2]) * (j % 2) for j in range(2 * n)] + [0]
