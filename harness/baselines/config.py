@@ -50,6 +50,9 @@ class TrainConfig:
         if not 0 < self.recall_target <= 1 or self.probe_every < 1:
             raise UserError(f"recall_target must be in (0, 1] and probe_every >= 1, got {self.recall_target} and "
                             f"{self.probe_every}")
+        if self.init_std < 0 or not self.rope_theta > 0:
+            raise UserError(f"init_std must be >= 0 (0: 1/sqrt(hidden)) and rope_theta > 0, got {self.init_std} and "
+                            f"{self.rope_theta}")
         if not 0 <= self.retrieval_fraction <= 1:
             raise UserError(f"retrieval_fraction must be in [0, 1], got {self.retrieval_fraction}")
 

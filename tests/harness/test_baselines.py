@@ -10,6 +10,7 @@ import re
 from harness.baselines import (ARCHITECTURES, HELD_OUT_GENRE, TrainConfig, build_model, byte_tokenizer,
                                count_parameters, example_stream, recall_drill, train_one, train_tokenizer,
                                training_sentences)
+from harness.errors import UserError
 
 
 def test_byte_tokenizer_round_trips_and_counts_bytes():
@@ -93,6 +94,8 @@ def test_every_architecture_starts_at_the_width_scaled_init():
         assert abs(std - 128 ** -0.5) < 0.01, (arch, std)
     std = build_model("rope", TrainConfig(init_std=0.02), len(tok), special).get_input_embeddings().weight.std()
     assert abs(std.item() - 0.02) < 0.003
+    with pytest.raises(UserError, match="init_std"):
+        TrainConfig(init_std=-0.1)
 
 
 def test_training_is_reproducible_from_the_seed(tmp_path):
