@@ -18,7 +18,8 @@ from harness.errors import UserError
 # PROBE_SEED_OFFSET + seed.
 TRAIN_SEED_OFFSET = 10_000
 PROBE_SEED_OFFSET = 20_000
-RECITE_SHARE = 0.5  # recall recipe: share of drills that are dense recitations (see recall_stream)
+# recall recipe: shares of drills that are echoes and dense recitations (the rest: questions; see recall_stream)
+ECHO_SHARE, RECITE_SHARE = 0.2, 0.4
 # The BPE's pre-tokenization: a word is one piece whatever precedes it (a space, a newline, the start), so the key
 # "pelican" of an mqar block line and of the question asking for it is one token id (GPT-2-style " pelican" and
 # "pelican" after a newline are two, which a ~1M-parameter model must learn to match); digits are single, the first
@@ -208,7 +209,9 @@ def recall_stream(tokenizer, cfg: TrainConfig) -> tuple[Callable[[], tuple[list[
                                                         Callable[[int], None]]:
     """The recall recipe's training sequences, and a setter for the curriculum stage (an index of RECALL_STAGES).
 
-    Half the drills are dense recitations instead (`recitation`: a block and the block again, shuffled).
+    Of the drills, a share RECITE_SHARE are dense recitations instead (`recitation`: a block and the block again,
+    shuffled) and a share ECHO_SHARE echoes (`echo`: "key digit key" lines, which a previous-token head predicts — the
+    first half of lookup; on pure MQAR they sped lookup up, docs/RESULTS.md §7c).
 
     A sequence of cfg.train_length tokens packs whole drills, each a prompt + its answer + <eos>, no two of them
     sharing a key (and at most one passkey), so every question has one answer in the sequence: three in four an
@@ -245,11 +248,25 @@ def recall_stream(tokenizer, cfg: TrainConfig) -> tuple[Callable[[], tuple[list[
         scored = [any(c.isdigit() for c in text[a:b]) for a, b in enc["offset_mapping"]]
         return head + enc["input_ids"] + [eos], [False] * len(head) + scored + [False]
 
+    def echo(used: set[str]) -> tuple[list[int], list[bool]]:
+        """2-16 lines "key digit key" (keys unused in the sequence); the loss is on the echoed keys, which only the
+        token before the digit tells."""
+        free = [w for w in MQAR_KEYS if w not in used]
+        keys = rng.sample(free, min(len(free), rng.randint(2, 16)))
+        used.update(keys)
+        head = encode("Each word, a digit and the word again:\n")
+        text = "".join(f"{k} {rng.randrange(10)} {k}\n" for k in keys)
+        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        echoed = [m.span(1) for m in re.finditer(r"^[a-z]+ \d ([a-z]+)$", text, flags=re.M)]
+        scored = [any(x <= a and b <= y for x, y in echoed) for a, b in enc["offset_mapping"]]
+        return head + enc["input_ids"] + [eos], [False] * len(head) + scored + [False]
+
     def drill(used: set[str]) -> tuple[list[int], list[bool]]:
         """One drill whose keys are not among `used` (the keys of the sequence's earlier drills; "passkey" if it
         has one): a key seen earlier in the same sequence with another value would make the question ambiguous."""
-        if rng.random() < RECITE_SHARE and len(used) < len(MQAR_KEYS) - 16:
-            return recitation(used)
+        kind = rng.random()
+        if kind < ECHO_SHARE + RECITE_SHARE and len(used) < len(MQAR_KEYS) - 16:
+            return echo(used) if kind < ECHO_SHARE else recitation(used)
         while True:
             state["counter"] += 1
             if rng.random() < 0.25 and "passkey" not in used:
@@ -290,12 +307,14 @@ def recall_stream(tokenizer, cfg: TrainConfig) -> tuple[Callable[[], tuple[list[
     return next_sequence, set_stage
 
 
-def probe_set(tokenizer, cfg: TrainConfig, task: str, pairs: int = 8, n: int = 16) -> list[tuple[list[int], int]]:
+def probe_set(tokenizer, cfg: TrainConfig, task: str, pairs: int = 8, n: int = 16,
+              queries: int = 4) -> list[tuple[list[int], int]]:
     """Held-out prompts at the training length for the training curve: (prompt + answer token ids, answer start).
-    task "mqar" (`pairs` pairs, 4 asked, or all if fewer) or "passkey"; seeds never used in training or evaluation.
+    task "mqar" (`pairs` pairs, `queries` of them asked, or all if fewer) or "passkey"; seeds never used in
+    training or evaluation.
     """
     mqar, passkey = _recall_tasks(PROBE_SEED_OFFSET + cfg.seed, pairs, (cfg.train_length,))
-    t = mqar[-1] if task == "mqar" else passkey
+    t = mqar[min(queries, len(mqar)) - 1] if task == "mqar" else passkey
     out = []
     for i in range(n):
         s = t.sample(tokenizer, cfg.train_length, (i + 0.5) / n, i)

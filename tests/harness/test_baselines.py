@@ -164,8 +164,8 @@ def test_the_recall_curriculum_drills_grow_in_pairs_and_score_only_the_answers()
         ids, scored = stream()
         answers = _answers(tok, ids, scored)
         assert len(ids) == len(scored) == cfg.train_length and len(answers) >= 2
-        # answers of questions, and the values of recitations (a digit's space may be a token of its own)
-        assert all(re.fullmatch(r" ?(\d{3}(, \d{3})*|\d{5})\.?", a) for a in answers[:-1]), answers
+        # answers of questions, the values of recitations (a digit's space may be a token of its own), echoed keys
+        assert all(re.fullmatch(r" ?(\d{3}(, \d{3})*|\d{5})\.?|[a-z]+", a) for a in answers[:-1]), answers
     assert most_pairs(6) <= 2  # stage 0: at most two pairs a question drill
     set_stage(3)
     assert most_pairs(12) > 4
@@ -197,6 +197,31 @@ def test_recall_drills_packed_in_a_sequence_never_share_a_key_and_recitations_re
     assert tok(" pelican", add_special_tokens=False)["input_ids"][-1] == tok("\npelican", add_special_tokens=False)[
         "input_ids"][-1]
     assert len(tok("pelican", add_special_tokens=False)["input_ids"]) == 1
+
+
+def test_echo_drills_score_exactly_the_repeated_key_of_each_line():
+    from harness.baselines.data import recall_stream
+
+    cfg = TrainConfig(vocab_size=2048, recipe="recall")
+    tok = train_tokenizer(cfg)
+    stream, _ = recall_stream(tok, cfg)
+    echoes = 0
+    for _ in range(8):
+        ids, scored = stream()
+        cut = [i for i, t in enumerate(ids) if t == tok.eos_token_id]
+        for a, b in zip([-1] + cut, cut):  # whole drills
+            drill, marks = ids[a + 1:b], scored[a + 1:b]
+            text = tok.decode(drill)
+            if not text.startswith("Each word, a digit and the word again:"):
+                continue
+            echoes += 1
+            lines = re.findall(r"^([a-z]+) (\d) ([a-z]+)$", text, flags=re.M)
+            assert lines and all(k == again for k, _, again in lines), text
+            # the scored tokens, read in order, are the echoed keys and nothing else
+            assert _answers(tok, drill, marks) == [k for k, _, _ in lines], text
+            # ... the second copy (after the digit and its space), not the first
+            assert all(re.fullmatch(r" ?\d ?", tok.decode(drill[max(0, i - 2):i])) for i, m in enumerate(marks) if m)
+    assert echoes > 0
 
 
 def test_probe_recall_counts_the_prompts_greedy_decoding_answers_right():
