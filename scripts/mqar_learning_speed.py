@@ -7,7 +7,7 @@ more for a model that only learns which values are present).
 
 Usage: .venv/bin/python scripts/mqar_learning_speed.py [--arch rope] [--layers 4] [--lr 3e-3] [--length 128]
        [--values 10] [--steps 600] [--threads 1] [--disjoint] [--replace] [--echo 0.3] [--ordered 0.3]
-       [--digits 3] [--init 0.02] [--theta 1e6] [--bias]
+       [--digits 3] [--init 0.02] [--theta 1e6] [--bias] [--text 0.2,0.8 --length 256]
 Findings (docs/RESULTS.md §7c): the first "plateau near 0.5" was elimination, not lookup; transformers' 0.02 init
 slows every mechanism at 128 wide; ALiBi learns lookup in ~150 steps, RoPE has not in 1,100.
 """
@@ -48,6 +48,10 @@ def main() -> None:
     ap.add_argument("--replace", action="store_true",
                     help="the second part asks n keys drawn with replacement, not each key once in a random order")
     ap.add_argument("--disjoint", action="store_true", help="no key in two drills of one row (the recipe's packing)")
+    ap.add_argument("--text", default=None, metavar="ECHO,RECITE",
+                    help="the recall recipe's own text drills and tokenizer instead of token ids, with these shares "
+                         "of echo and recitation drills (the rest: its questions), rows of --length >= 256 tokens; "
+                         "'recall' is then the accuracy on scored digit tokens, 'echo' on scored words")
     a = ap.parse_args()
     if min(a.layers, a.length, a.values, a.steps, a.threads, a.digits) < 1 or not a.lr > 0:
         ap.error("--layers, --length, --values, --steps, --threads and --digits must be >= 1 and --lr > 0")
@@ -55,8 +59,32 @@ def main() -> None:
         ap.error("--echo and --ordered must be shares in [0, 1], --init >= 0 (0: 1/sqrt(hidden)) and --theta > 0")
     torch.set_num_threads(a.threads)
     cfg = TrainConfig(recipe="recall", layers=a.layers, lr=a.lr, seed=a.seed, attention_bias=a.bias,
-                      init_std=a.init, rope_theta=a.theta)
-    model = build_model(a.arch, cfg, 2048, {"bos": 0, "eos": 1, "pad": 2})
+                      init_std=a.init, rope_theta=a.theta, train_length=max(256, a.length))
+    text_batch = None
+    if a.text is not None:
+        try:
+            echo_share, recite_share = (float(x) for x in a.text.split(","))
+        except ValueError:
+            ap.error("--text takes two shares, e.g. 0.3,0.7")
+        if a.length < 256 or not (echo_share >= 0 and recite_share >= 0 and echo_share + recite_share <= 1):
+            ap.error("--text needs --length >= 256 and two shares in [0, 1] that add up to at most 1")
+        from harness.baselines import data
+
+        data.ECHO_SHARE, data.RECITE_SHARE = echo_share, recite_share
+        tok = data.train_tokenizer(cfg)
+        stream, _ = data.recall_stream(tok, cfg)
+        is_digit = torch.tensor([any(c.isdigit() for c in tok.decode([i])) for i in range(len(tok))])
+
+        def text_batch() -> tuple[torch.Tensor, torch.Tensor]:  # kind: 100 a scored digit (recall), 2 a scored word
+            rows = [stream() for _ in range(max(1, 4096 // a.length))]
+            x = torch.tensor([ids for ids, _ in rows])
+            scored = torch.tensor([s for _, s in rows])
+            return x, torch.where(scored, torch.where(is_digit[x], 100, 2), 0)
+    if text_batch:
+        model = build_model(a.arch, cfg, len(tok), {"bos": tok.bos_token_id, "eos": tok.eos_token_id,
+                                                    "pad": tok.pad_token_id})
+    else:
+        model = build_model(a.arch, cfg, 2048, {"bos": 0, "eos": 1, "pad": 2})
     rng = random.Random(a.seed)
     keys, values = list(range(3, 103)), list(range(200, 200 + a.values))
 
@@ -97,7 +125,7 @@ def main() -> None:
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=0.01, betas=(0.9, 0.95))
     t0 = time.perf_counter()
     for step in range(1, a.steps + 1):
-        x, kind = batch()
+        x, kind = text_batch() if text_batch else batch()
         out = model(input_ids=x, labels=x.masked_fill(kind == 0, -100))
         opt.zero_grad(set_to_none=True)
         out.loss.backward()
@@ -109,9 +137,9 @@ def main() -> None:
                 asked, k1 = kind[:, 1:] >= 100, kind[:, 1:]
                 acc = [right[m].float().mean().item() for m in (asked, k1 == 2, k1 == 3)]
             print(f"step {step} loss {out.loss.item():.3f} recall {acc[0]:.3f}"
-                  + (f" echo {acc[1]:.3f}" if a.echo else "") + (f" copy {acc[2]:.3f}" if a.ordered else "")
+                  + (f" echo {acc[1]:.3f}" if a.echo or a.text else "") + (f" copy {acc[2]:.3f}" if a.ordered else "")
                   + f" ({time.perf_counter() - t0:.0f} s)", flush=True)
-            if step == a.steps:  # where lookup works: by pairs in the drill, and by the key's place in the block
+            if step == a.steps and not text_batch:  # where lookup works: by pairs in the drill, and by the key's place in the block
                 for name, of in (("pairs", k1 // 100), ("block place", k1 % 100)):
                     print(f"  by {name}: " + " ".join(
                         f"{v}:{right[asked & (of == v)].float().mean().item():.2f}"
