@@ -233,11 +233,11 @@ def recall_stream(tokenizer, cfg: TrainConfig) -> tuple[Callable[[], tuple[list[
         return tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def recitation(used: set[str]) -> tuple[list[int], list[bool]]:
-        """A block of 2-16 "key value" lines (keys unused in the sequence) and the same lines again in a random
-        order: every value of the second copy is what followed the same key in the first (Zoology's MQAR with
+        """A block of 2 to twice the stage's most pairs (4, 8, 16, 32) "key value" lines (keys unused in the
+        sequence) and the same lines again in a random order: every value of the second copy is what followed the same key in the first (Zoology's MQAR with
         the evaluation's line format and no filler); the loss is on those values."""
         free = [w for w in MQAR_KEYS if w not in used]
-        keys = rng.sample(free, min(len(free), rng.randint(2, 16)))
+        keys = rng.sample(free, min(len(free), rng.randint(2, 2 * RECALL_STAGES[state["stage"]])))
         used.update(keys)
         lines = [f"{k} {rng.randrange(1000):03d}\n" for k in keys]
         again = rng.sample(lines, len(lines))
