@@ -51,7 +51,8 @@ def main() -> None:
     ap.add_argument("--text", default=None, metavar="ECHO,RECITE",
                     help="the recall recipe's own text drills and tokenizer instead of token ids, with these shares "
                          "of echo and recitation drills (the rest: its questions), rows of --length >= 256 tokens; "
-                         "'recall' is then the accuracy on scored digit tokens, 'echo' on scored words")
+                         "'recall' is then the accuracy on scored digit tokens (and on the first digit of each value, "
+                         "which only lookup finds), 'echo' on scored words")
     a = ap.parse_args()
     if min(a.layers, a.length, a.values, a.steps, a.threads, a.digits) < 1 or not a.lr > 0:
         ap.error("--layers, --length, --values, --steps, --threads and --digits must be >= 1 and --lr > 0")
@@ -79,7 +80,9 @@ def main() -> None:
             rows = [stream() for _ in range(max(1, 4096 // a.length))]
             x = torch.tensor([ids for ids, _ in rows])
             scored = torch.tensor([s for _, s in rows])
-            return x, torch.where(scored, torch.where(is_digit[x], 100, 2), 0)
+            # a value's first digit (what lookup finds: 101) and the digits after it (copying on from there: 100)
+            first = is_digit[x] & ~torch.nn.functional.pad(is_digit[x][:, :-1], (1, 0))
+            return x, torch.where(scored, torch.where(is_digit[x], 100 + first.long(), 2), 0)
     if text_batch:
         model = build_model(a.arch, cfg, len(tok), {"bos": tok.bos_token_id, "eos": tok.eos_token_id,
                                                     "pad": tok.pad_token_id})
@@ -135,8 +138,9 @@ def main() -> None:
             with torch.no_grad():
                 right = out.logits.argmax(-1)[:, :-1] == x[:, 1:]
                 asked, k1 = kind[:, 1:] >= 100, kind[:, 1:]
-                acc = [right[m].float().mean().item() for m in (asked, k1 == 2, k1 == 3)]
+                acc = [right[m].float().mean().item() for m in (asked, k1 == 2, k1 == 3, k1 == 101)]
             print(f"step {step} loss {out.loss.item():.3f} recall {acc[0]:.3f}"
+                  + (f" (first digits {acc[3]:.3f})" if text_batch else "")
                   + (f" echo {acc[1]:.3f}" if a.echo or a.text else "") + (f" copy {acc[2]:.3f}" if a.ordered else "")
                   + f" ({time.perf_counter() - t0:.0f} s)", flush=True)
             if step == a.steps and not text_batch:  # where lookup works: by pairs in the drill, and by the key's place in the block
