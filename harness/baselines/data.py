@@ -216,15 +216,16 @@ def recall_stream(tokenizer, cfg: TrainConfig) -> tuple[Callable[[], tuple[list[
     A sequence of cfg.train_length tokens packs whole drills, each a prompt + its answer + <eos>, no two of them
     sharing a key (and at most one passkey), so every question has one answer in the sequence: three in four an
     mqar prompt with 1 to the stage's most pairs (1-4 of them asked), one in four a passkey prompt. Prompt lengths
-    lean short (96 + (train_length / 2 - 96)·u³, u uniform; a length too short for the pairs is drawn again): mostly
-    dense drills with many answers per sequence, some with filler to search through. Loss on the answers only (and
+    lean short (96 + (train_length - 112)·u³, u uniform, capped by the room left in the sequence; a length too short
+    for the pairs is drawn again): mostly dense drills with many answers per sequence, some with filler to search
+    through as far as the held-out probes do (they are train_length long; before, drills stopped at half of it). Loss on the answers only (and
     on the recited values).
     """
     from evals.mqar import KEYS as MQAR_KEYS
 
     rng = random.Random(f"recall|{cfg.seed}")
     L = cfg.train_length
-    lengths = tuple(range(96, L // 2 + 1, 16))
+    lengths = tuple(range(96, L - 16 + 1, 16))  # up to the probes' length (L), less room for the answer
     tasks = {p: _recall_tasks(TRAIN_SEED_OFFSET + cfg.seed, p, lengths) for p in range(1, max(RECALL_STAGES) + 1)}
     eos = tokenizer.eos_token_id
     state = {"stage": 0, "counter": 0}
@@ -261,7 +262,7 @@ def recall_stream(tokenizer, cfg: TrainConfig) -> tuple[Callable[[], tuple[list[
         scored = [any(x <= a and b <= y for x, y in echoed) for a, b in enc["offset_mapping"]]
         return head + enc["input_ids"] + [eos], [False] * len(head) + scored + [False]
 
-    def drill(used: set[str]) -> tuple[list[int], list[bool]]:
+    def drill(used: set[str], room: int) -> tuple[list[int], list[bool]]:
         """One drill whose keys are not among `used` (the keys of the sequence's earlier drills; "passkey" if it
         has one): a key seen earlier in the same sequence with another value would make the question ambiguous."""
         kind = rng.random()
@@ -273,7 +274,8 @@ def recall_stream(tokenizer, cfg: TrainConfig) -> tuple[Callable[[], tuple[list[
                 task = tasks[1][1]
             else:
                 task = rng.choice(tasks[rng.randint(1, RECALL_STAGES[state["stage"]])][0])
-            length = lengths[int(rng.random() ** 3 * len(lengths))]
+            # no longer than the room left in the sequence (whole drills are what is scored), but 96 at least
+            length = min(lengths[int(rng.random() ** 3 * len(lengths))], max(96, (room - 16) // 16 * 16))
             try:
                 s = task.sample(tokenizer, length, rng.random(), state["counter"])
             except UserError:  # too many pairs for a short length: draw again
@@ -295,7 +297,7 @@ def recall_stream(tokenizer, cfg: TrainConfig) -> tuple[Callable[[], tuple[list[
         scored: list[bool] = []
         used: set[str] = set()
         while len(ids) < L:
-            a, b = drill(used)
+            a, b = drill(used, L - len(ids))
             ids += a
             scored += b
         return ids[:L], scored[:L]
