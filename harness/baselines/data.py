@@ -262,7 +262,7 @@ def recall_stream(tokenizer, cfg: TrainConfig) -> tuple[Callable[[], tuple[list[
         scored = [any(x <= a and b <= y for x, y in echoed) for a, b in enc["offset_mapping"]]
         return head + enc["input_ids"] + [eos], [False] * len(head) + scored + [False]
 
-    def drill(used: set[str], room: int) -> tuple[list[int], list[bool]]:
+    def drill(used: set[str], room: int | None) -> tuple[list[int], list[bool]]:
         """One drill whose keys are not among `used` (the keys of the sequence's earlier drills; "passkey" if it
         has one): a key seen earlier in the same sequence with another value would make the question ambiguous."""
         kind = rng.random()
@@ -274,11 +274,16 @@ def recall_stream(tokenizer, cfg: TrainConfig) -> tuple[Callable[[], tuple[list[
                 task = tasks[1][1]
             else:
                 task = rng.choice(tasks[rng.randint(1, RECALL_STAGES[state["stage"]])][0])
-            # no longer than the room left in the sequence (whole drills are what is scored), but 96 at least
-            length = min(lengths[int(rng.random() ** 3 * len(lengths))], max(96, (room - 16) // 16 * 16))
+            # no longer than the room left in the sequence (whole drills are what is scored), but 96 at least; once
+            # a drill has not fitted there, uncapped (it is cut at the sequence's end: capped, too few tokens may
+            # hold no drill at all and this would draw forever)
+            length = lengths[int(rng.random() ** 3 * len(lengths))]
+            if room is not None:
+                length = min(length, max(96, (room - 16) // 16 * 16))
             try:
                 s = task.sample(tokenizer, length, rng.random(), state["counter"])
-            except UserError:  # too many pairs for a short length: draw again
+            except UserError:  # too many pairs for a short length: draw again, uncapped
+                room = None
                 continue
             text = s.prompt
             keys = s.meta.get("keys", ["passkey"])
