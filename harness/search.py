@@ -335,6 +335,11 @@ def run_search(exp, config: SearchConfig, log: Callable[[str], None] = print, ru
                 rd.note_load(dataclasses.asdict(state["info"]))
             for r in _generate(p, state["runner"], rd, [cell], record_fields(p, state["info"]), None, log):
                 done[r.key] = r
+        if done[key].error is not None:
+            # A runner failure (out of memory, a backend error) is not a miss: counting it would decide the length.
+            raise UserError(f"the runner failed at {length} tokens (sample {i}): {done[key].error.splitlines()[0]} — "
+                            "a failure is not a miss, so the search stops; the records so far are kept and a re-run "
+                            "resumes")
         ok = bool(done[key].correct)
         log(f"  {length:>7} tokens, sample {i} (depth {cell[1]}): {'found' if ok else 'missed'}")
         return ok

@@ -32,6 +32,11 @@ def _flash_attn_expresses(spec: AttentionSpec, q_pos, k_pos) -> bool:
     return contiguous and int(q_pos[-1]) == int(k_pos[-1]) and int(q_pos[-1]) - int(q_pos[0]) + 1 == q_pos.numel()
 
 
+def _sdpa_expresses(spec: AttentionSpec, q, q_pos, k_pos) -> bool:
+    """Plain causal attention over positions 0..S−1, all queries or one decode step: SDPA without a mask."""
+    return spec.is_causal_only and spec.scale is None and _aligned(q_pos, k_pos) and q.shape[2] in (1, k_pos.numel())
+
+
 def choose(spec: AttentionSpec, q, q_pos, k_pos, impl: str = "auto") -> str:
     """Which implementation `attention` runs for this call."""
     if impl not in IMPLEMENTATIONS:
@@ -42,8 +47,14 @@ def choose(spec: AttentionSpec, q, q_pos, k_pos, impl: str = "auto") -> str:
         if importlib.util.find_spec("flash_attn") is not None and q.dtype in (torch.bfloat16, torch.float16) \
                 and _flash_attn_expresses(spec, q_pos, k_pos):
             return "flash-attn"
+        # Plain causal attention is SDPA's own (its flash / memory-efficient CUDA kernels, fp32 too). Our Triton
+        # kernel is for the specs SDPA cannot express: on an H100 it took 50 s to prefill SmolLM2 at 32k in fp32
+        # (IEEE dots, no tensor cores) and 2.7 s per decode step (one program per head walks every key)
+        # (docs/BENCHMARKS.md, "On a GPU").
+        if _sdpa_expresses(spec, q, q_pos, k_pos):
+            return "sdpa"
         return "triton"
-    if spec.is_causal_only and spec.scale is None and _aligned(q_pos, k_pos) and q.shape[2] in (1, k_pos.numel()):
+    if _sdpa_expresses(spec, q, q_pos, k_pos):
         return "sdpa"
     # A chunk of queries after cached keys (prefix reuse, chunked prefill) needs SDPA's explicit mask, which takes
     # its slower path: kernels/cpu (unmasked cached keys + the causal triangle, merged by log-sum-exp) is twice as
@@ -71,8 +82,14 @@ def attention(q, k, v, spec: AttentionSpec, q_pos, k_pos, scale: float | None = 
         mask = None
         if 1 < T < S:  # a chunk after a cached prefix: SDPA's is_causal would align top-left
             mask = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(S - T)
+        gqa = q.shape[1] != k.shape[1]
+        if gqa and q.is_cuda:
+            # With enable_gqa, SDPA's fused CUDA kernels decline fp32 and it falls to the math path, which stores
+            # T × S scores per head: 36 GiB for SmolLM2 at 32k on an H100. Repeated KV heads cost S × D each.
+            rep = q.shape[1] // k.shape[1]
+            k, v, gqa = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1), False
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and T > 1,
-                                             scale=scale, enable_gqa=q.shape[1] != k.shape[1])
+                                             scale=scale, enable_gqa=gqa)
         return out, which
     if which == "triton":
         from kernels.triton_attention import attention_triton

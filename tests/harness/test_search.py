@@ -186,3 +186,30 @@ def test_search_command_writes_ordinary_records_and_resumes(tiny_llama_path, tmp
 
     text = write_report([str(tmp_path / "s")], str(tmp_path / "r.html")).read_text()
     assert "Effective-length search" in text and f"{r.samples} samples" in text
+
+
+def test_a_runner_failure_stops_the_search_instead_of_counting_as_a_miss(tiny_llama_path, tmp_path):
+    """An out-of-memory error at the long end once decided that length as failing (0/4, errors scored 0). Now the
+    search stops with a one-line error, keeps what it measured, and a re-run on a runner that works resumes."""
+    from evals.base import TaskConfig
+    from harness.errors import UserError
+    from harness.experiment import Experiment
+    from harness.records import read_records
+    from harness.runners.fake import ScriptedRunner
+    from harness.search import run_search
+
+    class RunsOutOfMemory(ScriptedRunner):
+        def generate(self, requests):
+            if any(len(r.prompt) > 3000 for r in requests):
+                raise RuntimeError("CUDA out of memory. Tried to allocate 35.97 GiB")
+            return super().generate(requests)
+
+    exp = Experiment(task="passkey", task_config=TaskConfig(lengths=(256,)), model=tiny_llama_path, runner="fake",
+                     out=str(tmp_path / "s"))
+    cfg = SearchConfig(low=256, high=4096, threshold=0.5, resolution=1.25, max_samples=8)
+    with pytest.raises(UserError, match="runner failed at 4096 tokens .*out of memory.*not a miss"):
+        run_search(exp, cfg, log=lambda *_: None, runner=RunsOutOfMemory())
+    kept = read_records(tmp_path / "s")
+    assert kept and all(r.context_length == 256 or r.error for r in kept)
+    r = run_search(exp, cfg, log=lambda *_: None, runner=ScriptedRunner(reach=2500))
+    assert r.status == "bracketed" and r.bracket[0] < 4096

@@ -51,3 +51,22 @@ def test_triton_bf16_is_no_worse_than_twice_torch_bf16():
     out = attention_triton(*(t.cuda().bfloat16() for t in (q, k, v)), spec, pos.cuda(), pos.cuda(), scale=0.25)
     ref_bf16 = attention_ref(*(t.bfloat16() for t in (q, k, v)), spec, pos, pos, scale=0.25).float()
     assert (out.float().cpu() - ref).abs().max() <= 2 * (ref_bf16 - ref).abs().max() + 1e-3
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_auto_on_cuda_sends_plain_causal_to_sdpa_and_other_specs_to_triton():
+    """Plain causal prefill and decode are SDPA's on CUDA too (our Triton kernel is for what SDPA cannot express);
+    a window, or a chunk of queries after cached keys, still goes to Triton (flash-attn takes bf16 causal first)."""
+    from kernels import attention, choose
+
+    _, _, _, q, k, v, pos = qkv_at(1, 6, 2, 97, seed=7)
+    q, k, v, pos = q.cuda(), k.cuda(), v.cuda(), pos.cuda()
+    causal, window = make_spec("causal", 6), make_spec("window", 6, S=4, W=32)
+    assert choose(causal, q, pos, pos) == "sdpa"
+    assert choose(causal, q[:, :, -1:], pos[-1:], pos) == "sdpa"
+    assert choose(causal, q[:, :, -5:], pos[-5:], pos) == "triton"
+    assert choose(window, q, pos, pos) == "triton"
+    out, which = attention(q, k, v, causal, pos, pos)
+    assert which == "sdpa"
+    assert (out.cpu() - attention_ref(*(t.cpu() for t in (q, k, v)), causal, pos.cpu(), pos.cpu())).abs().max() <= 1e-5
