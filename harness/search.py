@@ -226,7 +226,12 @@ class Search:
             return self._finish(result)
         lo, hi = c.low, c.high  # the bisection's ends
         result.status = "bracketed"
-        if last.decision == "undecided":
+        if last.decision == "undecided" and last.k / last.n < c.threshold:
+            # Undecided at the longest length with its estimate below the threshold (dynamic NTK x2 on SmolLM2:
+            # 36/48 at 32k, every miss at one depth): go on as from an undecided bisection point, as a condition.
+            result.conditional.append(f"{c.high} as failing on {last.k}/{last.n} "
+                                      f"(interval {last.ci[0]:.2f}-{last.ci[1]:.2f})")
+        if last.decision == "undecided" and not result.conditional:
             result.status = f"undecided at {c.high}"
         else:
             while hi / lo > c.resolution:
@@ -250,7 +255,8 @@ class Search:
                 # bracket the crossing with the intervals' confidence; (lo, hi) rests on the point estimates.
                 est = (lo, hi)
                 lo = max(p.length for p in self.probes.values() if p.decision == "pass" and p.length <= lo)
-                hi = min(p.length for p in self.probes.values() if p.decision == "fail" and p.length >= hi)
+                hi = min([p.length for p in self.probes.values() if p.decision == "fail" and p.length >= hi],
+                         default=c.high)  # no decided failure: the range's end, as for an undecided end
                 if hi / lo > c.resolution:  # the decided bracket is wider than asked: say where the estimates lead
                     result.status = "undecided at " + ", ".join(x.split()[0] for x in result.conditional)
                     result.estimate = est

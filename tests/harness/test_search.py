@@ -213,3 +213,19 @@ def test_a_runner_failure_stops_the_search_instead_of_counting_as_a_miss(tiny_ll
     assert kept and all(r.context_length == 256 or r.error for r in kept)
     r = run_search(exp, cfg, log=lambda *_: None, runner=ScriptedRunner(reach=2500))
     assert r.status == "bracketed" and r.bracket[0] < 4096
+
+
+def test_an_undecided_longest_length_with_a_low_estimate_is_bisected_as_a_condition():
+    """Dynamic NTK x2 on SmolLM2 found 36/48 passkeys at 32k (every miss at depth 0.1): undecided at 0.856 with a
+    cap of 48, and the search used to stop there with a 16x bracket. Below the threshold on its estimate, the end
+    is now taken as failing, as a condition: the estimates lead to the crossing, the decided bracket stays wide."""
+    acc = lambda n: 0.99 if n < 20000 else 0.78  # noqa: E731  (one depth in five lost past 20k)
+    cfg = SearchConfig(low=2048, high=32768, max_samples=48)
+    r = Search(_curve(acc, 0), cfg).run()
+    assert r.status.startswith("undecided at") and "32768" in r.status and r.conditional[0].startswith("32768 as failing")
+    a, b = r.estimate
+    assert b / a <= 1.19 * 1.02 and a < 20000 * 1.2 and b > 20000 / 1.2, r.estimate
+    assert r.bracket[1] == 32768 or any(p.decision == "fail" and p.length == r.bracket[1] for p in r.probes)
+    # An undecided end whose estimate is above the threshold is not bisected: nothing there points to a failure.
+    r = Search(_curve(lambda n: 0.99 if n < 20000 else 0.88, 0), cfg).run()
+    assert r.status == "undecided at 32768" and r.estimate is None and len(r.probes) == 2
