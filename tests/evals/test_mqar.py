@@ -148,3 +148,41 @@ def test_registered_with_an_lm_eval_task_file_of_its_budget(tmp_path):
     assert TASKS.get("mqar") is MultiQueryRecall
     assert "longctx_mqar" in write_task_files(tmp_path)
     assert "max_gen_toks: 24" in (tmp_path / "longctx_mqar.yaml").read_text()
+
+
+@pytest.mark.parametrize("preset,pairs", [("mqar-keyed", 8), ("mqar-4-keyed", 4), ("mqar-16-keyed", 16),
+                                          ("mqar-64-keyed", 64)])
+def test_keyed_presets_ask_for_each_key_with_its_value_in_order(smollm2_tokenizer, preset, pairs):
+    """The -keyed presets: the same block, the question asks for "word number" pairs, the references are those
+    pairs in the order asked, and only those pairs in that order are correct."""
+    task = make_task(preset, TaskConfig(lengths=(1024,)))
+    s = task.sample(smollm2_tokenizer, 1024, 0.5, 0)
+    assert task.name == s.task == preset and len(s.meta["keys"]) == pairs
+    by_key = dict(zip(s.meta["keys"], s.meta["values"]))
+    q = s.meta["queries"]
+    assert s.meta["references"] == [f"{k} {by_key[k]}" for k in q] and s.target == ", ".join(s.meta["references"])
+    assert s.prompt.endswith("? Answer with each word and its number, in that order:")
+    assert task.score(s, " " + s.target + ".").correct
+    swapped = ", ".join(s.meta["references"][1::-1] + s.meta["references"][2:])
+    sc = task.score(s, " " + swapped + ".")
+    assert not sc.correct and sc.lenient and sc.score == 1.0  # every pair there, in the wrong order
+    bare = task.score(s, " " + ", ".join(by_key[k] for k in q) + ".")  # the values without their keys
+    assert not bare.correct and bare.score == 0.0
+
+
+def test_keyed_budget_holds_the_longest_keys_and_one_key_asks_for_one_pair(smollm2_tokenizer):
+    longest = sorted(KEYS, key=lambda k: -len(smollm2_tokenizer(" " + k, add_special_tokens=False)["input_ids"]))
+    task = MultiQueryRecall(TaskConfig(lengths=(512,)), answer="keyed")
+    assert answer_tokens(smollm2_tokenizer, ", ".join(f"{k} 999" for k in longest[:4])) <= task.budget() == 40
+    one = MultiQueryRecall(TaskConfig(lengths=(512,)), num_pairs=3, num_queries=1, answer="keyed")
+    s = one.sample(smollm2_tokenizer, 512, 0.5, 0)
+    assert one.name == "mqar:num_pairs=3,num_queries=1,answer=keyed"
+    assert s.prompt.endswith(f"\nWhat is the number of {s.meta['queries'][0]}? Answer with the word and its number:")
+    with pytest.raises(UserError, match="answer must be one of values, keyed"):
+        MultiQueryRecall(TaskConfig(lengths=(512,)), answer="pairs")
+
+
+def test_keyed_pairs_are_word_and_three_digits():
+    from evals.mqar import keyed_pairs
+
+    assert keyed_pairs("goblet 721, igloo 56, lake 566. x 1234 y 123") == ["goblet 721", "lake 566", "y 123"]
