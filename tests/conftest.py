@@ -92,3 +92,15 @@ def tiny_mamba_path(tmp_path_factory, smollm2_tokenizer) -> str:
     cfg = MambaConfig(vocab_size=len(smollm2_tokenizer), hidden_size=64, num_hidden_layers=2, state_size=8,
                       expand=2, **SPECIAL_IDS)
     return _save_random(tmp_path_factory, "tiny-mamba", MambaForCausalLM, cfg, smollm2_tokenizer)
+
+
+@pytest.fixture(scope="session")
+def tiny_lfm2_path(tmp_path_factory, smollm2_tokenizer) -> str:
+    """A randomly initialised hybrid: a short causal convolution, then RoPE attention (LFM2; Zoology's layout)."""
+    from transformers import Lfm2Config, Lfm2ForCausalLM
+
+    cfg = Lfm2Config(vocab_size=len(smollm2_tokenizer), hidden_size=64, intermediate_size=128,
+                     block_auto_adjust_ff_dim=False, num_hidden_layers=2, layer_types=["conv", "full_attention"],
+                     num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, conv_L_cache=3,
+                     rope_parameters={"rope_type": "default", "rope_theta": 10000.0}, **SPECIAL_IDS)
+    return _save_random(tmp_path_factory, "tiny-lfm2", Lfm2ForCausalLM, cfg, smollm2_tokenizer)

