@@ -169,19 +169,7 @@ def test_cached_decoding_equals_a_fresh_forward_at_every_step(tiny_llama_path, n
     from harness.runners.kernel import KernelRunner
 
     runner = _load(KernelRunner, tiny_llama_path, name, params, impl=impl)
-    model = runner.model
-    ids = torch.randint(10, 1000, (1, 324), generator=torch.Generator().manual_seed(3))
-    worst = 0.0
-    with torch.inference_mode():
-        cache = runner._new_cache()
-        runner._prefill(ids[:, :300], cache)
-        for t in range(300, 324):
-            cache.before_decode(t + 1)
-            step = model(input_ids=ids[:, t:t + 1], past_key_values=cache, use_cache=True, logits_to_keep=1,
-                         position_ids=torch.tensor([[t]])).logits[0, -1]
-            cache.after_forward()
-            full = model(input_ids=ids[:, :t + 1], use_cache=False, logits_to_keep=1).logits[0, -1]
-            worst = max(worst, float((step - full).abs().max()))
+    worst, cache = _decode_against_fresh_forwards(runner, seed=3, prompt=300, steps=24)
     if name == "sinks":
         assert cache.layers[0].keys.shape[-2] == 4 + 48 - 1  # evicted down to S + W − 1 after every step
     assert worst < 1e-4, worst
@@ -198,19 +186,7 @@ def test_a_conv_attention_hybrid_decodes_from_the_runner_cache_as_a_fresh_forwar
     from harness.runners.kernel import KernelRunner
 
     runner = _load(KernelRunner, tiny_lfm2_path, name, params, impl="cpu")
-    model = runner.model
-    ids = torch.randint(10, 1000, (1, 316), generator=torch.Generator().manual_seed(4))
-    worst = 0.0
-    with torch.inference_mode():
-        cache = runner._new_cache()
-        runner._prefill(ids[:, :300], cache)
-        for t in range(300, 316):
-            cache.before_decode(t + 1)
-            step = model(input_ids=ids[:, t:t + 1], past_key_values=cache, use_cache=True, logits_to_keep=1,
-                         position_ids=torch.tensor([[t]])).logits[0, -1]
-            cache.after_forward()
-            full = model(input_ids=ids[:, :t + 1], use_cache=False, logits_to_keep=1).logits[0, -1]
-            worst = max(worst, float((step - full).abs().max()))
+    worst, cache = _decode_against_fresh_forwards(runner, seed=4, prompt=300, steps=16)
     assert cache.layers[0].conv_states[0] is not None and cache.nbytes() > 0
     if name == "sinks":
         assert cache.layers[1].keys.shape[-2] == 4 + 48 - 1
@@ -223,3 +199,22 @@ def test_prefix_reuse_refuses_a_model_with_a_recurrent_state(tiny_lfm2_path):
 
     with pytest.raises(UserError, match="prefix_cache cannot serve this lfm2 model: its conv layers"):
         _load(KernelRunner, tiny_lfm2_path, "none", {}, prefix_cache=True)
+
+
+def _decode_against_fresh_forwards(runner, seed: int, prompt: int, steps: int):
+    """Prefill `prompt` random tokens into the runner's cache, then feed `steps` more one at a time, comparing each
+    step's logits with one fresh forward over the whole sequence (no cache). Returns (worst |Δ|, the cache)."""
+    model = runner.model
+    ids = torch.randint(10, 1000, (1, prompt + steps), generator=torch.Generator().manual_seed(seed))
+    worst = 0.0
+    with torch.inference_mode():
+        cache = runner._new_cache()
+        runner._prefill(ids[:, :prompt], cache)
+        for t in range(prompt, prompt + steps):
+            cache.before_decode(t + 1)
+            step = model(input_ids=ids[:, t:t + 1], past_key_values=cache, use_cache=True, logits_to_keep=1,
+                         position_ids=torch.tensor([[t]])).logits[0, -1]
+            cache.after_forward()
+            full = model(input_ids=ids[:, :t + 1], use_cache=False, logits_to_keep=1).logits[0, -1]
+            worst = max(worst, float((step - full).abs().max()))
+    return worst, cache
