@@ -85,6 +85,10 @@ def prepare(exp: Experiment, log: Callable[[str], None] = print) -> Prepared:
         raise UserError(f"task {exp.task!r} scores tokens, which runner {exp.runner!r} cannot; use hf or kernel")
     check_runner_options(exp.runner, exp.runner_options)
     check_hostable(exp.runner, exp.extension, exp.runner_options)
+    if exp.runner_options.get("prefix_cache"):  # as the runners read it (HFRunner.check)
+        from harness.runners.cache import check_prefix_reuse
+
+        check_prefix_reuse(hf_config)
     try:
         ext_config = extension.resolve(ext_config, hf_config)
     except ValueError as e:

@@ -13,13 +13,29 @@ from transformers import DynamicCache
 from kernels.rotary import rotate
 
 
-ATTENTION_LAYER_TYPES = frozenset({"full_attention", "sliding_attention", "chunked_attention"})
-
-
 def recurrent_layer_types(model_config) -> list[str]:
     """The layer types of a hybrid model whose cached state is not keys and values (LFM2's short convolutions,
-    Mamba layers): a state cannot be cut back to a prefix, so prefix reuse cannot serve such a model."""
-    return sorted({t for t in (getattr(model_config, "layer_types", None) or []) if t not in ATTENTION_LAYER_TYPES})
+    linear-attention and hybrid layers): a state cannot be cut back to a prefix, so prefix reuse cannot serve such a
+    model. transformers' own cache mapping decides which types keep a state; its `moe` / `mlp` placeholders stay
+    empty, so they do not count."""
+    from transformers.cache_utils import DYNAMIC_LAYER_TYPE_MAPPING, LinearAttentionCacheLayerMixin
+
+    def stateful(t: str) -> bool:
+        cls = DYNAMIC_LAYER_TYPE_MAPPING.get(t)
+        return cls is not None and issubclass(cls, LinearAttentionCacheLayerMixin) and t not in ("moe", "mlp")
+
+    return sorted({t for t in (getattr(model_config, "layer_types", None) or []) if stateful(t)})
+
+
+def check_prefix_reuse(model_config) -> None:
+    """Refuse, in one line, prefix reuse for a model with a recurrent cache state (checked before anything is
+    written, and again when a runner loads)."""
+    from harness.errors import UserError
+
+    if recurrent_layer_types(model_config):
+        raise UserError(f"prefix_cache cannot serve this {model_config.model_type} model: its "
+                        f"{', '.join(recurrent_layer_types(model_config))} layers keep a state that cannot be cut "
+                        "back to a shared prefix; drop -R prefix_cache=true")
 
 
 class RunnerCache(DynamicCache):

@@ -60,17 +60,14 @@ class HFRunner:
         import torch
         from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-        from harness.errors import UserError
-        from harness.runners.cache import recurrent_layer_types
+        from harness.runners.cache import check_prefix_reuse
 
         self.device = self.device or default_device()
         self.dtype = self.dtype or default_dtype(self.device)
         torch_dtype = getattr(torch, self.dtype)
         hf_config = AutoConfig.from_pretrained(model_path)
-        if self.prefix_cache and recurrent_layer_types(hf_config):
-            raise UserError(f"prefix_cache cannot serve this {hf_config.model_type} model: its "
-                            f"{', '.join(recurrent_layer_types(hf_config))} layers keep a state that cannot be cut "
-                            "back to a shared prefix; drop -R prefix_cache=true")
+        if self.prefix_cache:
+            check_prefix_reuse(hf_config)
         ext_record = dict(extension.configure(hf_config, extension_config))
         with readable_checkpoint(model_path):
             try:

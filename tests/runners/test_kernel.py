@@ -201,6 +201,19 @@ def test_prefix_reuse_refuses_a_model_with_a_recurrent_state(tiny_lfm2_path):
         _load(KernelRunner, tiny_lfm2_path, "none", {}, prefix_cache=True)
 
 
+
+def test_prefix_reuse_of_a_recurrent_model_is_one_line_before_anything_is_written(tiny_lfm2_path, tmp_path):
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, "-m", "harness.cli", "passkey", "--model", tiny_lfm2_path, "--runner",
+                          "kernel", "-R", "prefix_cache=true", "--lengths", "512", "--no-progress", "--out",
+                          str(tmp_path / "out")], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert "prefix_cache cannot serve this lfm2 model" in res.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "out").exists()
+
+
 def _decode_against_fresh_forwards(runner, seed: int, prompt: int, steps: int):
     """Prefill `prompt` random tokens into the runner's cache, then feed `steps` more one at a time, comparing each
     step's logits with one fresh forward over the whole sequence (no cache). Returns (worst |Δ|, the cache)."""
@@ -218,3 +231,14 @@ def _decode_against_fresh_forwards(runner, seed: int, prompt: int, steps: int):
             full = model(input_ids=ids[:, :t + 1], use_cache=False, logits_to_keep=1).logits[0, -1]
             worst = max(worst, float((step - full).abs().max()))
     return worst, cache
+
+
+def test_which_layer_types_keep_a_state_is_transformers_own_mapping():
+    from types import SimpleNamespace
+
+    from harness.runners.cache import recurrent_layer_types
+
+    cfg = SimpleNamespace(layer_types=["full_attention", "conv", "sliding_attention", "hybrid", "indexed_attention",
+                                       "moe", "mlp", "conv"])
+    assert recurrent_layer_types(cfg) == ["conv", "hybrid"]
+    assert recurrent_layer_types(SimpleNamespace()) == []  # Llama: no layer_types, plain attention
