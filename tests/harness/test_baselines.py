@@ -105,6 +105,21 @@ def test_training_is_reproducible_from_the_seed(tmp_path):
     assert a["losses_every_10"] == b["losses_every_10"] and a["final_loss"] == b["final_loss"]
 
 
+def test_the_learning_rate_decays_over_whichever_budget_binds_first():
+    from harness.baselines.train import learning_rate
+
+    cfg = TrainConfig(steps=1000, warmup=50, lr=1e-3, time_budget_s=100.0)
+    assert learning_rate(cfg, 0, 0.0) == pytest.approx(1e-3 / 50)  # warm-up, whatever the clock says
+    assert learning_rate(cfg, 49, 99.0) == pytest.approx(1e-3)
+    assert learning_rate(cfg, 500, 1.0) == pytest.approx(0.55e-3)  # half the steps, 1 % of the time
+    assert learning_rate(cfg, 100, 50.0) == pytest.approx(0.55e-3)  # 10 % of the steps, half the time
+    assert learning_rate(cfg, 100, 100.0) == pytest.approx(0.1e-3)  # the time budget spent: the floor
+    assert learning_rate(cfg, 999, 0.0) == pytest.approx(0.1e-3, rel=1e-4)  # the last step
+    assert learning_rate(cfg, 300, 400.0) == pytest.approx(0.1e-3)  # past the budget (a slow last step): floor
+    rates = [learning_rate(cfg, s, 0.2 * s) for s in range(50, 1000)]  # bound by time from the start
+    assert all(a >= b for a, b in zip(rates, rates[1:])) and rates[-1] == pytest.approx(0.1e-3)
+
+
 def test_quick_baselines_are_loadable_by_every_command(tmp_path):
     out = tmp_path / "bl"
     res = subprocess.run([sys.executable, "-m", "harness.cli", "train-baselines", "--quick", "--out", str(out)],
