@@ -28,6 +28,8 @@ def kind_of(text: str) -> str:
         return "recitation"
     if "pass key" in text:
         return "passkey"
+    if "phone book" in text:
+        return "phone book"
     m = re.search(r"What (?:is the number|are the numbers) of (.*?)(?:, in that order)?\?", text)
     return f"mqar, {1 + len(re.findall(r',| and ', m.group(1)))} asked" if m else "other"
 

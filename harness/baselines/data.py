@@ -20,6 +20,9 @@ TRAIN_SEED_OFFSET = 10_000
 PROBE_SEED_OFFSET = 20_000
 # recall recipe: shares of drills that are echoes and dense recitations (the rest: questions; see recall_stream)
 ECHO_SHARE, RECITE_SHARE = 0.2, 0.4
+# of the question drills: passkeys, and phone books (evals/phonebook's own prompts: a two-word name is the key, a
+# ten-digit number the value, the name written again right before the answer); the rest mqar questions
+PASSKEY_SHARE, PHONEBOOK_SHARE = 0.25, 0.15
 # The BPE's pre-tokenization: a word is one piece whatever precedes it (a space, a newline, the start), so the key
 # "pelican" of an mqar block line and of the question asking for it is one token id (GPT-2-style " pelican" and
 # "pelican" after a newline are two, which a ~1M-parameter model must learn to match); digits are single, the first
@@ -215,6 +218,19 @@ def _recall_tasks(seed: int, pairs: int, lengths: tuple[int, ...], mqar_budget: 
     return mqar, PasskeyTask(TaskConfig(**base, max_new_tokens=10))
 
 
+def _phonebook_task(seed: int, lengths: tuple[int, ...]):
+    from evals.base import TaskConfig
+    from evals.phonebook import PhonebookTask
+
+    return PhonebookTask(TaskConfig(lengths=lengths, depths=(0.5,), seed=seed))
+
+
+def phonebook_length(people: int) -> int:
+    """A phone-book prompt length (a multiple of 16, 128 at least) holding about `people` entries under the
+    baselines' BPE: the header, the question and the answer's room take ~86 tokens, an entry ~21 (128: 2 people)."""
+    return max(128, (86 + 21 * people) // 16 * 16)
+
+
 def recall_stream(tokenizer, cfg: TrainConfig) -> tuple[Callable[[], tuple[list[int], list[bool]]],
                                                         Callable[[int], None]]:
     """The recall recipe's training sequences, and a setter for the curriculum stage (an index of RECALL_STAGES).
@@ -224,8 +240,9 @@ def recall_stream(tokenizer, cfg: TrainConfig) -> tuple[Callable[[], tuple[list[
     first half of lookup; on pure MQAR they sped lookup up, docs/RESULTS.md §7c).
 
     A sequence of cfg.train_length tokens packs whole drills, each a prompt + its answer + <eos>, no two of them
-    sharing a key (and at most one passkey), so every question has one answer in the sequence: three in four an
-    mqar prompt with 1 to the stage's most pairs (1-4 of them asked), one in four a passkey prompt. Prompt lengths
+    sharing a key (and at most one passkey and one phone book), so every question has one answer in the sequence:
+    a share PASSKEY_SHARE of the questions passkey prompts, PHONEBOOK_SHARE phone books of about as many people as
+    the stage's most pairs, the rest mqar prompts with 1 to the stage's most pairs (1-4 of them asked). Prompt lengths
     lean short (96 + (train_length - 112)·u³, u uniform, capped by the room left in the sequence; a length too short
     for the pairs is drawn again): mostly dense drills with many answers per sequence, some with filler to search
     through as far as the held-out probes do (they are train_length long; before, drills stopped at half of it). Loss on the answers only (and
@@ -237,6 +254,7 @@ def recall_stream(tokenizer, cfg: TrainConfig) -> tuple[Callable[[], tuple[list[
     L = cfg.train_length
     lengths = tuple(range(96, L - 16 + 1, 16))  # up to the probes' length (L), less room for the answer
     tasks = {p: _recall_tasks(TRAIN_SEED_OFFSET + cfg.seed, p, lengths) for p in range(1, max(RECALL_STAGES) + 1)}
+    phonebook = _phonebook_task(TRAIN_SEED_OFFSET + cfg.seed, lengths)
     eos = tokenizer.eos_token_id
     state = {"stage": 0, "counter": 0}
 
@@ -280,14 +298,19 @@ def recall_stream(tokenizer, cfg: TrainConfig) -> tuple[Callable[[], tuple[list[
             return echo(used) if kind < ECHO_SHARE else recitation(used)
         while True:
             state["counter"] += 1
-            if rng.random() < 0.25 and "passkey" not in used:
+            which = rng.random()
+            length = lengths[int(rng.random() ** 3 * len(lengths))]
+            if which < PASSKEY_SHARE and "passkey" not in used:
                 task = tasks[1][1]
+            elif which < PASSKEY_SHARE + PHONEBOOK_SHARE and "phonebook" not in used:
+                # the book is the whole prompt: 2 to about as many people as the stage's most pairs
+                task = phonebook
+                length = rng.choice(range(128, phonebook_length(RECALL_STAGES[state["stage"]]) + 1, 16))
             else:
                 task = rng.choice(tasks[rng.randint(1, RECALL_STAGES[state["stage"]])][0])
             # no longer than the room left in the sequence (whole drills are what is scored), but 96 at least; once
             # a drill has not fitted there, uncapped (it is cut at the sequence's end: capped, too few tokens may
             # hold no drill at all and this would draw forever)
-            length = lengths[int(rng.random() ** 3 * len(lengths))]
             if room is not None:
                 length = min(length, max(96, (room - 16) // 16 * 16))
             try:
@@ -296,7 +319,7 @@ def recall_stream(tokenizer, cfg: TrainConfig) -> tuple[Callable[[], tuple[list[
                 room = None
                 continue
             text = s.prompt
-            keys = s.meta.get("keys", ["passkey"])
+            keys = s.meta.get("keys", ["phonebook" if task is phonebook else "passkey"])
             clash = [k for k in keys if k in used]
             if clash:  # renamed to words unused in this sequence (the noise filler holds none of the key words)
                 fresh = rng.sample([w for w in MQAR_KEYS if w not in used and w not in keys], len(clash))
@@ -327,11 +350,12 @@ def recall_stream(tokenizer, cfg: TrainConfig) -> tuple[Callable[[], tuple[list[
 def probe_set(tokenizer, cfg: TrainConfig, task: str, pairs: int = 8, n: int = 16,
               queries: int = 4) -> list[tuple[list[int], int]]:
     """Held-out prompts at the training length for the training curve: (prompt + answer token ids, answer start).
-    task "mqar" (`pairs` pairs, `queries` of them asked, or all if fewer) or "passkey"; seeds never used in
-    training or evaluation.
+    task "mqar" (`pairs` pairs, `queries` of them asked, or all if fewer), "passkey" or "phonebook" (as many people
+    as fill the length); seeds never used in training or evaluation.
     """
     mqar, passkey = _recall_tasks(PROBE_SEED_OFFSET + cfg.seed, pairs, (cfg.train_length,))
-    t = mqar[min(queries, len(mqar)) - 1] if task == "mqar" else passkey
+    t = {"mqar": mqar[min(queries, len(mqar)) - 1], "passkey": passkey,
+         "phonebook": _phonebook_task(PROBE_SEED_OFFSET + cfg.seed, (cfg.train_length,))}[task]
     out = []
     for i in range(n):
         s = t.sample(tokenizer, cfg.train_length, (i + 0.5) / n, i)

@@ -65,6 +65,8 @@ def train_one(arch: str, cfg: TrainConfig, out_dir: Path, log: Callable[[str], N
     # order of several questions) is a stepping stone the curve shows
     probes = {"mqar": probe_set(tokenizer, cfg, "mqar", pairs=8), "passkey": probe_set(tokenizer, cfg, "passkey"),
               "mqar1": probe_set(tokenizer, cfg, "mqar", pairs=8, queries=1)}
+    if recall:  # the recall recipe trains phone books too: shown on the curve, not part of the stop
+        probes["phonebook"] = probe_set(tokenizer, cfg, "phonebook")
     # a stage is passed when its held-out drills (as many pairs, one key asked, training length) are recalled: the
     # gate measures lookup among that many pairs, not the order of several answers (which gated every run at 2
     # pairs: one-key questions 0.72, two-key 0.00 on the recipe's own drills, docs/RESULTS.md §7c)
@@ -107,6 +109,7 @@ def train_one(arch: str, cfg: TrainConfig, out_dir: Path, log: Callable[[str], N
             log(f"{arch} step {steps_done}/{cfg.steps} loss {point['loss']:.3f} mqar(8) {point['mqar']:.2f} "
                 f"(answer tokens {point['mqar_tokens']:.2f}, one key asked {point['mqar1']:.2f}) "
                 f"passkey {point['passkey']:.2f}"
+                + (f" phone book {point['phonebook']:.2f}" if "phonebook" in point else "")
                 + (f" stage {RECALL_STAGES[stage]} pairs" if recall else "") + f" ({point['seconds']:.0f} s)")
             if recall:
                 if stage + 1 < len(stage_probes) and probe_recall(

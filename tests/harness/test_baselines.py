@@ -215,6 +215,40 @@ def test_recall_drills_packed_in_a_sequence_never_share_a_key_and_recitations_re
     assert len(tok("pelican", add_special_tokens=False)["input_ids"]) == 1
 
 
+def test_phone_book_drills_grow_with_the_stage_and_score_the_asked_number():
+    from harness.baselines.data import phonebook_length, recall_stream
+
+    cfg = TrainConfig(vocab_size=2048, recipe="recall")
+    tok = train_tokenizer(cfg)
+    stream, set_stage = recall_stream(tok, cfg)
+
+    def books(stage, n_sequences=30):
+        set_stage(stage)
+        people, seen = [], 0
+        for _ in range(n_sequences):
+            ids, scored = stream()
+            cut = [i for i, t in enumerate(ids) if t == tok.eos_token_id]
+            drills = [(ids[a + 1:b], scored[a + 1:b]) for a, b in zip([-1] + cut, cut)]
+            in_sequence = [d for d in drills if "phone book" in tok.decode(d[0])]
+            assert len(in_sequence) <= 1  # one book a sequence: a name is never asked against two numbers
+            for drill, marks in in_sequence:
+                text = tok.decode(drill)
+                book = dict(re.findall(r"^([A-Z][a-z]+ [A-Z][a-z]+): (\d{3}-\d{3}-\d{4})$", text, flags=re.M))
+                name = re.search(r"What is the phone number of (.+?)\?", text).group(1)
+                answer = tok.decode([t for t, m in zip(drill, marks) if m])
+                assert text.endswith(f"The phone number of {name} is {book[name]}.")
+                assert answer == f" {book[name]}.", (text, answer)  # only the number is scored
+                people.append(len(book))
+                seen += 1
+        return people, seen
+
+    early, n_early = books(0)
+    late, n_late = books(3)
+    assert n_early >= 3 and n_late >= 3
+    assert max(early) == 2 and max(late) > 4  # 2 people at the first stage, more later
+    assert phonebook_length(2) == 128 and phonebook_length(16) > 3 * phonebook_length(2)
+
+
 def test_echo_drills_score_exactly_the_repeated_key_of_each_line():
     from harness.baselines.data import recall_stream
 
