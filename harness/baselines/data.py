@@ -245,10 +245,10 @@ def recall_stream(tokenizer, cfg: TrainConfig) -> tuple[Callable[[], tuple[list[
     the stage's most pairs, the rest mqar prompts with 1 to the stage's most pairs (1-4 of them asked). Question
     prompt lengths are uniform over 96 .. train_length - 16 (capped by the room left in the sequence; a length too
     short for the pairs is drawn again), so questions search through filler as far as the held-out probes do as
-    often as near. Before, they leaned short (96 + (train_length - 112)·u³): the ALiBi model learnt lookup with that, the rope-conv model
-    did not in 4,750 steps, and learnt passkeys at 512 within 700 with uniform lengths (docs/RESULTS.md §7e): RoPE's
-    matching learnt at short distances does not carry to far ones by itself. Loss on the answers only (and
-    on the recited values).
+    often as near. Before, they leaned short (96 + (train_length - 112)·u³): the ALiBi model learnt lookup with
+    that, the rope-conv model did not in 4,750 steps, and learnt passkeys at 512 within 700 with uniform lengths
+    (docs/RESULTS.md §7e): RoPE's matching learnt at short distances does not carry to far ones by itself. Loss on
+    the answers only (and on the recited values).
     """
     from evals.mqar import KEYS as MQAR_KEYS
 
