@@ -221,6 +221,13 @@ def heatmap_figure(key: tuple, rs: list) -> str:
     return _png(fig, "heatmap_" + "_".join(str(k).replace("/", "_").replace(" ", "") for k in key))
 
 
+def cost_labels(groups: dict) -> dict:
+    """Each configuration's name in the cost panel, which draws every task in one figure: method · runner · model,
+    and the task when the runs hold several (otherwise mqar and passkey runs of one method read the same)."""
+    several = len({key[3] for key in groups}) > 1
+    return {key: _label(key) + (f" · {key[3]}" if several else "") for key in groups}
+
+
 def cost_figure(groups: dict) -> str:
     """Latency, peak memory and KV-cache bytes vs length, one line per configuration."""
     import matplotlib
@@ -232,6 +239,7 @@ def cost_figure(groups: dict) -> str:
               ("cache_bytes", "KV cache / state (MiB)", 2**20))
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
     lengths = sorted({r.context_length for rs in groups.values() for r in rs})
+    names = cost_labels(groups)
     for ax, (field, label, unit) in zip(axes, panels):
         plotted = False
         for key, rs in groups.items():
@@ -239,7 +247,7 @@ def cost_figure(groups: dict) -> str:
             if rows:
                 plotted = True
                 ax.plot([r["context_length"] for r in rows], [r[field] / unit for r in rows], marker="o",
-                        label=_label(key))
+                        label=names[key])
         if not plotted:
             ax.text(0.5, 0.5, "not recorded by these runs", ha="center", va="center", transform=ax.transAxes,
                     color="grey")
@@ -531,6 +539,9 @@ def training_section(trainings: list[tuple[Path, dict]]) -> str:
             axes[1].plot([p["step"] for p in curve], [p["mqar"] for p in curve], color=colour, label=f"{label} mqar")
             axes[1].plot([p["step"] for p in curve], [p["passkey"] for p in curve], color=colour, ls="--",
                          label=f"{label} passkey")
+            if "phonebook" in curve[-1]:  # the recall recipe trains phone books since 2026-11-23
+                axes[1].plot([p["step"] for p in curve], [p.get("phonebook") for p in curve], color=colour, ls=":",
+                             label=f"{label} phone book")
         else:  # trained before curves were recorded: loss every 10 steps only
             losses = doc["losses_every_10"]
             axes[0].plot([10 * j + 1 for j in range(len(losses))], losses, color=colour, label=label)
@@ -539,9 +550,10 @@ def training_section(trainings: list[tuple[Path, dict]]) -> str:
                     f"<td class=\"num\">{doc.get('steps_done')}</td><td>{e(str(doc.get('stopped_by', '?')))}</td>"
                     f"<td class=\"num\">{_num(doc.get('seconds'), '{:.0f}')}</td>"
                     f"<td class=\"num\">{_num(last.get('mqar'))}</td><td class=\"num\">{_num(last.get('passkey'))}</td>"
+                    f"<td class=\"num\">{_num(last.get('phonebook'))}</td>"
                     f"<td>{e(str(doc.get('config', {}).get('recipe', 'mixed')))}</td></tr>")
     axes[0].set_ylabel("training loss (answer tokens; text: every token)")
-    axes[1].set_ylabel("held-out recall (solid mqar, dashed passkey)")
+    axes[1].set_ylabel("held-out recall (solid mqar, dashed passkey,\ndotted phone book)")
     axes[1].set_ylim(-0.02, 1.02)
     for ax in axes:
         ax.set_xlabel("step")
@@ -552,7 +564,7 @@ def training_section(trainings: list[tuple[Path, dict]]) -> str:
             "the training length answered exactly (teacher-forced argmax over the answer = greedy decoding).</p>"
             + _png(fig, "training")
             + '<table class="sortable"><thead><tr><th>model</th><th>parameters</th><th>steps</th><th>stopped by</th>'
-              "<th>seconds</th><th>mqar(8)</th><th>passkey</th><th>recipe</th></tr></thead><tbody>"
+              "<th>seconds</th><th>mqar(8)</th><th>passkey</th><th>phone book</th><th>recipe</th></tr></thead><tbody>"
             + "".join(rows) + "</tbody></table>")
 
 

@@ -201,3 +201,13 @@ def test_a_comparison_report_fits_the_page_in_chromium(tmp_path, width):
     res = subprocess.run([sys.executable, str(script), str(out), "--screenshot", str(tmp_path / "r.png"),
                           "--width", str(width)], capture_output=True, text=True, timeout=180)
     assert res.returncode == 0, res.stderr
+
+
+def test_the_cost_legend_names_the_task_when_the_runs_hold_several():
+    from reports.html import cost_labels
+
+    one = {("runs/bl/alibi", "none", "kernel", "passkey"): [], ("runs/bl/alibi", "yarn", "kernel", "passkey"): []}
+    assert cost_labels(one) == {k: f"{k[1]} · kernel · alibi" for k in one}  # one task: said once, in the section
+    two = {("runs/bl/alibi", "none", "kernel", "passkey"): [], ("runs/bl/alibi", "none", "kernel", "mqar-keyed"): []}
+    labels = cost_labels(two)
+    assert len(set(labels.values())) == 2 and labels[next(iter(two))] == "none · kernel · alibi · passkey"
