@@ -266,8 +266,8 @@ def recall_stream(tokenizer, cfg: TrainConfig) -> tuple[Callable[[], tuple[list[
     def recitation(used: set[str]) -> tuple[list[int], list[bool]]:
         """A block of 2 to twice the stage's most pairs (4, 8, 16, 32) "key value" lines (keys unused in the
         sequence) and the same lines again in a random order: every value of the second copy is what followed the
-        same key in the first (Zoology's MQAR with
-        the evaluation's line format and no filler); the loss is on those values."""
+        same key in the first (Zoology's MQAR with the evaluation's line format and no filler); the loss is on those
+        values."""
         free = [w for w in MQAR_KEYS if w not in used]
         keys = rng.sample(free, min(len(free), rng.randint(2, 2 * RECALL_STAGES[state["stage"]])))
         used.update(keys)
@@ -306,9 +306,11 @@ def recall_stream(tokenizer, cfg: TrainConfig) -> tuple[Callable[[], tuple[list[
             if which < PASSKEY_SHARE and "passkey" not in used:
                 task = tasks[1][1]
             elif which < PASSKEY_SHARE + PHONEBOOK_SHARE and "phonebook" not in used:
-                # the book is the whole prompt: 2 to about as many people as the stage's most pairs
+                # the book is the whole prompt: 2 to about as many people as the stage's most pairs, and never
+                # longer than the other questions (a shorter train_length holds fewer people)
                 task = phonebook
-                length = rng.choice(range(128, phonebook_length(RECALL_STAGES[state["stage"]]) + 1, 16))
+                most = min(phonebook_length(RECALL_STAGES[state["stage"]]), lengths[-1])
+                length = rng.choice(range(128, max(128, most) + 1, 16))
             else:
                 task = rng.choice(tasks[rng.randint(1, RECALL_STAGES[state["stage"]])][0])
             # no longer than the room left in the sequence (whole drills are what is scored), but 96 at least; once
