@@ -126,7 +126,7 @@ def test_a_bad_cell_stops_the_sweep_before_anything_is_written(tiny_llama_path, 
 @pytest.fixture(scope="module")
 def quick_baselines(tmp_path_factory):
     """Seconds-long `train-baselines --quick` checkpoints of all four architectures, standing in for the trained
-    ones that the baselines' experiment files name (runs/bl-recall/...): same architectures, same hosting."""
+    ones that the baselines' experiment files name (runs/<run>/<architecture>): same architectures, same hosting."""
     from harness.baselines import ARCHITECTURES, QUICK, train_baselines
 
     import dataclasses
@@ -148,7 +148,7 @@ def test_example_experiment_files_are_valid(name, smollm2_path, request):
     assert cells
     for c in cells:
         exp = c.experiment
-        if exp.model.startswith("runs/bl-recall/"):  # a training output: a quick checkpoint of that architecture
+        if exp.model.startswith("runs/"):  # a training output (runs/<run>/<architecture>): a quick checkpoint of it
             quick = request.getfixturevalue("quick_baselines") / Path(exp.model).name
             exp = dataclasses.replace(exp, model=str(quick))
         prepare(exp, log=lambda *_: None)  # names, parameters, hosting, first prompts: all resolve
