@@ -1,5 +1,5 @@
-"""lm-eval task files, generated from the task registry: one YAML per generation task (its generation budget
-from the task itself) and the glue module `utils.py` they call. `longctx lm-eval-tasks-path` writes them and prints
+"""lm-eval task files, generated from the task registry: one YAML per generation task and preset (its generation
+budget from the task itself) and the glue module `utils.py` they call. `longctx lm-eval-tasks-path` writes them and prints
 the directory for `lm_eval --include_path`."""
 from __future__ import annotations
 
@@ -36,21 +36,21 @@ metadata:
 
 
 def write_task_files(dest: Path) -> list[str]:
-    """Write utils.py and one longctx_<task>.yaml per registered generation task into dest; returns task names."""
+    """Write utils.py and one longctx_<task>.yaml per registered generation task and per preset of one (mqar-keyed,
+    niah-multikey-words, ...) into dest; returns task names."""
     from evals.base import TaskConfig
-    from evals.registry import TASKS
+    from evals.registry import TASKS, make_task, presets, task_names
 
     dest.mkdir(parents=True, exist_ok=True)
     for old in dest.glob("longctx_*.yaml"):
         old.unlink()
     shutil.copyfile(Path(__file__).with_name("utils.py"), dest / "utils.py")
     names = []
-    for name in TASKS.names():
-        cls = TASKS.get(name)
-        if cls.scores_tokens:
+    for name in task_names():
+        if TASKS.get(presets().get(name, name)).scores_tokens:
             continue
         fn = ALIASES.get(name, name.replace("-", "_"))
-        budget = cls(TaskConfig(lengths=(4096,))).max_new_tokens
+        budget = make_task(name, TaskConfig(lengths=(4096,))).max_new_tokens  # a preset's own (keyed: 40)
         (dest / f"longctx_{fn}.yaml").write_text(TEMPLATE.format(fn=fn, budget=budget))
         names.append(f"longctx_{fn}")
     return names

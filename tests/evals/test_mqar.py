@@ -148,6 +148,10 @@ def test_registered_with_an_lm_eval_task_file_of_its_budget(tmp_path):
     assert TASKS.get("mqar") is MultiQueryRecall
     assert "longctx_mqar" in write_task_files(tmp_path)
     assert "max_gen_toks: 24" in (tmp_path / "longctx_mqar.yaml").read_text()
+    # the presets get theirs: keyed answers take 9 tokens a key (word and number) + 4, and utils.py serves them
+    assert "longctx_mqar_16_keyed" in write_task_files(tmp_path)
+    text = (tmp_path / "longctx_mqar_16_keyed.yaml").read_text()
+    assert "max_gen_toks: 40" in text and "utils.mqar_16_keyed" in text
 
 
 @pytest.mark.parametrize("preset,pairs", [("mqar-keyed", 8), ("mqar-4-keyed", 4), ("mqar-16-keyed", 16),

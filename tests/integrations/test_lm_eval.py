@@ -78,7 +78,7 @@ def test_lm_eval_command_runs_our_task_and_model_end_to_end(tiny_llama_path, tmp
 
 
 @pytest.mark.parametrize("fn", ["passkey", "needle", "niah_multikey", "niah_multivalue", "niah_multiquery", "kv",
-                                "phonebook", "vt"])
+                                "phonebook", "vt", "mqar", "mqar_keyed", "vt_8hops"])
 def test_task_datasets_score_their_own_targets_as_correct(fn, smollm2_path):
     """The lm-eval glue: generated docs are token-exact and the reference answer scores 1 (a wrong one 0)."""
     import importlib.util
