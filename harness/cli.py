@@ -393,9 +393,11 @@ def extensions_show(name, ext_params, model, length, as_json):
                    "at --recall-target")
 @click.option("--recall-target", default=0.9, show_default=True, type=float,
               help="recall recipe: stop once held-out 8-pair mqar and passkey recall reach this")
+@click.option("--ema-decay", default=0.0, show_default=True, type=float,
+              help="probe, stop on and save a moving average of the weights with this decay (0: off; e.g. 0.995)")
 @click.option("--quick", is_flag=True, help="seconds-long smoke run (tiny models, 3 steps)")
 def train_baselines_cmd(out, archs, train_length, steps, batch_size, seed, time_budget, budget, recipe,
-                        recall_target, quick):
+                        recall_target, ema_decay, quick):
     """Train matched RoPE / ALiBi / Mamba-2 (state 16 and 64) baselines on CPU at a short length."""
     import dataclasses
 
@@ -403,10 +405,11 @@ def train_baselines_cmd(out, archs, train_length, steps, batch_size, seed, time_
     from harness.paths import check_output_dir
 
     default_steps, default_time = (8000, 3600.0) if budget == "long" else (1000, 900.0)
-    cfg = dataclasses.replace(QUICK, seed=seed, recipe=recipe, recall_target=recall_target) if quick else TrainConfig(
+    cfg = dataclasses.replace(QUICK, seed=seed, recipe=recipe, recall_target=recall_target,
+                              ema_decay=ema_decay) if quick else TrainConfig(
         train_length=train_length, steps=default_steps if steps is None else steps, batch_size=batch_size,
         seed=seed, time_budget_s=default_time if time_budget is None else time_budget, recipe=recipe,
-        recall_target=recall_target)
+        recall_target=recall_target, ema_decay=ema_decay)
     check_output_dir(out)
     for info in train_baselines(cfg, out, tuple(archs) or ARCHITECTURES,
                                 log=functools.partial(click.echo, err=True)):

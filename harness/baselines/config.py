@@ -39,6 +39,10 @@ class TrainConfig:
     # weights' initial std; 0: 1/sqrt(hidden). transformers' 0.02 is tuned for 768+ wide models: at 128 wide it
     # delayed a previous-token head from ~110 to ~550 steps (docs/RESULTS.md §7c)
     init_std: float = 0.0
+    # 0: off. Otherwise the probed and saved weights are an exponential moving average of the trained ones (Polyak
+    # averaging; decay ramped as min(ema_decay, (1 + t) / (10 + t))): the held-out recall of a single set of
+    # weights swung 0.81 -> 0.25 between probes at the floor rate (docs/RESULTS.md §7e)
+    ema_decay: float = 0.0
     def __post_init__(self):
         if self.train_length < 256 or self.steps < 1 or self.batch_size < 1:
             # 256: a byte-level passkey prompt's fixed parts alone take ~180 tokens
@@ -54,6 +58,8 @@ class TrainConfig:
         if self.init_std < 0 or not self.rope_theta > 0:
             raise UserError(f"init_std must be >= 0 (0: 1/sqrt(hidden)) and rope_theta > 0, got {self.init_std} and "
                             f"{self.rope_theta}")
+        if not 0 <= self.ema_decay < 1:
+            raise UserError(f"ema_decay must be in [0, 1) (0: off), got {self.ema_decay}")
         if not 0 <= self.retrieval_fraction <= 1:
             raise UserError(f"retrieval_fraction must be in [0, 1], got {self.retrieval_fraction}")
 

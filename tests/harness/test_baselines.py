@@ -1,4 +1,5 @@
 """`longctx train-baselines --quick`: three matched checkpoints, reproducible, loadable by the experiment commands."""
+import dataclasses
 import json
 import subprocess
 import sys
@@ -105,6 +106,41 @@ def test_training_is_reproducible_from_the_seed(tmp_path):
     assert a["losses_every_10"] == b["losses_every_10"] and a["final_loss"] == b["final_loss"]
 
 
+def test_the_saved_weights_are_the_moving_average_of_the_trained_ones(tmp_path):
+    """Known answer: with the rate still warming up (so a 1-step and a 2-step run take the same first step), the
+    trained weights after steps 1 and 2 come from plain runs, and the EMA run saves d1 (d0 W0 + (1 - d0) W1) +
+    (1 - d1) W2 with d_t = min(decay, (1 + t) / (10 + t)); its training (the losses) is the plain run's."""
+    import torch
+    from safetensors.torch import load_file
+
+    from harness.baselines.data import train_tokenizer
+    from harness.baselines.train import ema_decay_at
+
+    cfg = TrainConfig(train_length=256, steps=2, batch_size=2, hidden=32, layers=1, heads=2, warmup=100,
+                      vocab_size=512)
+    tok = train_tokenizer(cfg)
+    special = {"bos": tok.bos_token_id, "eos": tok.eos_token_id, "pad": tok.pad_token_id}
+    w0 = {k: v.detach().clone() for k, v in build_model("rope", cfg, len(tok), special).state_dict().items()}
+    runs = {}
+    for name, c in (("one", dataclasses.replace(cfg, steps=1)), ("two", cfg),
+                    ("ema", dataclasses.replace(cfg, ema_decay=0.9))):
+        runs[name] = train_one("rope", c, tmp_path / name, log=lambda *_: None)
+    w1, w2, got = (load_file(tmp_path / n / "rope" / "model.safetensors") for n in ("one", "two", "ema"))
+    c = dataclasses.replace(cfg, ema_decay=0.9)
+    d0, d1 = ema_decay_at(c, 0), ema_decay_at(c, 1)
+    assert (d0, d1) == (pytest.approx(0.1), pytest.approx(2 / 11)) and ema_decay_at(c, 10_000) == 0.9
+    assert runs["ema"]["losses_every_10"] == runs["two"]["losses_every_10"]
+    moved = 0
+    for k, v in got.items():
+        want = d1 * (d0 * w0[k] + (1 - d0) * w1[k]) + (1 - d1) * w2[k]
+        torch.testing.assert_close(v, want, rtol=1e-5, atol=1e-6)
+        moved += not torch.equal(w2[k], w1[k])
+    assert moved  # the two steps changed the weights, so the average differs from each of them
+    assert "mqar_raw" in runs["ema"]["curve"][-1] and "mqar_raw" not in runs["two"]["curve"][-1]
+    with pytest.raises(UserError, match="ema_decay"):
+        TrainConfig(ema_decay=1.0)
+
+
 def test_the_learning_rate_decays_over_whichever_budget_binds_first():
     from harness.baselines.train import learning_rate
 
@@ -151,6 +187,7 @@ def test_quick_baselines_are_loadable_by_every_command(tmp_path):
     (["--time-budget", "0"], "time budget must be a positive number"),
     (["--arch", "transformer"], "unknown architecture(s) transformer"),
     (["--recipe", "recall", "--recall-target", "0"], "recall_target must be in (0, 1]"),
+    (["--ema-decay", "1"], "ema_decay must be in [0, 1)"),
 ])
 def test_bad_training_options_are_one_line_user_errors(args, needle, tmp_path):
     res = subprocess.run([sys.executable, "-m", "harness.cli", "train-baselines", "--out", str(tmp_path / "x"), *args],
