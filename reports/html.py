@@ -517,6 +517,12 @@ def read_training(f: Path) -> dict:
     return doc
 
 
+def _recipe(config: dict) -> str:
+    """The training record's recipe, with the weights' moving average when the checkpoint is one."""
+    ema = config.get("ema_decay") or 0
+    return str(config.get("recipe", "mixed")) + (f", EMA {ema:g}" if ema else "")
+
+
 def training_section(trainings: list[tuple[Path, dict]]) -> str:
     """Training curves of `longctx train-baselines` checkpoints: loss, and held-out recall (8-pair mqar, passkey;
     teacher-forced, i.e. what greedy decoding would answer) against step, with how each run stopped."""
@@ -551,7 +557,7 @@ def training_section(trainings: list[tuple[Path, dict]]) -> str:
                     f"<td class=\"num\">{_num(doc.get('seconds'), '{:.0f}')}</td>"
                     f"<td class=\"num\">{_num(last.get('mqar'))}</td><td class=\"num\">{_num(last.get('passkey'))}</td>"
                     f"<td class=\"num\">{_num(last.get('phonebook'))}</td>"
-                    f"<td>{e(str(doc.get('config', {}).get('recipe', 'mixed')))}</td></tr>")
+                    f"<td>{e(_recipe(doc.get('config', {})))}</td></tr>")
     axes[0].set_ylabel("training loss (answer tokens; text: every token)")
     axes[1].set_ylabel("held-out recall (solid mqar, dashed passkey,\ndotted phone book)")
     axes[1].set_ylim(-0.02, 1.02)

@@ -211,3 +211,11 @@ def test_the_cost_legend_names_the_task_when_the_runs_hold_several():
     two = {("runs/bl/alibi", "none", "kernel", "passkey"): [], ("runs/bl/alibi", "none", "kernel", "mqar-keyed"): []}
     labels = cost_labels(two)
     assert len(set(labels.values())) == 2 and labels[next(iter(two))] == "none · kernel · alibi · passkey"
+
+
+def test_the_training_table_names_the_recipe_and_a_moving_average():
+    from reports.html import _recipe
+
+    assert _recipe({}) == "mixed"  # a record from before recipes
+    assert _recipe({"recipe": "recall", "ema_decay": 0.0}) == "recall"
+    assert _recipe({"recipe": "recall", "ema_decay": 0.995}) == "recall, EMA 0.995"
