@@ -74,10 +74,25 @@ def _png(fig, name: str = "figure") -> str:
     return f'<img alt="{e(name)}" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
 
 
+_MODEL_NAMES: dict[str, str] = {}  # set by render(): the shortest unambiguous name of each model of the report
+
+
+def model_names(models) -> dict[str, str]:
+    """Each model by its folder name, or by its last two path parts where several models share that folder name
+    (runs/bl5/alibi and runs/bl6-ema/alibi: bl5/alibi, bl6-ema/alibi)."""
+    models = sorted(set(models))
+    names = [Path(m).name for m in models]
+    return {m: (str(Path(*Path(m).parts[-2:])) if names.count(n) > 1 else n) for m, n in zip(models, names)}
+
+
+def _model(model: str) -> str:
+    return _MODEL_NAMES.get(model) or Path(model).name
+
+
 def _label(key: tuple) -> str:
     """A configuration in figures: method · runner (· model, by its folder name)."""
     model, ext, runner, task = key
-    return f"{ext} · {runner} · {Path(model).name}"
+    return f"{ext} · {runner} · {_model(model)}"
 
 
 def _colour(score: float | None) -> str:
@@ -118,7 +133,7 @@ def headline_table(groups: dict, threshold: float) -> str:
         cost = (f'{_num(last["latency_s"], "{:.1f}")} s'
                 + ("" if mem is None else f", {mem / 2**30:.2f} GiB") + f" at {format_length(last['context_length'])}")
         full = f"{rs[0].extension}: {json.dumps(rs[0].extension_params, sort_keys=True)}"
-        rows.append(f"<tr><td>{e(Path(key[0]).name)}</td><td title=\"{e(full)}\">{e(key[1])}</td>"
+        rows.append(f"<tr><td>{e(_model(key[0]))}</td><td title=\"{e(full)}\">{e(key[1])}</td>"
                     f"<td>{e(key[2])}</td>{''.join(cells)}"
                     f'<td class="num" data-v="{eff or 0}">{_len_or_none(eff, rows_by_len)}{flag}</td>'
                     f'<td class="num">{cost}</td></tr>')
@@ -588,6 +603,8 @@ def render(run_dirs: list[Path], title: str = "longctx report", threshold: float
         return _page(title, [f"<h1>{e(title)}</h1>", perplexity_section(ppl_records) if ppl_records else "",
                              bench_section(benches), training_section(trainings)] + runs)
     full = by_config(records)
+    _MODEL_NAMES.clear()
+    _MODEL_NAMES.update(model_names(r.model for r in records))
     short = short_keys(full)
     groups = {short[k]: rs for k, rs in full.items()}  # method labels name only what differs from defaults
     by_task: dict[str, dict] = {}

@@ -219,3 +219,11 @@ def test_the_training_table_names_the_recipe_and_a_moving_average():
     assert _recipe({}) == "mixed"  # a record from before recipes
     assert _recipe({"recipe": "recall", "ema_decay": 0.0}) == "recall"
     assert _recipe({"recipe": "recall", "ema_decay": 0.995}) == "recall, EMA 0.995"
+
+
+def test_models_sharing_a_folder_name_are_told_apart():
+    from reports.html import model_names
+
+    names = model_names(["runs/bl5/alibi", "runs/bl6-ema/alibi", "runs/bl6/rope-conv", "smollm2"])
+    assert names == {"runs/bl5/alibi": "bl5/alibi", "runs/bl6-ema/alibi": "bl6-ema/alibi",
+                     "runs/bl6/rope-conv": "rope-conv", "smollm2": "smollm2"}
