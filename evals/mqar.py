@@ -78,13 +78,7 @@ class MultiQueryRecall(MultiNeedleTask):
         block = "\n" + "".join(f"{k} {v}\n" for k, v in zip(keys, values))
         queries = [keys[i] for i in asked]
         keyed = self.params["answer"] == "keyed"
-        if q == 1:
-            question = (f"\nWhat is the number of {queries[0]}? Answer with the word and its number:" if keyed else
-                        f"\nWhat is the number of {queries[0]}? The number is")
-        else:
-            question = (f"\nWhat are the numbers of {_join(queries)}? Answer with each word and its number, in "
-                        "that order:" if keyed else
-                        f"\nWhat are the numbers of {_join(queries)}, in that order? The numbers are")
+        question = question_for(queries, keyed)
         references = [f"{keys[i]} {values[i]}" if keyed else values[i] for i in asked]
         return NeedleSet(needles=[(block, depth)], question=question, references=references,
                          anchor=0, meta={"keys": keys, "values": values, "queries": queries})
@@ -92,6 +86,15 @@ class MultiQueryRecall(MultiNeedleTask):
     def score(self, sample: Sample, prediction: str) -> Score:
         extract = keyed_pairs if self.params["answer"] == "keyed" else three_digit_numbers
         return score_references_in_order(prediction, sample.meta["references"], extract_all=extract)
+
+
+def question_for(queries: list[str], keyed: bool) -> str:
+    """The question asking for `queries`' numbers, in that order (keyed: each word with its number)."""
+    if len(queries) == 1:
+        return (f"\nWhat is the number of {queries[0]}? Answer with the word and its number:" if keyed else
+                f"\nWhat is the number of {queries[0]}? The number is")
+    return (f"\nWhat are the numbers of {_join(queries)}? Answer with each word and its number, in that order:"
+            if keyed else f"\nWhat are the numbers of {_join(queries)}, in that order? The numbers are")
 
 
 def keyed_pairs(prediction: str) -> list[str]:

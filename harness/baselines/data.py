@@ -20,6 +20,9 @@ TRAIN_SEED_OFFSET = 10_000
 PROBE_SEED_OFFSET = 20_000
 # recall recipe: shares of drills that are echoes and dense recitations (the rest: questions; see recall_stream)
 ECHO_SHARE, RECITE_SHARE = 0.2, 0.4
+# from the curriculum's last stage on (lookup learnt), a share LIST_SHARE of the drills, taken from the recitations,
+# are key lists: the order of several asked keys alone (see recall_stream)
+LIST_SHARE = 0.15
 # of the question drills: passkeys, and phone books (evals/phonebook's own prompts: a two-word name is the key, a
 # ten-digit number the value, the name written again right before the answer); the rest mqar questions
 PASSKEY_SHARE, PHONEBOOK_SHARE = 0.25, 0.15
@@ -58,6 +61,7 @@ def train_tokenizer(cfg: "TrainConfig"):
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
     from evals.mqar import KEYS as MQAR_KEYS
+    from evals.mqar import question_for as mqar_question
 
     if cfg.vocab_size <= 259:
         return byte_tokenizer()
@@ -237,7 +241,10 @@ def recall_stream(tokenizer, cfg: TrainConfig) -> tuple[Callable[[], tuple[list[
 
     Of the drills, a share RECITE_SHARE are dense recitations instead (`recitation`: a block and the block again,
     shuffled) and a share ECHO_SHARE echoes (`echo`: "key digit key" lines, which a previous-token head predicts — the
-    first half of lookup; on pure MQAR they sped lookup up, docs/RESULTS.md §7c).
+    first half of lookup; on pure MQAR they sped lookup up, docs/RESULTS.md §7c). From the last stage on, a share
+    LIST_SHARE of them are key lists instead (`key_list`: a keyed question with no block, only its keys scored): the
+    rope-conv model that had learnt lookup answered every multi-key question with the last key asked first
+    (docs/RESULTS.md §7f-§7g); before the last stage they would compete with learning lookup itself.
 
     A sequence of cfg.train_length tokens packs whole drills, each a prompt + its answer + <eos>, no two of them
     sharing a key (and at most one passkey and one phone book), so every question has one answer in the sequence:
@@ -251,6 +258,7 @@ def recall_stream(tokenizer, cfg: TrainConfig) -> tuple[Callable[[], tuple[list[
     the answers only (and on the recited values).
     """
     from evals.mqar import KEYS as MQAR_KEYS
+    from evals.mqar import question_for as mqar_question
 
     rng = random.Random(f"recall|{cfg.seed}")
     L = cfg.train_length
@@ -293,12 +301,28 @@ def recall_stream(tokenizer, cfg: TrainConfig) -> tuple[Callable[[], tuple[list[
         scored = [any(x <= a and b <= y for x, y in echoed) for a, b in enc["offset_mapping"]]
         return head + enc["input_ids"] + [eos], [False] * len(head) + scored + [False]
 
+    def key_list(used: set[str]) -> tuple[list[int], list[bool]]:
+        """A keyed mqar question for 2-6 keys (unused in the sequence) and no block, answered "key ddd, ..." with
+        random numbers: the loss is on the keys only, which only the question's list and its order tell."""
+        free = [w for w in MQAR_KEYS if w not in used]
+        keys = rng.sample(free, min(len(free), rng.randint(2, 6)))
+        used.update(keys)
+        head = encode(mqar_question(keys, keyed=True))
+        text = " " + ", ".join(f"{k} {rng.randrange(1000):03d}" for k in keys) + "."
+        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        scored = [any(c.isalpha() for c in text[a:b]) for a, b in enc["offset_mapping"]]
+        return head + enc["input_ids"] + [eos], [False] * len(head) + scored + [False]
+
     def drill(used: set[str], room: int | None) -> tuple[list[int], list[bool]]:
         """One drill whose keys are not among `used` (the keys of the sequence's earlier drills; "passkey" if it
         has one): a key seen earlier in the same sequence with another value would make the question ambiguous."""
         kind = rng.random()
         if kind < ECHO_SHARE + RECITE_SHARE and len(used) < len(MQAR_KEYS) - 16:
-            return echo(used) if kind < ECHO_SHARE else recitation(used)
+            if kind < ECHO_SHARE:
+                return echo(used)
+            if state["stage"] == len(RECALL_STAGES) - 1 and kind < ECHO_SHARE + LIST_SHARE:
+                return key_list(used)
+            return recitation(used)
         while True:
             state["counter"] += 1
             which = rng.random()
@@ -323,16 +347,19 @@ def recall_stream(tokenizer, cfg: TrainConfig) -> tuple[Callable[[], tuple[list[
             except UserError:  # too many pairs for a short length: draw again, uncapped
                 room = None
                 continue
-            text = s.prompt
+            text, target = s.prompt, s.target
             keys = s.meta.get("keys", ["phonebook" if task is phonebook else "passkey"])
             clash = [k for k in keys if k in used]
-            if clash:  # renamed to words unused in this sequence (the noise filler holds none of the key words)
+            if clash:  # renamed to words unused in this sequence (the noise filler holds none of the key words),
+                # in the prompt and in the keyed answer alike (before 2026-11-23 the answer kept the old names:
+                # ~15 % of the questions were answered with a key they did not ask, docs/RESULTS.md §7g)
                 fresh = rng.sample([w for w in MQAR_KEYS if w not in used and w not in keys], len(clash))
                 rename = dict(zip(clash, fresh))
-                text = re.sub(r"\b(" + "|".join(clash) + r")\b", lambda m: rename[m.group(0)], text)
+                pattern = re.compile(r"\b(" + "|".join(clash) + r")\b")
+                text, target = (pattern.sub(lambda m: rename[m.group(0)], t) for t in (text, target))
                 keys = [rename.get(k, k) for k in keys]
             used.update(keys)
-            prompt, answer = encode(text), encode(" " + s.target + ".")
+            prompt, answer = encode(text), encode(" " + target + ".")
             return prompt + answer + [eos], [False] * len(prompt) + [True] * len(answer) + [False]
 
     def next_sequence() -> tuple[list[int], list[bool]]:
