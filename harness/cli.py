@@ -395,9 +395,13 @@ def extensions_show(name, ext_params, model, length, as_json):
               help="recall recipe: stop once held-out 8-pair mqar and passkey recall reach this")
 @click.option("--ema-decay", default=0.0, show_default=True, type=float,
               help="probe, stop on and save a moving average of the weights with this decay (0: off; e.g. 0.995)")
+@click.option("--lr", default=3e-3, show_default=True, type=float, help="peak learning rate (AdamW, cosine decay)")
+@click.option("--init-from", default="", metavar="DIR",
+              help="continue a train-baselines checkpoint of the same architecture (its weights, tokenizer and "
+                   "curriculum stage; a fresh optimiser and schedule) instead of random weights")
 @click.option("--quick", is_flag=True, help="seconds-long smoke run (tiny models, 3 steps)")
 def train_baselines_cmd(out, archs, train_length, steps, batch_size, seed, time_budget, budget, recipe,
-                        recall_target, ema_decay, quick):
+                        recall_target, ema_decay, lr, init_from, quick):
     """Train matched RoPE / ALiBi / Mamba-2 (state 16 and 64) baselines on CPU at a short length."""
     import dataclasses
 
@@ -406,10 +410,10 @@ def train_baselines_cmd(out, archs, train_length, steps, batch_size, seed, time_
 
     default_steps, default_time = (8000, 3600.0) if budget == "long" else (1000, 900.0)
     cfg = dataclasses.replace(QUICK, seed=seed, recipe=recipe, recall_target=recall_target,
-                              ema_decay=ema_decay) if quick else TrainConfig(
+                              ema_decay=ema_decay, lr=lr, init_from=init_from) if quick else TrainConfig(
         train_length=train_length, steps=default_steps if steps is None else steps, batch_size=batch_size,
         seed=seed, time_budget_s=default_time if time_budget is None else time_budget, recipe=recipe,
-        recall_target=recall_target, ema_decay=ema_decay)
+        recall_target=recall_target, ema_decay=ema_decay, lr=lr, init_from=init_from)
     check_output_dir(out)
     for info in train_baselines(cfg, out, tuple(archs) or ARCHITECTURES,
                                 log=functools.partial(click.echo, err=True)):

@@ -533,9 +533,12 @@ def read_training(f: Path) -> dict:
 
 
 def _recipe(config: dict) -> str:
-    """The training record's recipe, with the weights' moving average when the checkpoint is one."""
+    """The training record's recipe, with the weights' moving average when the checkpoint is one and the
+    checkpoint it continued (its last two path parts) when it did not start from random weights."""
     ema = config.get("ema_decay") or 0
-    return str(config.get("recipe", "mixed")) + (f", EMA {ema:g}" if ema else "")
+    init = config.get("init_from") or ""
+    return (str(config.get("recipe", "mixed")) + (f", EMA {ema:g}" if ema else "")
+            + (f", continued from {'/'.join(Path(init).parts[-2:])}" if init else ""))
 
 
 def training_section(trainings: list[tuple[Path, dict]]) -> str:

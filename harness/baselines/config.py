@@ -43,6 +43,10 @@ class TrainConfig:
     # averaging; decay ramped as min(ema_decay, (1 + t) / (10 + t))): the held-out recall of a single set of
     # weights swung 0.81 -> 0.25 between probes at the floor rate (docs/RESULTS.md §7e)
     ema_decay: float = 0.0
+    # "": random weights (build_model). Otherwise a train-baselines checkpoint of the same architecture to continue
+    # from: its weights and tokenizer, the recall curriculum at its last stage; the optimiser and schedule start afresh
+    init_from: str = ""
+
     def __post_init__(self):
         if self.train_length < 256 or self.steps < 1 or self.batch_size < 1:
             # 256: a byte-level passkey prompt's fixed parts alone take ~180 tokens
@@ -60,6 +64,8 @@ class TrainConfig:
                             f"{self.rope_theta}")
         if not 0 <= self.ema_decay < 1:
             raise UserError(f"ema_decay must be in [0, 1) (0: off), got {self.ema_decay}")
+        if not self.lr > 0:
+            raise UserError(f"the learning rate must be a positive number, got {self.lr}")
         if not 0 <= self.retrieval_fraction <= 1:
             raise UserError(f"retrieval_fraction must be in [0, 1], got {self.retrieval_fraction}")
 

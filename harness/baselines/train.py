@@ -62,9 +62,19 @@ def train_one(arch: str, cfg: TrainConfig, out_dir: Path, log: Callable[[str], N
 
     import torch
 
-    tokenizer = train_tokenizer(cfg)
+    start_stage = 0
+    if cfg.init_from:
+        from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+
+        before = checkpoint_record(cfg.init_from, arch)
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(cfg.init_from)
+        model = AutoModelForCausalLM.from_pretrained(cfg.init_from, dtype=torch.float32)
+        start_stage = (before.get("curve") or [{}])[-1].get("stage", 0)
+    else:
+        tokenizer = train_tokenizer(cfg)
     special = {"bos": tokenizer.bos_token_id, "eos": tokenizer.eos_token_id, "pad": tokenizer.pad_token_id}
-    model = build_model(arch, cfg, len(tokenizer), special)
+    if not cfg.init_from:
+        model = build_model(arch, cfg, len(tokenizer), special)
     model.train()
     recall = cfg.recipe == "recall"
     if recall:
@@ -86,7 +96,9 @@ def train_one(arch: str, cfg: TrainConfig, out_dir: Path, log: Callable[[str], N
             stage_probes[p] = probe_set(tokenizer, cfg, "mqar", pairs=p, queries=1)
         except UserError:  # more pairs than a training-length prompt holds: the curriculum stops before
             break
-    stage, curve, stopped = 0, [], "steps"
+    stage, curve, stopped = min(start_stage, max(len(stage_probes) - 1, 0)) if recall else 0, [], "steps"
+    if stage:
+        set_stage(stage)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
     params = list(model.parameters())
     ema = [p.detach().clone() for p in params] if cfg.ema_decay else None
@@ -175,10 +187,27 @@ def train_one(arch: str, cfg: TrainConfig, out_dir: Path, log: Callable[[str], N
     return info
 
 
+def checkpoint_record(path: str, arch: str) -> dict:
+    """The training record of a train-baselines checkpoint of architecture `arch` (a UserError otherwise)."""
+    record = Path(path) / "longctx_training.json"
+    try:
+        doc = json.loads(record.read_text())
+    except (OSError, ValueError):
+        raise UserError(f"{path}: not a train-baselines checkpoint (no readable {record.name})") from None
+    if doc.get("architecture") != arch:
+        raise UserError(f"{path} is a {doc.get('architecture')!r} checkpoint, not {arch!r}: continue a model with "
+                        "its own architecture")
+    return doc
+
+
 def train_baselines(cfg: TrainConfig, out: str, archs: tuple[str, ...] = ARCHITECTURES,
                     log: Callable[[str], None] = print) -> list[dict]:
     unknown = [a for a in archs if a not in ARCHITECTURES]
     if unknown:
         raise UserError(f"unknown architecture(s) {', '.join(unknown)}; available: {', '.join(ARCHITECTURES)}")
+    if cfg.init_from:  # checked before anything is trained or written
+        if len(archs) != 1:
+            raise UserError("--init-from continues one checkpoint: give exactly one --arch")
+        checkpoint_record(cfg.init_from, archs[0])
     out_dir = Path(out)
     return [train_one(a, cfg, out_dir, log=log) for a in archs]

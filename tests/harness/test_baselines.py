@@ -141,6 +141,47 @@ def test_the_saved_weights_are_the_moving_average_of_the_trained_ones(tmp_path):
         TrainConfig(ema_decay=1.0)
 
 
+def test_a_continued_run_starts_from_the_checkpoint_its_tokenizer_and_its_curriculum_stage(tmp_path):
+    """Known answer: the continued run's first loss is the checkpoint's own loss on the stream's first batch (the
+    stream starts afresh), not a random model's; a recall checkpoint's last stage is where the curriculum resumes."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from harness.baselines.data import example_stream, train_tokenizer
+
+    cfg = TrainConfig(train_length=256, steps=2, batch_size=2, hidden=32, layers=1, heads=2, warmup=1,
+                      vocab_size=512)
+    first = train_one("rope", cfg, tmp_path / "a", log=lambda *_: None)
+    src = tmp_path / "a" / "rope"
+    more = train_one("rope", dataclasses.replace(cfg, steps=1, init_from=str(src)), tmp_path / "b",
+                     log=lambda *_: None)
+    tok = train_tokenizer(cfg)
+    stream = example_stream(tok, cfg)
+    pairs = [stream() for _ in range(cfg.batch_size)]
+    batch = torch.tensor([ids for ids, _ in pairs])
+    labels = batch.masked_fill(~torch.tensor([m for _, m in pairs]), -100)
+    with torch.no_grad():
+        want = AutoModelForCausalLM.from_pretrained(src)(input_ids=batch, labels=labels).loss.item()
+    assert more["losses_every_10"][0] == pytest.approx(want, abs=1e-4)
+    assert abs(first["losses_every_10"][0] - want) > 0.01  # a random model's first loss is another
+    assert more["config"]["init_from"] == str(src)
+
+    recall = dataclasses.replace(cfg, recipe="recall", steps=1)
+    train_one("rope", recall, tmp_path / "r", log=lambda *_: None)
+    record = tmp_path / "r" / "rope" / "longctx_training.json"
+    doc = json.loads(record.read_text())
+    doc["curve"][-1]["stage"] = 2
+    record.write_text(json.dumps(doc))
+    resumed = train_one("rope", dataclasses.replace(recall, init_from=str(record.parent)), tmp_path / "r2",
+                        log=lambda *_: None)
+    assert resumed["curve"][0]["stage"] == 2
+    from harness.baselines.train import train_baselines
+
+    with pytest.raises(UserError, match="is a 'rope' checkpoint, not 'alibi'"):
+        train_baselines(dataclasses.replace(cfg, init_from=str(src)), str(tmp_path / "c"), ("alibi",))
+    assert not (tmp_path / "c").exists()
+
+
 def test_the_learning_rate_decays_over_whichever_budget_binds_first():
     from harness.baselines.train import learning_rate
 
@@ -188,6 +229,9 @@ def test_quick_baselines_are_loadable_by_every_command(tmp_path):
     (["--arch", "transformer"], "unknown architecture(s) transformer"),
     (["--recipe", "recall", "--recall-target", "0"], "recall_target must be in (0, 1]"),
     (["--ema-decay", "1"], "ema_decay must be in [0, 1)"),
+    (["--lr", "0"], "learning rate must be a positive number"),
+    (["--arch", "rope", "--init-from", "no/such/dir"], "not a train-baselines checkpoint"),
+    (["--init-from", "no/such/dir"], "give exactly one --arch"),
 ])
 def test_bad_training_options_are_one_line_user_errors(args, needle, tmp_path):
     res = subprocess.run([sys.executable, "-m", "harness.cli", "train-baselines", "--out", str(tmp_path / "x"), *args],

@@ -219,6 +219,8 @@ def test_the_training_table_names_the_recipe_and_a_moving_average():
     assert _recipe({}) == "mixed"  # a record from before recipes
     assert _recipe({"recipe": "recall", "ema_decay": 0.0}) == "recall"
     assert _recipe({"recipe": "recall", "ema_decay": 0.995}) == "recall, EMA 0.995"
+    assert _recipe({"recipe": "recall", "ema_decay": 0.995, "init_from": "runs/bl6/rope-conv"}) == \
+        "recall, EMA 0.995, continued from bl6/rope-conv"
 
 
 def test_models_sharing_a_folder_name_are_told_apart():
