@@ -61,7 +61,6 @@ def train_tokenizer(cfg: "TrainConfig"):
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
     from evals.mqar import KEYS as MQAR_KEYS
-    from evals.mqar import question_for as mqar_question
 
     if cfg.vocab_size <= 259:
         return byte_tokenizer()
