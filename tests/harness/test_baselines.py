@@ -425,3 +425,36 @@ def test_the_recall_recipe_stops_at_its_target_and_writes_the_curve(tmp_path, mo
     assert [p["step"] for p in info["curve"]] == [4] and info["curve"][0]["mqar"] == 0.95
     saved = json.loads((tmp_path / "rope" / "longctx_training.json").read_text())
     assert saved["curve"] == info["curve"]
+
+
+def test_the_keyed_answer_slot_probe_tells_keys_from_values():
+    # scripts/keyed_answer_slots.py, on an oracle that predicts every next token except words (the keys): keys 0.00,
+    # values 1.00 in every slot — the §7f diagnosis' pattern, read the same way
+    import importlib.util
+    from pathlib import Path
+
+    import torch
+
+    from evals.base import TaskConfig
+    from evals.mqar import MultiQueryRecall
+
+    spec = importlib.util.spec_from_file_location(
+        "keyed_answer_slots", Path(__file__).resolve().parents[2] / "scripts" / "keyed_answer_slots.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    tok = train_tokenizer(TrainConfig(vocab_size=2048, recipe="recall"))
+    words = {i for t, i in tok.get_vocab().items() if t.isalpha() and len(t) > 2}
+    V = len(tok)
+
+    class WrongOnWords(torch.nn.Module):
+        def forward(self, input_ids):
+            nxt = torch.roll(input_ids, -1, dims=1)
+            wrong = torch.tensor([[t.item() in words for t in row] for row in nxt])
+            nxt = torch.where(wrong, (nxt + 1) % V, nxt)
+            return type("Out", (), {"logits": torch.nn.functional.one_hot(nxt, V).float()})
+
+    task = MultiQueryRecall(TaskConfig(lengths=(256,), depths=(0.5,), seed=1), num_pairs=4, num_queries=4,
+                            answer="keyed")
+    acc = script.slot_accuracy(WrongOnWords(), tok, task, 256, 4)
+    assert list(acc) == ["key 1", "value 1", "key 2", "value 2", "key 3", "value 3", "key 4", "value 4"]
+    assert all(v == (0.0 if k.startswith("key") else 1.0) for k, v in acc.items()), acc
