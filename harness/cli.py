@@ -14,6 +14,9 @@ import click
 from evals.registry import TASKS
 from harness.errors import UserError
 
+# train-baselines' presets: (steps, seconds) per model, whichever binds first. xl: rope-conv's four-key recall was
+# still rising at the end of long's hour (0.79 at 1x; docs/RESULTS.md §7g)
+BUDGETS = {"default": (1000, 900.0), "long": (8000, 3600.0), "xl": (8000, 7200.0)}
 LENGTH_HELP = "comma-separated target lengths in tokens; k = 1024 (e.g. 4k,8k,16k)"
 
 
@@ -381,13 +384,14 @@ def extensions_show(name, ext_params, model, length, as_json):
 @click.option("--out", "-o", required=True, help="directory for rope/, alibi/, mamba/ checkpoints")
 @click.option("--arch", "archs", multiple=True, help="rope | rope-conv | alibi | mamba | mamba64 (repeatable; default: all five)")
 @click.option("--train-length", default=512, show_default=True, type=int)
-@click.option("--steps", default=None, type=int, help="at most this many steps [default: 1000; --budget long: 8000]")
+@click.option("--steps", default=None, type=int, help="at most this many steps [default: 1000; --budget long or xl: 8000]")
 @click.option("--batch-size", default=8, show_default=True, type=int)
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--time-budget", default=None, type=float,
-              help="seconds per model [default: 900; --budget long: 3600]")
-@click.option("--budget", type=click.Choice(["default", "long"]), default="default", show_default=True,
-              help="step and time budget per model: 1000 steps / 15 min, or 8000 steps / 60 min")
+              help="seconds per model [default: 900; --budget long: 3600; --budget xl: 7200]")
+@click.option("--budget", type=click.Choice(sorted(BUDGETS)), default="default", show_default=True,
+              help="step and time budget per model: 1000 steps / 15 min, 8000 steps / 60 min (long) or "
+                   "8000 steps / 2 h (xl)")
 @click.option("--recipe", type=click.Choice(["mixed", "recall"]), default="mixed", show_default=True,
               help="mixed: text + retrieval prompts; recall: a curriculum of mqar and passkey drills that stops "
                    "at --recall-target")
@@ -408,7 +412,7 @@ def train_baselines_cmd(out, archs, train_length, steps, batch_size, seed, time_
     from harness.baselines import ARCHITECTURES, QUICK, TrainConfig, train_baselines
     from harness.paths import check_output_dir
 
-    default_steps, default_time = (8000, 3600.0) if budget == "long" else (1000, 900.0)
+    default_steps, default_time = BUDGETS[budget]
     cfg = dataclasses.replace(QUICK, seed=seed, recipe=recipe, recall_target=recall_target,
                               ema_decay=ema_decay, lr=lr, init_from=init_from) if quick else TrainConfig(
         train_length=train_length, steps=default_steps if steps is None else steps, batch_size=batch_size,

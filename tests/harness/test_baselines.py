@@ -427,6 +427,40 @@ def test_the_recall_recipe_stops_at_its_target_and_writes_the_curve(tmp_path, mo
     assert saved["curve"] == info["curve"]
 
 
+def test_the_stop_waits_until_more_held_out_prompts_confirm_the_target(tmp_path, monkeypatch):
+    # the 16-prompt probes read 0.95 from the first probe; the 64-prompt confirmation reads 0.50 the first time:
+    # the run trains on and stops at the next probe, where the confirmation reads 0.95
+    import harness.baselines.train as train
+
+    confirmations = []
+
+    def fake(model, probes, pad, per_token=False):
+        if len(probes) != train.CONFIRM_PROMPTS:
+            return 0.95
+        confirmations.append(len(probes))
+        return 0.5 if len(confirmations) <= 2 else 0.95
+
+    monkeypatch.setattr(train, "probe_recall", fake)
+    cfg = TrainConfig(train_length=512, steps=50, batch_size=2, hidden=32, layers=1, heads=2, warmup=1,
+                      vocab_size=1024, recipe="recall", probe_every=4)
+    info = train_one("rope", cfg, tmp_path, log=lambda *_: None)
+    assert info["stopped_by"] == "recall target" and info["steps_done"] == 8
+    assert [(p["step"], p["mqar_confirm"], p["passkey_confirm"]) for p in info["curve"]] == [(4, 0.5, 0.5),
+                                                                                            (8, 0.95, 0.95)]
+
+
+def test_confirmation_prompts_are_held_out_from_the_probes():
+    from harness.baselines.data import probe_set
+
+    cfg = TrainConfig(vocab_size=256)
+    tok = byte_tokenizer()
+    for task in ("mqar", "passkey"):
+        probes = probe_set(tok, cfg, task, n=16)
+        more = probe_set(tok, cfg, task, n=64, first=16)
+        assert len(more) == 64 and not {tuple(ids) for ids, _ in probes} & {tuple(ids) for ids, _ in more}
+        assert probe_set(tok, cfg, task, n=16) == probes  # the default range is the curve's probes, unchanged
+
+
 def test_the_keyed_answer_slot_probe_tells_keys_from_values():
     # scripts/keyed_answer_slots.py, on an oracle that predicts every next token except words (the keys): keys 0.00,
     # values 1.00 in every slot — the §7f diagnosis' pattern, read the same way
