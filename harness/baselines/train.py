@@ -14,6 +14,8 @@ from harness.baselines.models import build_model, count_parameters
 from harness.errors import UserError
 
 
+# the TrainConfig fields that shape the model (build_model): a continued run has the checkpoint's
+MODEL_FIELDS = ("hidden", "layers", "heads", "vocab_size", "attention_bias", "rope_theta", "init_std")
 CONFIRM_PROMPTS = 64  # held-out prompts a task that confirm a probe's reaching the recall target before the stop
 
 
@@ -70,6 +72,9 @@ def train_one(arch: str, cfg: TrainConfig, out_dir: Path, log: Callable[[str], N
         from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
         before = checkpoint_record(cfg.init_from, arch)
+        # the model is the checkpoint's: its record says so (not the sizes the command line happened to carry)
+        shape = before.get("config", {})
+        cfg = dataclasses.replace(cfg, **{k: shape[k] for k in MODEL_FIELDS if k in shape})
         tokenizer = PreTrainedTokenizerFast.from_pretrained(cfg.init_from)
         model = AutoModelForCausalLM.from_pretrained(cfg.init_from, dtype=torch.float32)
         start_stage = (before.get("curve") or [{}])[-1].get("stage", 0)

@@ -165,6 +165,9 @@ def test_a_continued_run_starts_from_the_checkpoint_its_tokenizer_and_its_curric
     assert more["losses_every_10"][0] == pytest.approx(want, abs=1e-4)
     assert abs(first["losses_every_10"][0] - want) > 0.01  # a random model's first loss is another
     assert more["config"]["init_from"] == str(src)
+    wider = train_one("rope", dataclasses.replace(cfg, steps=1, hidden=64, init_from=str(src)), tmp_path / "w",
+                      log=lambda *_: None)  # the sizes asked are not the model's: the record keeps the model's
+    assert wider["config"]["hidden"] == 32 and wider["parameters"] == first["parameters"]
 
     recall = dataclasses.replace(cfg, recipe="recall", steps=1)
     train_one("rope", recall, tmp_path / "r", log=lambda *_: None)
