@@ -46,6 +46,10 @@ class TrainConfig:
     # "": random weights (build_model). Otherwise a train-baselines checkpoint of the same architecture to continue
     # from: its weights and tokenizer, the recall curriculum at its last stage; the optimiser and schedule start afresh
     init_from: str = ""
+    # recall recipe, from the curriculum's last stage on: this share of the recitations draws its values in pairs
+    # that share their first two digits ("960", "961"). rope-conv's misses at 1x were all a value's look-alike in the
+    # same block (docs/RESULTS.md §7h): a copy that matches on the previous digits, not on the key. 0: off
+    lookalike_share: float = 0.0
 
     def __post_init__(self):
         if self.train_length < 256 or self.steps < 1 or self.batch_size < 1:
@@ -66,6 +70,8 @@ class TrainConfig:
             raise UserError(f"ema_decay must be in [0, 1) (0: off), got {self.ema_decay}")
         if not self.lr > 0:
             raise UserError(f"the learning rate must be a positive number, got {self.lr}")
+        if not 0 <= self.lookalike_share <= 1:
+            raise UserError(f"lookalike_share must be in [0, 1], got {self.lookalike_share}")
         if not 0 <= self.retrieval_fraction <= 1:
             raise UserError(f"retrieval_fraction must be in [0, 1], got {self.retrieval_fraction}")
 

@@ -234,6 +234,15 @@ def phonebook_length(people: int) -> int:
     return max(128, (86 + 21 * people) // 16 * 16)
 
 
+def lookalike_values(rng: random.Random, n: int) -> list[int]:
+    """n distinct three-digit values in pairs that share their first two digits (an odd n: one left single), in a
+    random order: copying one of them by the digits before the last is a coin toss; only the key tells."""
+    prefixes = rng.sample(range(100), (n + 1) // 2)
+    values = [p * 10 + d for p in prefixes for d in rng.sample(range(10), 2)][:n]
+    rng.shuffle(values)
+    return values
+
+
 def recall_stream(tokenizer, cfg: TrainConfig) -> tuple[Callable[[], tuple[list[int], list[bool]]],
                                                         Callable[[int], None]]:
     """The recall recipe's training sequences, and a setter for the curriculum stage (an index of RECALL_STAGES).
@@ -243,7 +252,8 @@ def recall_stream(tokenizer, cfg: TrainConfig) -> tuple[Callable[[], tuple[list[
     first half of lookup; on pure MQAR they sped lookup up, docs/RESULTS.md §7c). From the last stage on, a share
     LIST_SHARE of them are key lists instead (`key_list`: a keyed question with no block, only its keys scored): the
     rope-conv model that had learnt lookup answered every multi-key question with the last key asked first
-    (docs/RESULTS.md §7f-§7g); before the last stage they would compete with learning lookup itself.
+    (docs/RESULTS.md §7f-§7g); before the last stage they would compete with learning lookup itself. From the last
+    stage on, a share cfg.lookalike_share of the recitations draws its values in look-alike pairs (lookalike_values).
 
     A sequence of cfg.train_length tokens packs whole drills, each a prompt + its answer + <eos>, no two of them
     sharing a key (and at most one passkey and one phone book), so every question has one answer in the sequence:
@@ -278,7 +288,11 @@ def recall_stream(tokenizer, cfg: TrainConfig) -> tuple[Callable[[], tuple[list[
         free = [w for w in MQAR_KEYS if w not in used]
         keys = rng.sample(free, min(len(free), rng.randint(2, 2 * RECALL_STAGES[state["stage"]])))
         used.update(keys)
-        lines = [f"{k} {rng.randrange(1000):03d}\n" for k in keys]
+        if state["stage"] == len(RECALL_STAGES) - 1 and cfg.lookalike_share and rng.random() < cfg.lookalike_share:
+            values = lookalike_values(rng, len(keys))
+        else:
+            values = [rng.randrange(1000) for _ in keys]
+        lines = [f"{k} {v:03d}\n" for k, v in zip(keys, values)]
         again = rng.sample(lines, len(lines))
         head = encode("A list of words, each followed by its number:\n" + "".join(lines) + "The list again:\n")
         text = "".join(again)

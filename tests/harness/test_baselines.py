@@ -335,6 +335,39 @@ def test_every_mqar_question_in_the_stream_is_answered_with_its_own_keys_and_key
     assert sum(late) >= 10 and late.count(False) >= 3
 
 
+def test_lookalike_recitations_come_only_at_the_last_stage_and_pair_every_value():
+    import collections
+
+    from harness.baselines.data import lookalike_values, recall_stream
+
+    rng = __import__("random").Random(0)
+    for n in range(2, 33):
+        v = lookalike_values(rng, n)
+        by_prefix = collections.Counter(x // 10 for x in v)
+        assert len(set(v)) == n and all(0 <= x < 1000 for x in v)
+        assert sorted(by_prefix.values()) == [1] * (n % 2) + [2] * (n // 2)
+
+    cfg = TrainConfig(vocab_size=2048, recipe="recall")
+    tok = train_tokenizer(cfg)
+    plain, with_pairs = recall_stream(tok, cfg), recall_stream(tok, dataclasses.replace(cfg, lookalike_share=1.0))
+    recite = re.compile(r"A list of words, each followed by its number:\n(.*?)The list again:", flags=re.S)
+
+    def blocks(pair, stage, n_sequences=12):
+        stream, set_stage = pair
+        set_stage(stage)
+        seqs = [stream()[0] for _ in range(n_sequences)]
+        return seqs, [[int(v) for v in re.findall(r"^[a-z]+ (\d{3})$", m.group(1), flags=re.M)]
+                      for ids in seqs for m in recite.finditer(tok.decode(ids))]
+
+    assert blocks(plain, 2)[0] == blocks(with_pairs, 2)[0]  # before the last stage: the very same stream
+    _, last = blocks(with_pairs, 3)
+    assert len(last) >= 5
+    for values in last:  # every recitation's values in pairs that share two digits (a cut-off block: fewer lines)
+        assert sum(c == 2 for c in collections.Counter(v // 10 for v in values).values()) >= (len(values) - 1) // 2
+    _, unpaired = blocks(plain, 3)
+    assert any(len({v // 10 for v in values}) == len(values) for values in unpaired)  # off: mostly no pair
+
+
 def test_phone_book_drills_grow_with_the_stage_and_score_the_asked_number():
     from harness.baselines.data import phonebook_length, recall_stream
 
