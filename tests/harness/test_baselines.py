@@ -488,8 +488,8 @@ def test_the_stop_waits_until_more_held_out_prompts_confirm_the_target(tmp_path,
 def test_confirmation_prompts_are_held_out_from_the_probes():
     from harness.baselines.data import probe_set
 
-    cfg = TrainConfig(vocab_size=256)
-    tok = byte_tokenizer()
+    cfg = TrainConfig(vocab_size=2048)  # the baselines' own tokenizer and length: 8-pair answers fit its budget
+    tok = train_tokenizer(cfg)
     for task in ("mqar", "passkey"):
         probes = probe_set(tok, cfg, task, n=16)
         more = probe_set(tok, cfg, task, n=64, first=16)
