@@ -72,6 +72,8 @@ class TrainConfig:
             raise UserError(f"the learning rate must be a positive number, got {self.lr}")
         if not 0 <= self.lookalike_share <= 1:
             raise UserError(f"lookalike_share must be in [0, 1], got {self.lookalike_share}")
+        if self.lookalike_share and self.recipe != "recall":
+            raise UserError("lookalike_share shapes the recall recipe's recitations: use it with --recipe recall")
         if not 0 <= self.retrieval_fraction <= 1:
             raise UserError(f"retrieval_fraction must be in [0, 1], got {self.retrieval_fraction}")
 

@@ -393,14 +393,13 @@ def recall_stream(tokenizer, cfg: TrainConfig) -> tuple[Callable[[], tuple[list[
 
 
 def probe_set(tokenizer, cfg: TrainConfig, task: str, pairs: int = 8, n: int = 16,
-              queries: int = 4, first: int = 0, mqar_budget: int | None = None) -> list[tuple[list[int], int]]:
+              queries: int = 4, first: int = 0) -> list[tuple[list[int], int]]:
     """Held-out prompts at the training length for the training curve: (prompt + answer token ids, answer start).
     task "mqar" (`pairs` pairs, `queries` of them asked, or all if fewer), "passkey" or "phonebook" (as many people
     as fill the length); seeds never used in training or evaluation. Prompts first .. first + n - 1 of the task's
-    held-out sequence: sets with disjoint ranges share no prompt. mqar_budget: the mqar task's generation budget
-    (the prompt leaves that much room; the answer is teacher-forced, so it only has to fit) other than its own.
+    held-out sequence: sets with disjoint ranges share no prompt.
     """
-    mqar, passkey = _recall_tasks(PROBE_SEED_OFFSET + cfg.seed, pairs, (cfg.train_length,), mqar_budget)
+    mqar, passkey = _recall_tasks(PROBE_SEED_OFFSET + cfg.seed, pairs, (cfg.train_length,))
     t = {"mqar": mqar[min(queries, len(mqar)) - 1], "passkey": passkey,
          "phonebook": _phonebook_task(PROBE_SEED_OFFSET + cfg.seed, (cfg.train_length,))}[task]
     out = []

@@ -233,6 +233,9 @@ def test_quick_baselines_are_loadable_by_every_command(tmp_path):
     (["--recipe", "recall", "--recall-target", "0"], "recall_target must be in (0, 1]"),
     (["--ema-decay", "1"], "ema_decay must be in [0, 1)"),
     (["--lr", "0"], "learning rate must be a positive number"),
+    (["--recipe", "recall", "--lookalike-share", "1.5"], "lookalike_share must be in [0, 1]"),
+    (["--lookalike-share", "0.5"], "use it with --recipe recall"),
+    (["--budget", "xxl"], "Invalid value for '--budget'"),
     (["--arch", "rope", "--init-from", "no/such/dir"], "not a train-baselines checkpoint"),
     (["--init-from", "no/such/dir"], "give exactly one --arch"),
 ])
@@ -528,3 +531,34 @@ def test_the_keyed_answer_slot_probe_tells_keys_from_values():
     acc = script.slot_accuracy(WrongOnWords(), tok, task, 256, 4)
     assert list(acc) == ["key 1", "value 1", "key 2", "value 2", "key 3", "value 3", "key 4", "value 4"]
     assert all(v == (0.0 if k.startswith("key") else 1.0) for k, v in acc.items()), acc
+
+
+def test_lookalike_misses_counts_misses_by_block_kind(tmp_path):
+    # scripts/lookalike_misses.py on records of real mqar-keyed prompts, marked missed exactly where the block holds a
+    # look-alike pair: it must report every look-alike block missed and no other; a foreign tokenizer is refused
+    import importlib.util
+    from pathlib import Path
+
+    from evals.base import TaskConfig
+    from evals.registry import make_task
+
+    spec = importlib.util.spec_from_file_location(
+        "lookalike_misses", Path(__file__).resolve().parents[2] / "scripts" / "lookalike_misses.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.has_lookalike(["960", "013", "961"]) and not script.has_lookalike(["960", "013", "906"])
+
+    tok = train_tokenizer(TrainConfig(vocab_size=2048))
+    task = make_task("mqar-keyed", TaskConfig(lengths=(512,), depths=(0.5,), seed=7))
+    records, look = [], 0
+    for i in range(40):
+        s = task.sample(tok, 512, 0.5, i)
+        alike = script.has_lookalike(s.meta["values"])
+        look += alike
+        records.append({"task": "mqar-keyed", "context_length": 512, "depth": 0.5, "seed": 7, "sample_id": i,
+                        "haystack": task.config.haystack, "target": s.target, "correct": not alike})
+    assert 0 < look < 40
+    assert script.count(records, tok) == {True: [look, look], False: [40 - look, 0]}
+    with pytest.raises(SystemExit) as e:
+        script.count(records, byte_tokenizer())
+    assert e.value.code == 2

@@ -1,0 +1,67 @@
+"""Are a model's keyed-mqar misses on blocks holding look-alike values? Reads the results.jsonl of a `longctx
+retrieval -t mqar-keyed ...` run, rebuilds every prompt from its record (task, seed, length, depth, sample id,
+haystack) with the model's tokenizer, and counts misses on blocks where two values share their first two digits
+("960", "961") and on the others (docs/RESULTS.md §7h: every miss of rope-conv was on the former).
+
+Usage: .venv/bin/python scripts/lookalike_misses.py runs/bl9-table/rope-conv-63-mqar-keyed --model runs/bl9-rc/rope-conv
+"""
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from evals.base import TaskConfig  # noqa: E402
+from evals.registry import make_task  # noqa: E402
+from harness.errors import UserError  # noqa: E402
+
+
+def fail(message: str) -> None:
+    """Bad input: one line, exit 2."""
+    print(f"lookalike_misses: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def has_lookalike(values: list[str]) -> bool:
+    """Two of the three-digit values share their first two digits."""
+    return len({v[:2] for v in values}) < len(values)
+
+
+def count(records: list[dict], tokenizer) -> dict[bool, list[int]]:
+    """{block has a look-alike pair: [prompts, misses]}; a record whose prompt does not rebuild to its target is an
+    error (another tokenizer, or another version of the task)."""
+    out = {True: [0, 0], False: [0, 0]}
+    for r in records:
+        task = make_task(r["task"], TaskConfig(lengths=(r["context_length"],), depths=(r["depth"],), seed=r["seed"],
+                                               haystack=r["haystack"]))
+        try:
+            s = task.sample(tokenizer, r["context_length"], r["depth"], r["sample_id"])
+        except UserError as e:  # the prompt does not build under this tokenizer: not the run's
+            fail(f"sample {r['sample_id']} does not rebuild ({e}): give the model that produced the results")
+        if s.target != r["target"]:
+            fail(f"sample {r['sample_id']} at depth {r['depth']} rebuilds to {s.target!r}, not "
+                             f"{r['target']!r}: give the model that produced the results")
+        cell = out[has_lookalike(s.meta["values"])]
+        cell[0] += 1
+        cell[1] += not r["correct"]
+    return out
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run_dir", help="a retrieval run directory (its results.jsonl) of an mqar task")
+    ap.add_argument("--model", required=True, help="the checkpoint whose tokenizer built the prompts")
+    args = ap.parse_args(argv)
+    from transformers import AutoTokenizer
+
+    path = Path(args.run_dir) / "results.jsonl"
+    if not path.is_file():
+        fail(f"{path}: no such results file")
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    c = count(records, AutoTokenizer.from_pretrained(args.model))
+    print(f"{args.run_dir}: look-alike blocks missed {c[True][1]}/{c[True][0]}, others missed "
+          f"{c[False][1]}/{c[False][0]}")
+
+
+if __name__ == "__main__":
+    main()
