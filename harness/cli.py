@@ -406,9 +406,12 @@ def extensions_show(name, ext_params, model, length, as_json):
 @click.option("--lookalike-share", default=0.0, show_default=True, type=float,
               help="recall recipe, last stage: share of recitations whose values come in pairs sharing their first "
                    "two digits (960, 961), so that only the key tells them apart")
+@click.option("--conv-width", default=3, show_default=True, type=int,
+              help="rope-conv: kernel of the short convolutions, in tokens (5 reaches a value's key from its last "
+                   "digit)")
 @click.option("--quick", is_flag=True, help="seconds-long smoke run (tiny models, 3 steps)")
 def train_baselines_cmd(out, archs, train_length, steps, batch_size, seed, time_budget, budget, recipe,
-                        recall_target, ema_decay, lr, init_from, lookalike_share, quick):
+                        recall_target, ema_decay, lr, init_from, lookalike_share, conv_width, quick):
     """Train matched RoPE / ALiBi / Mamba-2 (state 16 and 64) baselines on CPU at a short length."""
     import dataclasses
 
@@ -418,10 +421,11 @@ def train_baselines_cmd(out, archs, train_length, steps, batch_size, seed, time_
     default_steps, default_time = BUDGETS[budget]
     cfg = dataclasses.replace(QUICK, seed=seed, recipe=recipe, recall_target=recall_target,
                               ema_decay=ema_decay, lr=lr, init_from=init_from,
-                              lookalike_share=lookalike_share) if quick else TrainConfig(
+                              lookalike_share=lookalike_share, conv_width=conv_width) if quick else TrainConfig(
         train_length=train_length, steps=default_steps if steps is None else steps, batch_size=batch_size,
         seed=seed, time_budget_s=default_time if time_budget is None else time_budget, recipe=recipe,
-        recall_target=recall_target, ema_decay=ema_decay, lr=lr, init_from=init_from, lookalike_share=lookalike_share)
+        recall_target=recall_target, ema_decay=ema_decay, lr=lr, init_from=init_from, lookalike_share=lookalike_share,
+        conv_width=conv_width)
     check_output_dir(out)
     for info in train_baselines(cfg, out, tuple(archs) or ARCHITECTURES,
                                 log=functools.partial(click.echo, err=True)):

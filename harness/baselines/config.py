@@ -50,6 +50,10 @@ class TrainConfig:
     # that share their first two digits ("960", "961"). rope-conv's misses at 1x were all a value's look-alike in the
     # same block (docs/RESULTS.md §7h): a copy that matches on the previous digits, not on the key. 0: off
     lookalike_share: float = 0.0
+    # rope-conv: the short convolutions' kernel (tokens seen, the current one included). 3 is Zoology's; a value's
+    # last digit then sees only the two digits before it, not its key ("apple 960" is app|le| 9|6|0): rope-conv's
+    # misses at 1x were all a look-alike (docs/RESULTS.md §7h). 5 reaches back to a two-token key.
+    conv_width: int = 3
 
     def __post_init__(self):
         if self.train_length < 256 or self.steps < 1 or self.batch_size < 1:
@@ -74,6 +78,8 @@ class TrainConfig:
             raise UserError(f"lookalike_share must be in [0, 1], got {self.lookalike_share}")
         if self.lookalike_share and self.recipe != "recall":
             raise UserError("lookalike_share shapes the recall recipe's recitations: use it with --recipe recall")
+        if not 2 <= self.conv_width <= 16:
+            raise UserError(f"conv_width must be in [2, 16], got {self.conv_width}")
         if not 0 <= self.retrieval_fraction <= 1:
             raise UserError(f"retrieval_fraction must be in [0, 1], got {self.retrieval_fraction}")
 

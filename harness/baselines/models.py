@@ -20,7 +20,7 @@ def build_model(arch: str, cfg: TrainConfig, vocab_size: int, special: dict):
                                             num_key_value_heads=cfg.heads, max_position_embeddings=cfg.train_length,
                                             rope_theta=cfg.rope_theta, attention_bias=cfg.attention_bias, **common))
     if arch == "rope-conv":
-        # Zoology's attention layout (Arora et al. 2023): a short causal convolution (kernel 3) before each attention
+        # Zoology's attention layout (Arora et al. 2023): a short causal convolution (kernel cfg.conv_width) before each attention
         # layer supplies the previous-token mixing ALiBi's bias gives for free and plain RoPE must learn. LFM2 is
         # transformers' model of that layout: alternating gated short-conv and RoPE attention layers, each with the
         # same SwiGLU MLP as the RoPE model; a conv layer has the parameters of an attention layer (4 h^2).
@@ -31,7 +31,7 @@ def build_model(arch: str, cfg: TrainConfig, vocab_size: int, special: dict):
                                           layer_types=["conv", "full_attention"] * (cfg.layers // 2)
                                           + ["full_attention"] * (cfg.layers % 2),
                                           num_attention_heads=cfg.heads, num_key_value_heads=cfg.heads,
-                                          max_position_embeddings=cfg.train_length, conv_L_cache=3,
+                                          max_position_embeddings=cfg.train_length, conv_L_cache=cfg.conv_width,
                                           rope_parameters={"rope_type": "default", "rope_theta": cfg.rope_theta},
                                           **common))
     if arch == "alibi":

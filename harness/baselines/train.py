@@ -15,7 +15,8 @@ from harness.errors import UserError
 
 
 # the TrainConfig fields that shape the model (build_model): a continued run has the checkpoint's
-MODEL_FIELDS = ("hidden", "layers", "heads", "vocab_size", "attention_bias", "rope_theta", "init_std")
+MODEL_FIELDS = ("hidden", "layers", "heads", "vocab_size", "attention_bias", "rope_theta", "init_std",
+                "conv_width")
 CONFIRM_PROMPTS = 64  # held-out prompts a task that confirm a probe's reaching the recall target before the stop
 
 

@@ -225,6 +225,28 @@ def test_quick_baselines_are_loadable_by_every_command(tmp_path):
     assert "<td>rope</td>" in write_report([str(out)], str(tmp_path / "old.html")).read_text()
 
 
+def test_rope_conv_sees_exactly_conv_width_tokens_back():
+    """The short convolution's reach: with --conv-width 5, a value's last digit sees its two-token key ("app|le| 9|6|0",
+    docs/RESULTS.md §7h); the output at t moves with the input at t - 4, not at t - 5 (causal, kernel 5)."""
+    import torch
+
+    tok = byte_tokenizer()
+    special = {"bos": tok.bos_token_id, "eos": tok.eos_token_id, "pad": tok.pad_token_id}
+    for width in (3, 5):
+        conv = build_model("rope-conv", TrainConfig(conv_width=width), len(tok), special).model.layers[0].conv
+        x = torch.randn(1, 12, 128)
+        t = 10
+        with torch.no_grad():
+            base = conv(x)[0, t]
+            for back, moves in ((width - 1, True), (width, False), (-1, False)):
+                y = x.clone()
+                y[0, t - back] += 1.0
+                assert (conv(y)[0, t] - base).abs().max().item() > 1e-4 if moves else torch.equal(conv(y)[0, t], base), \
+                    (width, back)
+    with pytest.raises(UserError, match="conv_width"):
+        TrainConfig(conv_width=1)
+
+
 @pytest.mark.parametrize("args,needle", [
     (["--train-length", "64"], "train_length=64 (>= 256)"),
     (["--steps", "0"], "steps=0"),
@@ -236,6 +258,7 @@ def test_quick_baselines_are_loadable_by_every_command(tmp_path):
     (["--recipe", "recall", "--lookalike-share", "1.5"], "lookalike_share must be in [0, 1]"),
     (["--lookalike-share", "0.5"], "use it with --recipe recall"),
     (["--budget", "xxl"], "Invalid value for '--budget'"),
+    (["--conv-width", "1"], "conv_width must be in [2, 16]"),
     (["--arch", "rope", "--init-from", "no/such/dir"], "not a train-baselines checkpoint"),
     (["--init-from", "no/such/dir"], "give exactly one --arch"),
 ])
