@@ -395,7 +395,7 @@ def extensions_show(name, ext_params, model, length, as_json):
 @click.option("--recipe", type=click.Choice(["mixed", "recall"]), default="mixed", show_default=True,
               help="mixed: text + retrieval prompts; recall: a curriculum of mqar and passkey drills that stops "
                    "at --recall-target")
-@click.option("--recall-target", default=0.9, show_default=True, type=float,
+@click.option("--recall-target", default=0.95, show_default=True, type=float,
               help="recall recipe: stop once held-out 8-pair mqar and passkey recall reach this")
 @click.option("--ema-decay", default=0.0, show_default=True, type=float,
               help="probe, stop on and save a moving average of the weights with this decay (0: off; e.g. 0.995)")
@@ -406,7 +406,7 @@ def extensions_show(name, ext_params, model, length, as_json):
 @click.option("--lookalike-share", default=0.0, show_default=True, type=float,
               help="recall recipe, last stage: share of recitations whose values come in pairs sharing their first "
                    "two digits (960, 961), so that only the key tells them apart")
-@click.option("--conv-width", default=3, show_default=True, type=int,
+@click.option("--conv-width", default=5, show_default=True, type=int,
               help="rope-conv: kernel of the short convolutions, in tokens (5 reaches a value's key from its last "
                    "digit)")
 @click.option("--quick", is_flag=True, help="seconds-long smoke run (tiny models, 3 steps)")

@@ -78,6 +78,8 @@ def train_one(arch: str, cfg: TrainConfig, out_dir: Path, log: Callable[[str], N
         cfg = dataclasses.replace(cfg, **{k: shape[k] for k in MODEL_FIELDS if k in shape})
         tokenizer = PreTrainedTokenizerFast.from_pretrained(cfg.init_from)
         model = AutoModelForCausalLM.from_pretrained(cfg.init_from, dtype=torch.float32)
+        if model.config.model_type == "lfm2":  # checkpoints from before conv_width was recorded (kernel 3)
+            cfg = dataclasses.replace(cfg, conv_width=model.config.conv_L_cache)
         start_stage = (before.get("curve") or [{}])[-1].get("stage", 0)
     else:
         tokenizer = train_tokenizer(cfg)

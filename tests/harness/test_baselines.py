@@ -168,6 +168,15 @@ def test_a_continued_run_starts_from_the_checkpoint_its_tokenizer_and_its_curric
     wider = train_one("rope", dataclasses.replace(cfg, steps=1, hidden=64, init_from=str(src)), tmp_path / "w",
                       log=lambda *_: None)  # the sizes asked are not the model's: the record keeps the model's
     assert wider["config"]["hidden"] == 32 and wider["parameters"] == first["parameters"]
+    conv3 = dataclasses.replace(cfg, layers=2, conv_width=3)
+    train_one("rope-conv", conv3, tmp_path / "c3", log=lambda *_: None)
+    record = tmp_path / "c3" / "rope-conv" / "longctx_training.json"
+    doc = json.loads(record.read_text())
+    del doc["config"]["conv_width"]  # a checkpoint from before the kernel was recorded: the model's own kernel wins
+    record.write_text(json.dumps(doc))
+    again = train_one("rope-conv", dataclasses.replace(cfg, layers=2, steps=1, init_from=str(record.parent)),
+                      tmp_path / "c3b", log=lambda *_: None)
+    assert again["config"]["conv_width"] == 3 and cfg.conv_width == 5
 
     recall = dataclasses.replace(cfg, recipe="recall", steps=1)
     train_one("rope", recall, tmp_path / "r", log=lambda *_: None)
