@@ -57,8 +57,19 @@ def main(argv=None) -> None:
     path = Path(args.run_dir) / "results.jsonl"
     if not path.is_file():
         fail(f"{path}: no such results file")
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    c = count(records, AutoTokenizer.from_pretrained(args.model))
+    try:
+        records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    except json.JSONDecodeError as e:
+        fail(f"{path}: not a results file ({e})")
+    if not records or any(not str(r.get("task", "")).startswith("mqar") for r in records):
+        fail(f"{path}: not the records of an mqar task (tasks: {sorted({r.get('task') for r in records})})")
+    if not Path(args.model).is_dir():
+        fail(f"{args.model}: no such checkpoint directory")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(args.model)
+    except (OSError, ValueError) as e:
+        fail(f"{args.model}: no tokenizer there ({str(e).splitlines()[0]})")
+    c = count(records, tokenizer)
     print(f"{args.run_dir}: look-alike blocks missed {c[True][1]}/{c[True][0]}, others missed "
           f"{c[False][1]}/{c[False][0]}")
 

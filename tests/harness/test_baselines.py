@@ -594,3 +594,17 @@ def test_lookalike_misses_counts_misses_by_block_kind(tmp_path):
     with pytest.raises(SystemExit) as e:
         script.count(records, byte_tokenizer())
     assert e.value.code == 2
+    # bad input to the command: one line, exit 2 (a passkey run, a missing checkpoint, a broken results file)
+    tok.save_pretrained(tmp_path / "ckpt")
+    for name, lines in (("passkey", [{"task": "passkey"}]), ("broken", None), ("mqar", records)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.jsonl").write_text(
+            "{not json\n" if lines is None else "".join(json.dumps(r) + "\n" for r in lines))
+    for run, model, needle in (("passkey", tmp_path / "ckpt", "not the records of an mqar task"),
+                               ("broken", tmp_path / "ckpt", "not a results file"),
+                               ("mqar", tmp_path / "nothing", "no such checkpoint directory"),
+                               ("nowhere", tmp_path / "ckpt", "no such results file")):
+        res = subprocess.run([sys.executable, str(Path(spec.origin)), str(tmp_path / run), "--model", str(model)],
+                             capture_output=True, text=True)
+        lines = [x for x in res.stderr.splitlines() if x.strip()]
+        assert res.returncode == 2 and len(lines) == 1 and needle in lines[0], (run, res.stderr)
