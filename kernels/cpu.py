@@ -8,6 +8,9 @@ which also returns the log-sum-exp); segments whose mask is a triangle (the diag
 reversing both axes) go to the same kernel with `is_causal`; anything else is computed densely in fp32. The parts
 are merged by log-sum-exp. Skipped segments cost nothing, so sinks + window is O(N·(S + W)).
 
+A softcap (tanh of every score) and a distance ceiling's band are computed densely in fp32, block by block: exact,
+at the cost of scores the fused kernel would not store.
+
 Two arithmetic tricks keep everything on the fused kernel:
 - grouped-query heads are folded into the query axis, (B, H_kv, G·c, D), so KV heads are never repeated;
 - ALiBi's bias −m_h·(p_i − p_j) equals m_h·(p_j − c0) up to a per-query constant (which softmax ignores and the
@@ -20,7 +23,7 @@ import contextlib
 
 import torch
 
-from kernels.spec import AttentionSpec, Lowered, alibi_bias, lower, use_alt, visible
+from kernels.spec import AttentionSpec, Lowered, alibi_bias, cap, lower, use_alt, visible
 
 BLOCK = 1024  # queries per block: large enough that the fused kernel runs at its matmul rate
 ALIBI_BLOCK = 256  # with ALiBi the bias column grows with the block; 256 keeps score errors near 1e-6
@@ -91,6 +94,8 @@ def _segments(low: Lowered, qp: torch.Tensor, kp: torch.Tensor) -> list[tuple[in
     cuts |= {at(qa), at(qb)}  # causal: keys ≤ qa seen by all, > qb by none
     if low.window is not None:
         cuts |= {at(qa - low.window), at(qb - low.window), at(low.sink_tokens, right=False)}
+    if low.max_distance is not None:
+        cuts |= {at(qa - low.max_distance), at(qb - low.max_distance)}
     if low.q_alt is not None:
         cuts.add(at(low.alt_below, right=False))
         if low.alt_from is not None:
@@ -109,6 +114,11 @@ def _status(low: Lowered, qa: int, qb: int, p: int) -> tuple[str, str]:
             return "none", "none"
         if p <= qb - low.window:
             vis = "mixed"
+    if low.max_distance is not None:
+        if p <= qa - low.max_distance:
+            return "none", "none"
+        if p <= qb - low.max_distance:
+            vis = "limit"  # a distance ceiling cuts this segment: computed densely
     src = "none"
     if low.q_alt is not None:
         if p < low.alt_below:
@@ -138,6 +148,9 @@ def _block_parts(q, k, v, low: Lowered, q_pos, k_pos, sl, aug: "_Augmented | Non
             runs.append([a, b, vis, src])
     for a, b, vis, src in runs:
         kp = k_pos[a:b]
+        if low.softcap is not None or vis == "limit":  # tanh of every score / a second edge: exact fp32 scores
+            yield _dense(q[:, :, sl], k[:, :, a:b], v[:, :, a:b], low, qp, kp, sl, a, b)
+            continue
         alt = src == "all"
         qs = (fq_alt if alt else fq)[:, :, sl]
         ks = (fk_alt if alt else fk)[:, :, a:b]
@@ -224,7 +237,7 @@ def _dense(q, k, v, low: Lowered, qp, kp, sl, a: int, b: int):
         mask = use_alt(low, qp, kp)
         if bool(mask.any()):
             s = torch.where(mask[None, None], scores(low.q_alt[:, :, sl], low.k_alt[:, :, a:b]), s)
-    s = s * low.scale
+    s = cap(s * low.scale, low.softcap)
     if low.slopes is not None:
         s = s + alibi_bias(low.slopes, qp, kp)[None]
     s = s.masked_fill(~visible(low, qp, kp)[None, None], float("-inf"))

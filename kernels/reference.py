@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from kernels.spec import AttentionSpec, Lowered, alibi_bias, lower, use_alt, visible
+from kernels.spec import AttentionSpec, Lowered, alibi_bias, cap, lower, use_alt, visible
 
 CHUNK = 512  # queries per chunk: 9 heads × 512 × 16k keys × 4 B ≈ 300 MB of scores for SmolLM2 at 16k
 
@@ -52,7 +52,7 @@ def ref_lowered(q, k, v, low: Lowered, q_pos, k_pos, chunk: int = CHUNK):
             plain = q[:, :, sl].float() @ k32[:, :, a:b].transpose(-1, -2)
             other = low.q_alt[:, :, sl] @ ka[:, :, a:b].transpose(-1, -2)
             scores[..., a:b] = torch.where(use_alt(low, qp, kp[a:b])[None, None], other, plain)
-        scores.mul_(low.scale)
+        cap(scores.mul_(low.scale), low.softcap)
         if low.slopes is not None:
             scores.add_(alibi_bias(low.slopes, qp, kp)[None])
         seen = visible(low, qp, kp)  # (c, n)

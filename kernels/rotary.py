@@ -1,4 +1,10 @@
-"""Rotary position math that the attention kernels need (half-split layout, as transformers' Llama).
+"""Rotary position math that the attention kernels need.
+
+A rotary embedding is described by three things (read from the model by harness.profile, never assumed):
+  inv_freq  θ_i, (dim/2,), the angle per position of pair i;
+  dim       how many leading dimensions of a head rotate (partial rotary: Phi, GPT-NeoX, StableLM); the rest pass;
+  layout    which dimensions pair up: "half" (i with i + dim/2: Llama, Mistral, Qwen, Gemma) or "interleaved"
+            (2i with 2i + 1: GPT-J, Cohere).
 
 Rotations compose: a vector already rotated at position p moves to position p' by a further rotation of
 (p' − p)·θ. That is how the spec's alternative positions (SelfExtend's groups, a sink's in-cache position) are
@@ -8,6 +14,8 @@ from __future__ import annotations
 
 import torch
 
+LAYOUTS = ("half", "interleaved")
+
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
     x1, x2 = x.chunk(2, dim=-1)
@@ -15,13 +23,36 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 def rotate(x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
-    """Rotate x (…, T, D) by per-position angles (T, D/2); returns x's dtype."""
+    """Rotate x (…, T, D) by per-position angles (T, D/2), half-split layout over all D; returns x's dtype."""
     emb = torch.cat((angles, angles), dim=-1)  # (T, D)
     return x * emb.cos().to(x.dtype) + rotate_half(x) * emb.sin().to(x.dtype)
 
 
-def shift(x: torch.Tensor, delta: torch.Tensor, inv_freq: torch.Tensor) -> torch.Tensor:
-    """Move x (…, T, D), rotated at positions p, to positions p + delta (T,) under frequencies inv_freq (D/2,).
-    Computed in float32 whatever x's dtype (angles of 1e5 positions lose every digit in bf16)."""
-    angles = delta.to(torch.float32)[:, None] * inv_freq.to(device=x.device, dtype=torch.float32)[None, :]
-    return rotate(x.float(), angles)
+def rotate_pairs(x: torch.Tensor, angles: torch.Tensor, layout: str = "half", dim: int | None = None) -> torch.Tensor:
+    """Rotate the first `dim` dimensions of x (…, D) by angles broadcastable to (…, dim/2) in `layout`; the
+    remaining D − dim dimensions pass unchanged. Returns x's dtype."""
+    D = x.shape[-1]
+    dim = D if dim is None else dim
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown rotary layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
+    if dim % 2 or dim > D:
+        raise ValueError(f"rotary dim {dim} must be even and at most the head dim {D}")
+    rot, rest = x[..., :dim], x[..., dim:]
+    cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+    if layout == "half":
+        a, b = rot[..., : dim // 2], rot[..., dim // 2:]
+        out = torch.cat((a * cos - b * sin, b * cos + a * sin), dim=-1)
+    else:
+        a, b = rot[..., 0::2], rot[..., 1::2]
+        out = torch.stack((a * cos - b * sin, b * cos + a * sin), dim=-1).flatten(-2)
+    return torch.cat((out, rest), dim=-1) if dim < D else out
+
+
+def shift(x: torch.Tensor, delta: torch.Tensor, inv_freq: torch.Tensor, layout: str = "half",
+          dim: int | None = None) -> torch.Tensor:
+    """Move x (…, T, D), rotated at positions p, to positions p + delta (T,) under frequencies inv_freq (dim/2,)
+    (dim = 2·len(inv_freq) leading dimensions rotate, paired as `layout`). Computed in float32 whatever x's dtype
+    (angles of 1e5 positions lose every digit in bf16)."""
+    inv = inv_freq.to(device=x.device, dtype=torch.float32)
+    angles = delta.to(torch.float32)[:, None] * inv[None, :]
+    return rotate_pairs(x.float(), angles, layout, dim if dim is not None else 2 * inv.numel())

@@ -3,12 +3,17 @@
 For query i at position p_i and key j at position p_j (positions are tensors handed to the kernels):
   visible   p_j ≤ p_i, and, with a window W: p_i − p_j < W or p_j < S (the S sink tokens stay visible);
   score     scale · q̃_i·k̃_j − m_h·(p_i − p_j)   (the ALiBi term only when slopes m (H,) are given);
+  capped    with a softcap c the scaled dot product becomes c·tanh(s/c) before the bias (Gemma 2);
+  limit     with max_distance M, pairs with p_i − p_j ≥ M are never visible (a model's own sliding window that a
+            method's sinks + window compose with: sinks stay visible only inside it);
   q̃, k̃      q and k as the model rotated them (at p_i, p_j), except in the *alternative* regime:
               sinks (S > 0, with a window): a sink key is scored from the query's in-cache position
                 min(p_i, S + W − 1) (StreamingLLM, Xiao et al. 2024), the key staying at p_j;
               SelfExtend (group G, neighbour window N): pairs with p_i − p_j ≥ N use the grouped positions
                 ⌊p_i/G⌋ + N − ⌊N/G⌋ and ⌊p_j/G⌋ (Jin et al. 2024) — two rotations merged in one softmax.
-Every backend lowers the spec with `lower()` to one form: q, k, an alternative (q_alt, k_alt) and the rule
+Re-rotation follows the layer's own rotary embedding: `inv_freq` (dim/2,), the leading `rotary_dim` dimensions,
+paired `rotary_layout` ("half" or "interleaved"; kernels.rotary). Every backend lowers the spec with `lower()` to one
+form: q, k, an alternative (q_alt, k_alt) and the rule
 "alternative iff p_j < alt_below or p_i − p_j ≥ alt_from". The rotations are computed here once, in float32; the
 kernels only choose between two dot products per pair.
 
@@ -21,7 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
-from kernels.rotary import shift
+from kernels.rotary import LAYOUTS, shift
 
 
 @dataclass(frozen=True, eq=False)
@@ -33,6 +38,9 @@ class AttentionSpec:
     neighbor_window: int | None = None  # SelfExtend's N: pairs closer than N keep their true positions
     inv_freq: torch.Tensor | None = None  # (D/2,) rotary frequencies, needed to re-rotate (sinks, SelfExtend)
     scale: float | None = None  # softmax scale; None: the caller's (transformers passes the module's scaling)
+    softcap: float | None = None  # c: scores become c·tanh(s/c) (attention logit softcapping)
+    max_distance: int | None = None  # M: pairs with p_i − p_j ≥ M are invisible (a model's window under sinks)
+    rotary_layout: str = "half"  # how the layer pairs rotary dimensions (kernels.rotary.LAYOUTS)
 
     def __post_init__(self):
         def positive_int(name, low=1):
@@ -44,12 +52,19 @@ class AttentionSpec:
         positive_int("window")
         positive_int("group")
         positive_int("neighbor_window")
+        positive_int("max_distance")
+        if self.softcap is not None and not (isinstance(self.softcap, (int, float)) and math.isfinite(self.softcap)
+                                             and self.softcap > 0):
+            raise ValueError(f"AttentionSpec.softcap must be a positive finite number, got {self.softcap!r}")
+        if self.rotary_layout not in LAYOUTS:
+            raise ValueError(f"AttentionSpec.rotary_layout must be one of {', '.join(LAYOUTS)}, "
+                             f"got {self.rotary_layout!r}")
         if self.sink_tokens and self.window is None:
             raise ValueError(f"sink_tokens={self.sink_tokens} needs a window (sinks are what stays visible past it)")
         if (self.group is None) != (self.neighbor_window is None):
             raise ValueError("SelfExtend needs both group and neighbor_window")
-        if self.group is not None and self.window is not None:
-            raise ValueError("SelfExtend and a sliding window cannot be combined in one spec")
+        if self.group is not None and self.sink_tokens:
+            raise ValueError("SelfExtend and sinks cannot be combined in one spec")
         if self.rerotates and self.inv_freq is None:
             raise ValueError("sinks and SelfExtend re-rotate q/k: the spec needs the rotary inv_freq")
         if self.scale is not None and not (isinstance(self.scale, (int, float)) and math.isfinite(self.scale)
@@ -65,7 +80,8 @@ class AttentionSpec:
     @property
     def is_causal_only(self) -> bool:
         """Plain causal attention: any causal kernel (SDPA, flash-attn) computes it."""
-        return self.window is None and self.alibi_slopes is None and self.group is None
+        return (self.window is None and self.alibi_slopes is None and self.group is None and self.softcap is None
+                and self.max_distance is None)
 
     def describe(self) -> str:
         parts = []
@@ -76,6 +92,10 @@ class AttentionSpec:
             parts.append(f"selfextend G{self.group} N{self.neighbor_window}")
         if self.alibi_slopes is not None:
             parts.append(f"alibi ({len(self.alibi_slopes)} slopes)")
+        if self.max_distance is not None:
+            parts.append(f"within {self.max_distance}")
+        if self.softcap is not None:
+            parts.append(f"softcap {self.softcap:g}")
         return ", ".join(parts) or "causal"
 
 
@@ -91,6 +111,8 @@ class Lowered:
     window: int | None
     slopes: torch.Tensor | None  # (H,) float32 on the queries' device
     scale: float
+    softcap: float | None = None
+    max_distance: int | None = None
 
 
 def lower(spec: AttentionSpec, q: torch.Tensor, k: torch.Tensor, q_pos: torch.Tensor, k_pos: torch.Tensor,
@@ -100,17 +122,21 @@ def lower(spec: AttentionSpec, q: torch.Tensor, k: torch.Tensor, q_pos: torch.Te
     slopes = None if spec.alibi_slopes is None else spec.alibi_slopes.to(device=q.device, dtype=torch.float32)
     q_alt = k_alt = None
     alt_below, alt_from = 0, None
+
+    def rot(x, delta):
+        return shift(x, delta, spec.inv_freq, spec.rotary_layout)
     if spec.window is not None and spec.sink_tokens > 0:
         S, W = spec.sink_tokens, spec.window
-        q_alt = shift(q, q_pos.clamp(max=S + W - 1) - q_pos, spec.inv_freq)  # the query at its in-cache position
+        q_alt = rot(q, q_pos.clamp(max=S + W - 1) - q_pos)  # the query at its in-cache position
         k_alt = k
         alt_below = S
     elif spec.group is not None:
         G, N = spec.group, spec.neighbor_window
-        q_alt = shift(q, grouped_query_position(q_pos, G, N) - q_pos, spec.inv_freq)
-        k_alt = shift(k, k_pos // G - k_pos, spec.inv_freq)
+        q_alt = rot(q, grouped_query_position(q_pos, G, N) - q_pos)
+        k_alt = rot(k, k_pos // G - k_pos)
         alt_from = N
-    return Lowered(q_alt, k_alt, alt_below, alt_from, spec.sink_tokens, spec.window, slopes, float(scale))
+    return Lowered(q_alt, k_alt, alt_below, alt_from, spec.sink_tokens, spec.window, slopes, float(scale),
+                   None if spec.softcap is None else float(spec.softcap), spec.max_distance)
 
 
 def grouped_query_position(q_pos, group: int, neighbor_window: int):
@@ -123,7 +149,16 @@ def visible(low: Lowered, qp: torch.Tensor, kp: torch.Tensor) -> torch.Tensor:
     ok = kp[None, :] <= qp[:, None]
     if low.window is not None:
         ok &= ((qp[:, None] - kp[None, :]) < low.window) | (kp[None, :] < low.sink_tokens)
+    if low.max_distance is not None:
+        ok &= (qp[:, None] - kp[None, :]) < low.max_distance
     return ok
+
+
+def cap(scores: torch.Tensor, softcap: float | None) -> torch.Tensor:
+    """Attention logit softcapping, c·tanh(s/c), in place where it applies; scores already scaled."""
+    if softcap is not None:
+        scores.div_(softcap).tanh_().mul_(softcap)
+    return scores
 
 
 def use_alt(low: Lowered, qp: torch.Tensor, kp: torch.Tensor) -> torch.Tensor:

@@ -6,7 +6,7 @@ import itertools
 
 import torch
 
-from kernels.rotary import rotate
+from kernels.rotary import rotate_pairs
 from kernels.spec import AttentionSpec, key_positions
 
 D = 16  # a power of two: the Triton kernel tiles it with tl.dot
@@ -14,13 +14,19 @@ INV_FREQ = 1.0 / (10000.0 ** (torch.arange(0, D, 2, dtype=torch.float32) / D))
 
 
 def make_spec(kind: str, heads: int, S: int = 0, W: int | None = None, G: int | None = None,
-              N: int | None = None, alibi: bool = False) -> AttentionSpec:
+              N: int | None = None, alibi: bool = False, cap: float | None = None, M: int | None = None,
+              layout: str = "half", rdim: int = D) -> AttentionSpec:
+    """A spec of `kind` (causal / window / selfextend); cap: a logit softcap; M: a distance ceiling (a model's own
+    window under sinks); layout, rdim: re-rotation of the first rdim dimensions in that pairing (partial,
+    interleaved rotary). A window with selfextend is SelfExtend on a model's sliding layer."""
     slopes = torch.tensor([2.0 ** -(8 * (h + 1) / heads) for h in range(heads)]) if alibi else None
+    common = dict(alibi_slopes=slopes, softcap=cap, max_distance=M, rotary_layout=layout)
+    inv = INV_FREQ[: rdim // 2]
     if kind == "selfextend":
-        return AttentionSpec(group=G, neighbor_window=N, inv_freq=INV_FREQ, alibi_slopes=slopes)
+        return AttentionSpec(group=G, neighbor_window=N, window=W, inv_freq=inv, **common)
     if kind == "window":
-        return AttentionSpec(sink_tokens=S, window=W, inv_freq=INV_FREQ, alibi_slopes=slopes)
-    return AttentionSpec(alibi_slopes=slopes)
+        return AttentionSpec(sink_tokens=S, window=W, inv_freq=inv, **common)
+    return AttentionSpec(**common)
 
 
 def _specs():
@@ -31,6 +37,14 @@ def _specs():
             out.append(("window", {"S": S, "W": W}, alibi))
         for G, N in ((2, 5), (4, 24)):
             out.append(("selfextend", {"G": G, "N": N}, alibi))
+    # What models bring (harness.profile): softcaps, a model window under sinks, SelfExtend on a sliding layer,
+    # partial and interleaved rotary in the re-rotation.
+    out += [("causal", {"cap": 1.5}, False), ("window", {"S": 0, "W": 24, "cap": 1.5}, False),
+            ("window", {"S": 4, "W": 7, "M": 24}, False), ("window", {"S": 4, "W": 7, "M": 24}, True),
+            ("selfextend", {"G": 2, "N": 5, "W": 24}, False), ("selfextend", {"G": 4, "N": 9, "W": 24, "cap": 2.0}, True),
+            ("window", {"S": 4, "W": 7, "layout": "interleaved", "rdim": 8}, False),
+            ("selfextend", {"G": 2, "N": 5, "layout": "interleaved"}, False),
+            ("selfextend", {"G": 4, "N": 24, "rdim": 4}, False)]
     return out
 
 
@@ -40,15 +54,22 @@ SHAPES = [(1, 6, 2, 217), (2, 8, 2, 37), (1, 3, 3, 1)]  # (B, H, H_kv, T): GQA 3
 SHAPE_IDS = ["b1-gqa3-t217", "b2-gqa4-t37", "b1-mha-t1"]
 
 
-def qkv_at(B, H, Hkv, T, seed=0, dtype=torch.float32):
-    """Unrotated q, k, v and the rotated q, k at positions 0..T−1 (as a model hands them to attention)."""
+def qkv_at(B, H, Hkv, T, seed=0, dtype=torch.float32, layout: str = "half", rdim: int = D):
+    """Unrotated q, k, v and the rotated q, k at positions 0..T−1 (as a model hands them to attention), the first
+    rdim dimensions rotated in `layout`."""
     g = torch.Generator().manual_seed(seed)
     q = torch.randn(B, H, T, D, generator=g)
     k = torch.randn(B, Hkv, T, D, generator=g)
     v = torch.randn(B, Hkv, T, D, generator=g)
     pos = torch.arange(T)
-    angles = pos.float()[:, None] * INV_FREQ[None]
-    return q, k, v, rotate(q, angles).to(dtype), rotate(k, angles).to(dtype), v.to(dtype), pos
+    angles = pos.float()[:, None] * INV_FREQ[None, : rdim // 2]
+    return (q, k, v, rotate_pairs(q, angles, layout, rdim).to(dtype), rotate_pairs(k, angles, layout, rdim).to(dtype),
+            v.to(dtype), pos)
+
+
+def rotary_of(params: dict) -> dict:
+    """The layout and rotated dims of a spec case (what qkv_at needs to rotate its data the same way)."""
+    return {k: params[k] for k in ("layout", "rdim") if k in params}
 
 
 def trimmed_cache(spec: AttentionSpec, k, v, T: int, n_queries: int):
@@ -64,7 +85,7 @@ def prefill_error(run, spec_case, shape, seed: int) -> float:
     """A whole prompt of `shape` (B, H, H_kv, T) through `run` against the oracle, for one spec case."""
     kind, params, alibi = spec_case
     B, H, Hkv, T = shape
-    _, _, _, q, k, v, pos = qkv_at(B, H, Hkv, T, seed=seed)
+    _, _, _, q, k, v, pos = qkv_at(B, H, Hkv, T, seed=seed, **rotary_of(params))
     return error_vs_reference(run, make_spec(kind, H, alibi=alibi, **params), q, k, v, pos, pos)
 
 
@@ -73,7 +94,7 @@ def decode_error(run, spec_case, T: int, n_queries: int, seed: int) -> float:
     runner decodes, through `run` against the oracle (6 query heads, 2 KV heads)."""
     kind, params, alibi = spec_case
     spec = make_spec(kind, 6, alibi=alibi, **params)
-    _, _, _, q, k, v, pos = qkv_at(1, 6, 2, T, seed=seed)
+    _, _, _, q, k, v, pos = qkv_at(1, 6, 2, T, seed=seed, **rotary_of(params))
     kc, vc, k_pos = trimmed_cache(spec, k, v, T, n_queries)
     return error_vs_reference(run, spec, q[:, :, -n_queries:], kc, vc, pos[-n_queries:], k_pos)
 

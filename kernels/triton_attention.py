@@ -24,11 +24,11 @@ def _spec_attention_fwd(
     # strides (batch, head, position); the last dimension is contiguous
     sqb, sqh, sqt, skb, skh, skt, svb, svh, svt, sob, soh, sot,
     # sizes and runtime scalars
-    T, S, H, GROUPS, scale, sinks, window, alt_below, alt_from,
+    T, S, H, GROUPS, scale, sinks, window, alt_below, alt_from, softcap, max_distance,
     # compile-time flags
     HEAD_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     HAS_WINDOW: tl.constexpr, HAS_ALT: tl.constexpr, HAS_ALT_FROM: tl.constexpr, HAS_ALIBI: tl.constexpr,
-    IEEE: tl.constexpr,
+    HAS_SOFTCAP: tl.constexpr, HAS_LIMIT: tl.constexpr, IEEE: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
     bh = tl.program_id(1)
@@ -56,6 +56,8 @@ def _spec_attention_fwd(
         live = k_lo <= q_hi  # keys are sorted: a tile past the last query is empty
         if HAS_WINDOW:
             live = live & ((k_hi > q_lo - window) | (k_lo < sinks))
+        if HAS_LIMIT:
+            live = live & (k_hi > q_lo - max_distance)
         if live:
             offs_n = start + tl.arange(0, BLOCK_N)
             col_ok = offs_n < S
@@ -78,11 +80,17 @@ def _spec_attention_fwd(
                     use = use | (dist >= alt_from)
                 s = tl.where(use, s_alt, s)
             s = s * scale
+            if HAS_SOFTCAP:  # c·tanh(s/c), tanh from one exp of a non-positive argument (no overflow)
+                x = s / softcap
+                e = tl.exp(-2.0 * tl.abs(x))
+                s = softcap * tl.where(x >= 0, 1.0, -1.0) * (1.0 - e) / (1.0 + e)
             if HAS_ALIBI:
                 s = s - slope * dist.to(tl.float32)
             ok = (dist >= 0) & col_ok[None, :] & row_ok[:, None]
             if HAS_WINDOW:
                 ok = ok & ((dist < window) | (kp[None, :] < sinks))
+            if HAS_LIMIT:
+                ok = ok & (dist < max_distance)
             s = tl.where(ok, s, float("-inf"))
             m_new = tl.maximum(m_i, tl.max(s, 1))
             m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows with nothing visible yet
@@ -131,9 +139,10 @@ def attention_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spec: At
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2),
         T, S, H, H // Hkv, low.scale, low.sink_tokens, low.window or 0, low.alt_below,
-        low.alt_from if low.alt_from is not None else 0,
+        low.alt_from if low.alt_from is not None else 0, low.softcap or 1.0, low.max_distance or 0,
         HEAD_D=D, BLOCK_M=block_m, BLOCK_N=block_n,
         HAS_WINDOW=low.window is not None, HAS_ALT=low.q_alt is not None, HAS_ALT_FROM=low.alt_from is not None,
-        HAS_ALIBI=low.slopes is not None, IEEE=q.dtype == torch.float32,
+        HAS_ALIBI=low.slopes is not None, HAS_SOFTCAP=low.softcap is not None,
+        HAS_LIMIT=low.max_distance is not None, IEEE=q.dtype == torch.float32,
     )
     return out

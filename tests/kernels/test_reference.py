@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from kernels.reference import attention_ref
-from kernels.rotary import rotate
+from kernels.rotary import rotate, rotate_pairs
 from kernels.spec import AttentionSpec, key_positions
 
-from kernels.testing import INV_FREQ, SHAPES, SHAPE_IDS, make_spec, qkv_at
+from kernels.testing import INV_FREQ, SHAPES, SHAPE_IDS, make_spec, qkv_at, rotary_of
 
 
 def naive(q, k, v, spec: AttentionSpec, q_pos, k_pos, scale):
@@ -23,6 +23,8 @@ def naive(q, k, v, spec: AttentionSpec, q_pos, k_pos, scale):
                 continue
             if spec.window is not None and pi - pj >= spec.window and pj >= spec.sink_tokens:
                 continue
+            if spec.max_distance is not None and pi - pj >= spec.max_distance:  # the model's own window
+                continue
             if spec.group is not None and pi - pj >= spec.neighbor_window:  # SelfExtend's grouped positions
                 G_, N = spec.group, spec.neighbor_window
                 rel.append((pi // G_ + N - N // G_) - pj // G_)
@@ -35,8 +37,12 @@ def naive(q, k, v, spec: AttentionSpec, q_pos, k_pos, scale):
             continue
         for h in range(H):
             r = torch.tensor(rel, dtype=torch.float64)
-            qi = rotate(q[:, h, i].double()[:, None].expand(B, len(cols), D), r[:, None] * INV_FREQ.double()[None])
+            inv = spec.inv_freq if spec.inv_freq is not None else INV_FREQ
+            qi = rotate_pairs(q[:, h, i].double()[:, None].expand(B, len(cols), D),
+                              r[:, None] * inv.double()[None], spec.rotary_layout, 2 * len(inv))
             s = (qi * k[:, h // G, cols].double()).sum(-1) * scale  # (B, n): q rotated by the relative position
+            if spec.softcap is not None:  # Gemma 2's c·tanh(s/c)
+                s = spec.softcap * torch.tanh(s / spec.softcap)
             if spec.alibi_slopes is not None:
                 s = s - spec.alibi_slopes[h].double() * torch.tensor([pi - k_pos[j].item() for j in cols],
                                                                      dtype=torch.float64)
@@ -49,7 +55,7 @@ def test_reference_equals_the_papers_pair_by_pair(spec_case, shape):
     kind, params, alibi = spec_case
     B, H, Hkv, T = shape
     spec = make_spec(kind, H, alibi=alibi, **params)
-    q, k, v, qr, kr, _, pos = qkv_at(B, H, Hkv, T)
+    q, k, v, qr, kr, _, pos = qkv_at(B, H, Hkv, T, **rotary_of(params))
     out = attention_ref(qr, kr, v, spec, pos, pos, scale=0.3, chunk=16)
     expect = naive(q, k, v, spec, pos, pos, 0.3)
     print(f"max abs error {(out.double() - expect).abs().max():.2e}")
@@ -82,7 +88,10 @@ def test_key_positions_of_a_trimmed_cache_are_sinks_then_the_recent_run():
     ({"window": 0}, "window must be an integer >= 1"),
     ({"group": 2, "neighbor_window": 4}, "needs the rotary inv_freq"),
     ({"scale": float("nan")}, "positive finite"),
-    ({"window": 8, "group": 2, "neighbor_window": 4, "inv_freq": INV_FREQ}, "cannot be combined"),
+    ({"window": 8, "sink_tokens": 2, "group": 2, "neighbor_window": 4, "inv_freq": INV_FREQ}, "cannot be combined"),
+    ({"softcap": 0.0}, "softcap must be a positive"),
+    ({"max_distance": 0}, "max_distance must be an integer >= 1"),
+    ({"rotary_layout": "gptj"}, "rotary_layout must be one of"),
 ])
 def test_spec_refuses_what_it_cannot_mean(kwargs, message):
     with pytest.raises(ValueError, match=message):
