@@ -55,6 +55,9 @@ class Alibi(Extension):
     config_cls = AlibiConfig
     mechanisms = frozenset({ATTENTION_SPEC})
 
+    def identity_on_trained_alibi(self, config: AlibiConfig) -> bool:
+        return config.slope_scale == "none" and config.max_bias == 8.0
+
     def resolve(self, config: AlibiConfig, hf_config) -> AlibiConfig:
         if hf_config.model_type in NATIVE_ALIBI and (config.slope_scale != "none" or config.max_bias != 8.0):
             raise ValueError(f"{hf_config.model_type} applies its trained ALiBi slopes itself; only "

@@ -71,6 +71,15 @@ class Extension:
     name: ClassVar[str] = ""
     config_cls: ClassVar[type[ExtensionConfig]] = ExtensionConfig
     mechanisms: ClassVar[frozenset[str]] = frozenset()  # what a runner must carry out (see the module docstring)
+    # What the method asks of a model's rotary embedding (harness.support reads these against the model's profile):
+    rerotates: ClassVar[bool] = False  # its attention spec moves q and k to other positions (sinks, SelfExtend)
+    rerotates_cache: ClassVar[bool] = False  # its KV policy turns cached keys (dynamic NTK)
+    per_layer_type: ClassVar[bool] = False  # it can rescale rope parameters given per layer type (Gemma 3)
+
+    def identity_on_trained_alibi(self, config: ExtensionConfig) -> bool:
+        """Whether, on a model that applies trained ALiBi slopes itself, this method changes nothing (so it may run
+        on such a model even where its attention is outside the interface)."""
+        return False
 
     def parse(self, params: dict[str, Any]) -> ExtensionConfig:
         allowed = self.config_cls.allowed()
@@ -83,7 +92,8 @@ class Extension:
     def resolve(self, config: ExtensionConfig, hf_config: Any) -> ExtensionConfig:
         return config
 
-    def configure(self, hf_config: Any, config: ExtensionConfig) -> dict:
+    def configure(self, hf_config: Any, config: ExtensionConfig, profile: Any = None) -> dict:
+        """profile: the model's harness.profile.ModelProfile, where the method's edit depends on the layers."""
         return {}
 
     def attach(self, model: Any, config: ExtensionConfig) -> dict:

@@ -34,6 +34,8 @@ class DynamicNTK(RopeExtension):
     name = "dynamic-ntk"
     static_keys = False  # the rotation depends on the prompt's length
     config_cls = DynamicNTKConfig
+    per_layer_type = False  # its base grows on one rotary module per model
+    rerotates_cache = True
 
     def rope_parameters(self, config: DynamicNTKConfig, hf_config) -> dict:
         _, base = rope_dims(hf_config)

@@ -44,8 +44,11 @@ class ScaledRopeConfig(ExtensionConfig):
     """Common to the factor-based RoPE methods."""
 
     factor: float = 2.0  # s: the context extension ratio (target length / trained length)
+    replace: bool = False  # on a model whose RoPE was scaled in training (llama3, yarn ...): replace that scaling
 
     def __post_init__(self):
+        if not isinstance(self.replace, bool):
+            raise ValueError(f"replace must be true or false, got {self.replace!r}")
         if not isinstance(self.factor, (int, float)) or isinstance(self.factor, bool):
             raise ValueError(f"factor must be a number, got {self.factor!r}")
         if self.factor < 1:
@@ -64,6 +67,7 @@ class RopeExtension(Extension):
     """A RoPE method: `rope_parameters(cfg, hf_config)` says what transformers should use."""
 
     mechanisms: ClassVar[frozenset[str]] = frozenset({ROPE_PARAMETERS})
+    per_layer_type: ClassVar[bool] = True  # static frequencies: each layer type's parameters rescaled on its own
 
     def resolve(self, config: Any, hf_config: Any) -> Any:
         require_rope(self.name, hf_config)
@@ -76,7 +80,11 @@ class RopeExtension(Extension):
         """(inv_freq (d/2,), attention_scaling) that a sequence of `seq_len` tokens is processed with."""
         raise NotImplementedError
 
-    def configure(self, hf_config: Any, config: Any) -> dict:
+    def configure(self, hf_config: Any, config: Any, profile: Any = None) -> dict:
+        """Set the method's rope parameters. With parameters per layer type (Gemma 3), the types that
+        `harness.support.rescaled_layer_types` names are rescaled, each from its own trained parameters; the others
+        keep theirs. On a RoPE scaled in training, the method's parameters replace the trained ones (only with
+        replace=true: harness.support refuses otherwise)."""
         if not getattr(hf_config, "rope_parameters", None):
             raise ValueError(f"extension {self.name!r} needs a RoPE model; "
                              f"{type(hf_config).__name__} has no rope_parameters")
@@ -84,10 +92,24 @@ class RopeExtension(Extension):
             raise ValueError(f"this config already carries a RoPE method ({hf_config.rope_parameters}); "
                              "apply one method to a freshly loaded config")
         before = dict(hf_config.rope_parameters)
-        new = self.rope_parameters(config, hf_config)
+        per_type = {k: v for k, v in before.items() if isinstance(v, dict)}
+        if per_type:
+            import copy
+
+            from harness.support import rescaled_layer_types
+
+            types = rescaled_layer_types(profile) if profile is not None else tuple(per_type)
+            new = dict(before)
+            for t in types:
+                view = copy.copy(hf_config)
+                view.rope_parameters = dict(per_type[t])
+                new[t] = self.rope_parameters(config, view)
+            record = {"rescaled_layer_types": list(types)}
+        else:
+            new, record = self.rope_parameters(config, hf_config), {}
         setattr(hf_config, ORIGINAL, before)
         hf_config.rope_parameters = new
-        return {"rope_parameters_before": before, "rope_parameters": dict(hf_config.rope_parameters)}
+        return {"rope_parameters_before": before, "rope_parameters": dict(hf_config.rope_parameters), **record}
 
     def short_label(self, params: dict) -> str:
         """"yarn ×4": the factor always, other parameters only where changed."""

@@ -48,6 +48,7 @@ def usable_length(trained: int, group: int, window: int) -> int:
 class SelfExtend(Extension):
     name = "selfextend"
     config_cls = SelfExtendConfig
+    rerotates = True  # grouped positions past the neighbour window
     mechanisms = frozenset({ATTENTION_SPEC})
 
     def resolve(self, config: SelfExtendConfig, hf_config) -> SelfExtendConfig:

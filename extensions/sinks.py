@@ -48,6 +48,7 @@ class Sinks(Extension):
     name = "sinks"
     static_keys = False  # the cache evicts
     config_cls = SinksConfig
+    rerotates = True  # sink keys are scored from the query's in-cache position
     mechanisms = frozenset({ATTENTION_SPEC, KV_POLICY})
 
     def resolve(self, config: SinksConfig, hf_config) -> SinksConfig:

@@ -77,14 +77,21 @@ def prepare(exp: Experiment, log: Callable[[str], None] = print) -> Prepared:
         raise UserError(f"extension {exp.extension}: {e}") from None
     ref = resolve_model(exp.model, log=log)
     tokenizer, hf_config = load_tokenizer_and_config(ref.path)
-    if exp.runner == "hf" and getattr(hf_config, "model_type", None) in ("mamba", "mamba2"):
-        log(f"{exp.model} is a {hf_config.model_type} checkpoint: using the mamba runner")
+    from harness.profile import read_profile
+    from harness.support import require
+
+    profile = read_profile(hf_config)
+    if exp.runner == "hf" and profile.recurrent_only:
+        log(f"{exp.model} is a {hf_config.model_type} checkpoint with recurrent layers only: using the mamba runner")
         exp = dataclasses.replace(exp, runner="mamba")
     runner_cls = RUNNERS.get(exp.runner)
     if task.scores_tokens and not runner_cls.capabilities.scores_tokens:
         raise UserError(f"task {exp.task!r} scores tokens, which runner {exp.runner!r} cannot; use hf or kernel")
     check_runner_options(exp.runner, exp.runner_options)
     check_hostable(exp.runner, exp.extension, exp.runner_options)
+    verdict = require(profile, extension, ext_config, runner_cls, exp.runner_options)  # refusals: one line
+    if verdict.notes:
+        log(f"{exp.extension} on {exp.runner} for this {profile.model_type} model: {verdict.line()}")
     if exp.runner_options.get("prefix_cache"):  # as the runners read it (HFRunner.check)
         from harness.runners.cache import check_prefix_reuse
 

@@ -174,6 +174,10 @@ class ModelProfile:
             out.append(f"logits multiplied by {self.logit_scale:g}")
         return out
 
+    def rerotation_layouts(self) -> set[tuple[str, int]]:
+        """{(layout, rotated dims)} over the layers that rotate: what a cache re-rotation must use."""
+        return {(la.rotary.layout, la.rotary.dim) for la in self.attention if la.rotary}
+
     def layer(self, index: int) -> LayerProfile | None:
         for la in self.attention:
             if la.index == index:

@@ -17,30 +17,85 @@ _serial = itertools.count()
 
 
 class SpecAttention:
-    """The attention function of one model: builds the spec for the current length, runs `kernels.attention`,
-    and counts which implementation served each call (runners record it per request)."""
+    """The attention function of one model: builds the spec for the current length and layer, runs
+    `kernels.attention`, and counts which implementation served each call (runners record it per request).
 
-    def __init__(self, extension, config, model_config, inv_freq, impl: str):
+    What the model passes is composed with the method's spec, layer by layer (`compose`): its sliding window, its
+    logit softcap, and its rotary embedding as the probe measured it (`harness.profile`: the layer's inv_freq,
+    rotated dims and pairing; a layer without RoPE re-rotates by nothing). Keywords that change attention in a way
+    the spec cannot express (learned sink logits) are refused before a model loads (`harness.support`); meeting
+    one here is a bug, raised as such."""
+
+    def __init__(self, extension, config, model_config, profile, impl: str):
         self.extension, self.config, self.model_config = extension, config, model_config
-        self.inv_freq, self.impl = inv_freq, impl
+        self.profile, self.impl = profile, impl
+        self.rotary = {la.index: la.rotary for la in profile.attention}
         self.used: Counter = Counter()
-        self._spec = (None, None)  # (length, spec): one spec per forward, shared by its layers
+        self._specs: dict = {}  # (layer, window, softcap) → spec, for the current length
+        self._length = None
 
-    def spec(self, length: int):
-        if self._spec[0] != length:
-            self._spec = (length, self.extension.attention_spec(self.config, self.model_config, self.inv_freq,
-                                                                length))
-        return self._spec[1]
+    def spec(self, length: int, layer_idx=None, window=None, softcap=None):
+        if self._length != length:
+            self._specs, self._length = {}, length
+        key = (layer_idx, window, softcap)
+        if key not in self._specs:
+            rot = self.rotary.get(layer_idx) if layer_idx is not None else _only(set(self.rotary.values()))
+            inv = rot.tensor() if rot is not None else _no_rotation(self.profile)
+            base = self.extension.attention_spec(self.config, self.model_config, inv, length)
+            self._specs[key] = compose(base, window=window, softcap=softcap, rotary=rot)
+        return self._specs[key]
 
     def __call__(self, module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
         from kernels import attention, key_positions
 
+        if kwargs.get("s_aux") is not None:
+            raise RuntimeError("this model passes learned sink logits (s_aux), which the attention spec cannot "
+                               "express; harness.support should have refused it")
         q_pos = query_positions(query, kwargs)
-        spec = self.spec(int(q_pos[-1]) + 1)
+        spec = self.spec(int(q_pos[-1]) + 1, getattr(module, "layer_idx", None), kwargs.get("sliding_window"),
+                         kwargs.get("softcap"))
         k_pos = key_positions(spec, q_pos, key.shape[2])
         out, used = attention(query, key, value, spec, q_pos, k_pos, scale=scaling, impl=self.impl)
         self.used[used] += 1
         return out.transpose(1, 2).contiguous(), None  # (B, T, H, D), what transformers' attention functions return
+
+
+def _only(values: set):
+    return next(iter(values)) if len(values) == 1 else None
+
+
+def _no_rotation(profile):
+    """inv_freq for a layer without RoPE: re-rotating by zero angles leaves q and k as they are."""
+    import torch
+
+    return torch.zeros(max(1, (profile.head_dim or 2) // 2))
+
+
+def compose(spec, window=None, softcap=None, rotary=None):
+    """The method's spec on a layer of the model: the layer's own sliding window intersected with what the method
+    shows, its logit softcap, its rotary pairing.
+
+    Window W_s of the model with
+      plain causal / ALiBi      the window W_s;
+      a method's window W       W ≥ W_s: the model's window alone (sinks out of its reach are never seen);
+      (+ sinks S)               W < W_s: sinks + W, sinks visible only within W_s (a distance ceiling);
+      SelfExtend                its regimes inside W_s (the grouped regime only for pairs N ≤ p_i − p_j < W_s)."""
+    import dataclasses
+
+    changes = {}
+    if rotary is not None and spec.inv_freq is not None:
+        changes["rotary_layout"] = rotary.layout
+    if softcap:
+        changes["softcap"] = float(softcap)
+    if window:
+        w = int(window)
+        if spec.group is not None or spec.window is None:
+            changes["window"] = w if spec.window is None else min(spec.window, w)
+        elif spec.window >= w:
+            changes.update(window=w, sink_tokens=0)
+        elif spec.sink_tokens:
+            changes["max_distance"] = w
+    return dataclasses.replace(spec, **changes) if changes else spec
 
 
 def query_positions(query, kwargs):
@@ -52,22 +107,22 @@ def query_positions(query, kwargs):
     return pos.reshape(-1)[-query.shape[2]:].to(query.device)
 
 
-def install(model, extension, config, impl: str) -> tuple[SpecAttention, dict]:
-    """Make `model` compute attention as `extension` specifies, with implementation `impl` (kernels.IMPLEMENTATIONS).
+def install(model, extension, config, impl: str, profile) -> tuple[SpecAttention, dict]:
+    """Make `model` compute attention as `extension` specifies, with implementation `impl` (kernels.IMPLEMENTATIONS),
+    composed with what `profile` (harness.profile, probed on this model) says each layer does.
     Returns the attention function (its `used` counter) and a record for run.json."""
     from transformers import AttentionInterface
 
-    from extensions.rope import rotary_inv_freq
-
-    fn = SpecAttention(extension, config, model.config, rotary_inv_freq(model), impl)
+    fn = SpecAttention(extension, config, model.config, profile, impl)
     name = f"longctx_{impl.replace('-', '_')}_{next(_serial)}"
     AttentionInterface.register(name, fn)
     before = model.config._attn_implementation
     model.set_attn_implementation(name)
-    spec = fn.spec(int(getattr(model.config, "max_position_embeddings", 0) or 1))
-    return fn, {"attn_implementation_before": before, "attn_implementation": name, "attention_spec": spec.describe(),
-                "kernel_impl": impl}
-
+    length = int(getattr(model.config, "max_position_embeddings", 0) or 1)
+    layers = sorted({(la.index, la.window, la.softcap) for la in profile.attention}) or [(None, None, None)]
+    described = sorted({fn.spec(length, *la).describe() for la in layers})
+    return fn, {"attn_implementation_before": before, "attn_implementation": name,
+                "attention_spec": "; ".join(described), "kernel_impl": impl}
 
 
 class BloomSpecAttention:

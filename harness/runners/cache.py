@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from transformers import DynamicCache
 
-from kernels.rotary import rotate
+from kernels.rotary import rotate_pairs
 
 
 def recurrent_layer_types(model_config) -> list[str]:
@@ -39,9 +39,32 @@ def check_prefix_reuse(model_config) -> None:
 
 
 class RunnerCache(DynamicCache):
-    def __init__(self, model_config, policy=None):
+    """windows: layer index → the model's own sliding window on that layer (harness.profile). Without an evicting
+    policy those layers keep transformers' sliding layers (they trim themselves to the window). Under one (sinks),
+    this cache evicts every layer itself — a sliding layer trimming first would drop the sinks — keeping on a
+    sliding layer what the composed spec shows (harness.runners.attention.compose): the last W_s − 1 keys when the
+    method's window reaches W_s, else the sinks and the method's window."""
+
+    def __init__(self, model_config, policy=None, windows: dict | None = None, rotary: tuple | None = None):
         super().__init__(config=model_config)
         self.policy = policy
+        self.rotary = rotary  # (layout, rotated dims) of the model's rotation, for re-rotating cached keys
+        self.windows = dict(windows or {})
+        if policy is not None and policy.recent is not None:
+            from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
+
+            self.layers = [DynamicLayer() if isinstance(layer, DynamicSlidingWindowLayer) else layer
+                           for layer in self.layers]
+
+    def _kept(self, layer_idx: int) -> tuple[int, int]:
+        """(sinks, recent keys) this layer keeps after a forward."""
+        p = self.policy
+        w = self.windows.get(layer_idx)
+        if w is None:
+            return p.sink_tokens, p.recent
+        if p.recent + 1 >= w:  # the method's window reaches the model's: the model's window alone
+            return 0, w - 1
+        return p.sink_tokens, p.recent
 
     @property
     def streams(self) -> bool:
@@ -53,13 +76,14 @@ class RunnerCache(DynamicCache):
         p = self.policy
         if p is None or p.recent is None:
             return
-        for layer in self.layers:
+        for i, layer in enumerate(self.layers):
             keys = getattr(layer, "keys", None)
-            if keys is None or keys.shape[-2] <= p.sink_tokens + p.recent:
+            sinks, recent = self._kept(i)
+            if keys is None or keys.shape[-2] <= sinks + recent:
                 continue
             n = keys.shape[-2]
-            layer.keys = torch.cat([keys[:, :, :p.sink_tokens], keys[:, :, n - p.recent:]], dim=-2)
-            layer.values = torch.cat([layer.values[:, :, :p.sink_tokens], layer.values[:, :, n - p.recent:]], dim=-2)
+            layer.keys = torch.cat([keys[:, :, :sinks], keys[:, :, n - recent:]], dim=-2)
+            layer.values = torch.cat([layer.values[:, :, :sinks], layer.values[:, :, n - recent:]], dim=-2)
 
     def before_decode(self, seq_len: int) -> None:
         """Re-rotate cached keys for the step that makes the sequence `seq_len` tokens long (keys are cached after
@@ -73,8 +97,9 @@ class RunnerCache(DynamicCache):
             if keys is None or keys.numel() == 0:
                 continue
             pos = torch.arange(keys.shape[-2], device=keys.device, dtype=torch.float32)
-            angles = pos[:, None] * delta.to(keys.device)[None, :]  # (T, D/2)
-            layer.keys = rotate(keys.float(), angles).to(keys.dtype)
+            angles = pos[:, None] * delta.to(keys.device)[None, :]  # (T, dim/2)
+            layout, dim = self.rotary or ("half", 2 * delta.numel())
+            layer.keys = rotate_pairs(keys.float(), angles, layout, dim).to(keys.dtype)
 
     def keep_first(self, n: int) -> None:
         """Drop every cached position from `n` on (prefix reuse: the next prompt shares only the first n tokens)."""

@@ -68,7 +68,12 @@ class HFRunner:
         hf_config = AutoConfig.from_pretrained(model_path)
         if self.prefix_cache:
             check_prefix_reuse(hf_config)
-        ext_record = dict(extension.configure(hf_config, extension_config))
+        self._own_attention_reason = self._needs_own_attention(hf_config, extension)
+        if self._own_attention_reason and self.attn_implementation == "sdpa":
+            self.attn_implementation = "eager"
+        from harness.profile import read_profile
+
+        ext_record = dict(extension.configure(hf_config, extension_config, profile=read_profile(hf_config)))
         with readable_checkpoint(model_path):
             try:
                 model = AutoModelForCausalLM.from_pretrained(
@@ -81,6 +86,9 @@ class HFRunner:
                                                              attn_implementation="eager")
         self.model = model.to(self.device)
         self.model.eval()
+        from harness.profile import probe_model
+
+        self.profile = probe_model(self.model)  # the loaded model itself: its layers' windows, caps, rotations
         ext_record.update(extension.attach(self.model, extension_config))
         self._attention = []
         ext_record.update(self._install_attention(extension, extension_config))
@@ -92,7 +100,37 @@ class HFRunner:
                         model_max_position=getattr(hf_config, "max_position_embeddings", None),
                         extension_record=ext_record,
                         extra={"attn_implementation": self.attn_implementation,
+                               **({"attn_implementation_why": self._own_attention_reason}
+                                  if self._own_attention_reason else {}),
+                               "model_features": self.profile.features(),
                                "torch_threads": torch.get_num_threads()})
+
+    @staticmethod
+    def _needs_own_attention(hf_config, extension) -> str | None:
+        """Why transformers' SDPA would drop something this model's attention does (a logit softcap, learned sink
+        logits: SDPA ignores both), so the model's own eager attention must run; None when SDPA computes it."""
+        from harness.profile import read_profile
+
+        if ATTENTION_SPEC in extension.mechanisms:
+            return None  # the spec runs, composed with what the model passes (harness.runners.attention)
+        prof = read_profile(hf_config)
+        what = [w for w, on in (("attention logit softcap", prof.softcap), ("learned sink logits",
+                                                                             prof.learned_sinks)) if on]
+        return f"eager: SDPA would drop the {' and '.join(what)}" if what else None
+
+    @classmethod
+    def check_model(cls, profile, extension, ext_config, options: dict, d) -> None:
+        """What this runner does with the model's own features (harness.support): a recurrent-only checkpoint
+        belongs to the mamba runner; a softcap or learned sink logits make plain methods run transformers' eager
+        attention (SDPA drops both); the spec carries the softcap for attention-level ones."""
+        if profile.recurrent_only:
+            d.refuse(f"this {profile.model_type} checkpoint has no attention (recurrent layers only); use -r mamba")
+        if ATTENTION_SPEC not in extension.mechanisms and (profile.softcap or profile.learned_sinks):
+            d.compose("runs the model's own eager attention (SDPA would drop its "
+                      + " and ".join(w for w, on in (("softcap", profile.softcap),
+                                                      ("sink logits", profile.learned_sinks)) if on) + ")")
+        if profile.rerotation_layouts() and len(profile.rerotation_layouts()) > 1 and extension.rerotates_cache:
+            d.refuse(f"{extension.name} re-rotates cached keys, and this model's layers rotate in different layouts")
 
     @classmethod
     def check(cls, extension_cls, options: dict) -> None:
@@ -109,7 +147,7 @@ class HFRunner:
             return {}
         from harness.runners.attention import install
 
-        fn, record = install(self.model, extension, extension_config, self.attention_impl)
+        fn, record = install(self.model, extension, extension_config, self.attention_impl, self.profile)
         self._attention.append(fn)
         return record
 
@@ -143,7 +181,9 @@ class HFRunner:
         """A KV cache of the runner's own, applying the extension's policy (harness.runners.cache)."""
         from harness.runners.cache import RunnerCache
 
-        return RunnerCache(self.model.config, self.extension.kv_policy(self.extension_config, self.model.config))
+        layouts = self.profile.rerotation_layouts()
+        return RunnerCache(self.model.config, self.extension.kv_policy(self.extension_config, self.model.config),
+                           windows=self.profile.windows, rotary=next(iter(layouts)) if len(layouts) == 1 else None)
 
     def _prefill(self, ids, cache, on_hidden=None, start: int = 0):
         """Run the prompt ids (1, T) into `cache` (which already holds its first `start` tokens): in one forward, or
@@ -236,7 +276,11 @@ class HFRunner:
         model = self.model
         ids = ids.to(self.device)
         T = ids.shape[1]
-        head = model.get_output_embeddings()
+        lm_head, post = model.get_output_embeddings(), self.profile.logits_from_head
+
+        def head(h):  # the model's own logits: its LM head and whatever its forward does after it
+            return post(lm_head(h).float())
+
         nll = torch.empty(T - 1, dtype=torch.float32)
         greedy = torch.zeros(T - 1, dtype=torch.bool)
 

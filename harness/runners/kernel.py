@@ -49,6 +49,25 @@ class KernelRunner(HFRunner):
         self.attention_impl = _chosen_impl(impl)
 
     @classmethod
+    def check_model(cls, profile, extension, ext_config, options: dict, d) -> None:
+        """Every attention call must reach kernels/: refuse a model whose attention does not go through
+        transformers' attention interface (Bloom's ALiBi modules excepted: this runner drives them itself), and
+        learned sink logits, which no kernel computes yet."""
+        if profile.recurrent_only:
+            d.refuse(f"this {profile.model_type} checkpoint has no attention (recurrent layers only); use -r mamba")
+        if profile.model_type != "bloom" and profile.attention_modules and not profile.through_interface:
+            d.refuse(f"this {profile.model_type} model's attention does not go through transformers' attention "
+                     f"interface ({profile.interface_calls} of {profile.attention_modules} attention modules call "
+                     "it), so the kernel runner cannot route it; use -r hf")
+        if profile.learned_sinks:
+            d.refuse(f"this {profile.model_type} model adds learned sink logits (s_aux), which longctx's kernels "
+                     "do not compute yet; use -r hf")
+        if profile.softcap:
+            d.compose(f"the model's softcap {profile.softcap:g} runs in the kernels (dense fp32 on the CPU path)")
+        if profile.sliding:
+            d.compose("the model's sliding windows run as the spec's window on their layers")
+
+    @classmethod
     def check(cls, extension_cls, options: dict) -> None:
         """Refuse, before anything is written or loaded, an implementation this machine or method cannot use."""
         import importlib.util
@@ -78,6 +97,10 @@ class KernelRunner(HFRunner):
 
     BLOOM_PREFILL_CHUNK: ClassVar[int] = 1024
 
+    @staticmethod
+    def _needs_own_attention(hf_config, extension) -> str | None:
+        return None  # every attention call runs the spec, which carries the model's softcap and windows
+
     def _install_attention(self, extension, extension_config) -> dict:
         from harness.runners.attention import install, install_bloom
 
@@ -87,7 +110,7 @@ class KernelRunner(HFRunner):
             return record
 
         source = extension if ATTENTION_SPEC in extension.mechanisms else _Causal()
-        fn, record = install(self.model, source, extension_config, self.attention_impl)
+        fn, record = install(self.model, source, extension_config, self.attention_impl, self.profile)
         self._attention.append(fn)
         return record
 

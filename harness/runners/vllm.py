@@ -57,6 +57,17 @@ class VLLMRunner:
         self.llm = None
 
     @classmethod
+    def check_model(cls, profile, extension, ext_config, options: dict, d) -> None:
+        """vLLM applies a model's own windows, softcaps and rotary layout itself; what it would not apply as asked
+        is refused: one set of rope parameters replaces a model's per-layer-type ones wholesale."""
+        if profile.recurrent_only:
+            d.refuse(f"this {profile.model_type} checkpoint has no attention (recurrent layers only); use -r mamba")
+        if extension.mechanisms and profile.per_layer_rope:
+            d.refuse(f"this {profile.model_type} model has rope parameters per layer type "
+                     f"({', '.join(profile.per_layer_rope)}); the vLLM runner overrides one set for all layers, "
+                     "which would not be the method; use -r hf or -r kernel")
+
+    @classmethod
     def check(cls, extension_cls, options: dict) -> None:
         """Refuse, before anything loads, a tensor-parallel size this machine cannot give."""
         from harness.errors import UserError
