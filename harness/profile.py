@@ -257,7 +257,7 @@ def probe_model(model, hf_config=None) -> ModelProfile:
     rope_type, per_type = _trained_rope_type(params)
     error, calls = None, []
     try:
-        calls = _probe_calls(model)
+        calls = probe_calls(model)
     except Exception as e:  # a model the probe cannot drive: refuse what needs it, say why
         error = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
     buffers = _inv_freq_buffers(model)
@@ -295,9 +295,10 @@ def _inv_freq_buffers(model) -> dict[str, Any]:
     return out
 
 
-def _probe_calls(model) -> list[dict]:
-    """One-token forwards at positions 0, 1 and P through a counting attention function; per call of the first
-    forward: the module's layer index and type, the keywords the model passed, and q, k at every position."""
+def probe_calls(model, positions: tuple[int, ...] = PROBE_POSITIONS) -> list[dict]:
+    """One-token forwards at position 0 and each of `positions` through a counting attention function; per call
+    of the first forward: the module's layer index and type, the keywords the model passed, and q, k at every
+    position (q_at / k_at: position → (H, D) float32)."""
     import torch
     from transformers import AttentionInterface
 
@@ -322,16 +323,16 @@ def _probe_calls(model) -> list[dict]:
         device = next(model.parameters()).device
         token = torch.tensor([[min(5, model.config.vocab_size - 1)]], device=device)
         with torch.inference_mode():
-            for p in (0, *PROBE_POSITIONS):
+            for p in (0, *positions):
                 records.append([])
                 model(input_ids=token, position_ids=torch.tensor([[p]], device=device), use_cache=False)
     finally:
         model.set_attn_implementation(before)
     first = records[0]
     for call_no, c in enumerate(first):
-        c["q_at"] = {0: c.pop("q")} | {p: r[call_no]["q"] for p, r in zip(PROBE_POSITIONS, records[1:])
+        c["q_at"] = {0: c.pop("q")} | {p: r[call_no]["q"] for p, r in zip(positions, records[1:])
                                          if call_no < len(r)}
-        c["k_at"] = {0: c.pop("k")} | {p: r[call_no]["k"] for p, r in zip(PROBE_POSITIONS, records[1:])
+        c["k_at"] = {0: c.pop("k")} | {p: r[call_no]["k"] for p, r in zip(positions, records[1:])
                                          if call_no < len(r)}
     return first
 

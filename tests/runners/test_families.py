@@ -1,0 +1,161 @@
+"""Conformance: every family of harness.zoo × runner × method is honoured (equal to the model's own eager forward
+where the method changes nothing, different where it claims to apply) or refused in one line — never silently
+wrong. The decisions come from each model's profile (harness.profile); the families are only test data.
+
+Identity settings: `none`; yarn ×1; sinks and SelfExtend with windows past the prompt (the model's own sliding
+window still applies on its layers); the prompt is 150 tokens, past the tiny models' 48-token windows.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from harness import zoo
+from harness.support import REFUSED, decide
+
+T = 150  # prompt tokens: past the zoo's 48-token windows, inside its 512-token context
+ATOL = 1e-4  # fp32 on both sides; different kernels sum in different orders (observed ≤ 2e-5 on these models)
+
+ATTENTION_FAMILIES = [f.name for f in zoo.FAMILIES if f.name != "mamba2"]
+IDENTITY = [("none", {}), ("yarn", {"factor": 1.0}), ("sinks", {"sink_tokens": 4, "window": 256}),
+            ("selfextend", {"group": 4, "window": 256})]
+APPLYING = [("yarn", {"factor": 4.0}), ("ntk", {"factor": 4.0}), ("sinks", {"sink_tokens": 4, "window": 24}),
+            ("selfextend", {"group": 2, "window": 16}), ("alibi", {})]
+
+
+@pytest.fixture(scope="session")
+def family_paths(tmp_path_factory, smollm2_tokenizer) -> dict:
+    out = {}
+    for fam in zoo.FAMILIES:
+        out[fam.name] = zoo.save(fam, smollm2_tokenizer, tmp_path_factory.mktemp(fam.name))
+    return out
+
+
+@pytest.fixture(scope="session")
+def eager_logits(family_paths) -> dict:
+    """The model's own eager forward over the prompt and one more token: (T + 1, vocab) logits, per family."""
+    from transformers import AutoModelForCausalLM
+
+    out = {}
+    ids = prompt_ids()
+    for name, path in family_paths.items():
+        if name == "mamba2":
+            continue
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="eager").eval()
+        with torch.inference_mode():
+            out[name] = model(input_ids=ids).logits[0].float()
+    return out
+
+
+def prompt_ids():
+    g = torch.Generator().manual_seed(0)
+    return torch.randint(10, 500, (1, T + 1), generator=g)
+
+
+def _verdict(path, runner, method, params):
+    from extensions import EXTENSIONS
+    from harness.profile import read_profile
+    from harness.runners import RUNNERS
+    from transformers import AutoConfig
+
+    ext = EXTENSIONS.get(method)()
+    return decide(read_profile(AutoConfig.from_pretrained(path)), ext, ext.parse(params), RUNNERS.get(runner)), ext
+
+
+def _run(path, runner_name, method, params):
+    """Our runner's logits at the prompt's last position (prefill) and after one decode step, and its token NLLs."""
+    from harness.runners import RUNNERS
+
+    verdict, ext = _verdict(path, runner_name, method, params)
+    if verdict.status == REFUSED:
+        pytest.skip(f"refused: {verdict.notes[0]}")
+    from transformers import AutoConfig
+
+    config = ext.resolve(ext.parse(params), AutoConfig.from_pretrained(path))
+    runner = RUNNERS.get(runner_name)(device="cpu", dtype="float32")
+    runner.load(path, ext, config, max_length=T + 1)
+    ids = prompt_ids()
+    with torch.inference_mode():
+        ext.before_request(runner.model, config)
+        cache = runner._new_cache()
+        first = runner._prefill(ids[:, :T], cache).logits[0, -1].float()
+        cache.before_decode(T + 1)
+        kw = {"position_ids": torch.tensor([[T]])} if cache.streams else {}
+        second = runner.model(input_ids=ids[:, T:], past_key_values=cache, use_cache=True, logits_to_keep=1,
+                              **kw).logits[0, -1].float()
+    nll = runner.token_nll(ids)
+    runner.close()
+    return first, second, nll
+
+
+def _nll(logits, ids):
+    return torch.nn.functional.cross_entropy(logits[:-1], ids[0, 1:], reduction="none")
+
+
+@pytest.mark.parametrize("method,params", IDENTITY, ids=[m for m, _ in IDENTITY])
+@pytest.mark.parametrize("runner", ["hf", "kernel"])
+@pytest.mark.parametrize("family", ATTENTION_FAMILIES)
+def test_identity_settings_equal_the_models_own_eager_forward(family_paths, eager_logits, family, runner, method,
+                                                              params):
+    first, second, nll = _run(family_paths[family], runner, method, params)
+    ref = eager_logits[family]
+    err = max(float((first - ref[T - 1]).abs().max()), float((second - ref[T]).abs().max()))
+    nll_err = float((nll - _nll(ref, prompt_ids())).abs().max())
+    print(f"{family} {runner} {method}: logits max error {err:.2e}, token NLL max error {nll_err:.2e}")
+    assert err <= ATOL and nll_err <= ATOL
+
+
+@pytest.mark.parametrize("method,params", APPLYING, ids=[m for m, _ in APPLYING])
+@pytest.mark.parametrize("runner", ["hf", "kernel"])
+@pytest.mark.parametrize("family", ATTENTION_FAMILIES)
+def test_a_method_that_claims_to_apply_changes_the_logits(family_paths, eager_logits, family, runner, method,
+                                                          params):
+    first, second, _ = _run(family_paths[family], runner, method, params)
+    ref = eager_logits[family]
+    moved = max(float((first - ref[T - 1]).abs().max()), float((second - ref[T]).abs().max()))
+    print(f"{family} {runner} {method}: logits moved by {moved:.2e}")
+    assert moved > 1e-3, "a method that runs must change something: a silent no-op"
+
+
+@pytest.mark.parametrize("family", [f for f in ATTENTION_FAMILIES if not f.startswith(("falcon", "bloom"))])
+def test_re_rotation_equals_the_models_own_rotation_at_shifted_positions(family_paths, family):
+    """kernels.rotary.shift, with each layer's profiled rotation, moves the model's q and k from one position to
+    another exactly as the model itself rotates them there (positions other than the probe's own)."""
+    from transformers import AutoModelForCausalLM
+
+    from harness.profile import probe_calls, probe_model
+    from kernels.rotary import shift
+
+    model = AutoModelForCausalLM.from_pretrained(family_paths[family], dtype=torch.float32).eval()
+    prof = probe_model(model)
+    calls = probe_calls(model, positions=(300, 411))
+    checked = 0
+    for layer, call in zip(prof.attention, calls):
+        for name in ("q_at", "k_at"):
+            x300, x411 = call[name][300][:, None], call[name][411][:, None]  # (H, 1, D)
+            if layer.rotary is None:
+                assert torch.allclose(x300, x411), f"layer {layer.index} moves although profiled without RoPE"
+                continue
+            r = layer.rotary
+            moved = shift(x300, torch.tensor([111]), r.tensor(), r.layout, r.dim)
+            err = float((moved - x411).abs().max()) / float(x411.abs().max())
+            assert err < 1e-5, f"layer {layer.index} {name}: relative error {err:.2e}"
+            checked += 1
+    assert checked or not prof.rope
+
+
+def test_every_family_is_profiled_with_the_feature_it_was_built_for(family_paths):
+    """The profile reads each family's feature from the model (not from its name)."""
+    from transformers import AutoConfig
+
+    from harness.profile import read_profile
+
+    want = {"mistral": "sliding window", "gemma2": "attention logit softcap", "gemma3": "rope parameters per layer",
+            "phi3": "partial rotary", "gpt-neox": "partial rotary", "cohere": "interleaved rotary",
+            "granite": "logits divided by 4", "llama3-scaled": "RoPE scaled in training (llama3)",
+            "smollm3": "layers without RoPE", "gpt-oss": "learned sink logits",
+            "falcon": "attention outside transformers' interface", "zamba2": "hybrid", "mamba2": "recurrent only",
+            "cohere2": "logits multiplied by 0.5"}
+    for name, phrase in want.items():
+        features = read_profile(AutoConfig.from_pretrained(family_paths[name])).features()
+        assert any(phrase in f for f in features), f"{name}: {features}"
