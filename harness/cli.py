@@ -12,7 +12,7 @@ import sys
 import click
 
 from evals.registry import TASKS
-from harness.errors import UserError
+from harness.errors import RunFailed, UserError
 
 # train-baselines' presets: (steps, seconds) per model, whichever binds first. xl: rope-conv's four-key recall was
 # still rising at the end of long's hour (0.79 at 1x; docs/RESULTS.md §7g)
@@ -327,6 +327,54 @@ def models_import(name, force):
     click.echo(import_model(name, force=force, log=functools.partial(click.echo, err=True)))
 
 
+@models.command("check")
+@click.argument("model")
+@click.option("--extension", "-e", "methods", multiple=True, help="method(s) to decide [default: every method]")
+@click.option("--runner", "-r", "runners", multiple=True, help="runner(s) [default: hf, kernel, vllm, mamba]")
+@click.option("--ext-param", "-E", "ext_params", multiple=True, metavar="KEY=VALUE",
+              help="a method parameter (e.g. replace=true), applied to every method that takes it")
+@click.option("--json", "as_json", is_flag=True, help="the profile and the verdicts as JSON")
+def models_check(model, methods, runners, ext_params, as_json):
+    """What MODEL declares about its attention (read from its config and a probe forward of a random copy; no
+    weights are loaded) and, for every method x runner, whether longctx honours it, composes it with the model's
+    own features (how), or refuses it (why)."""
+    import json as _json
+
+    from extensions import EXTENSIONS
+    from harness.config import parse_params
+    from harness.experiment import load_tokenizer_and_config
+    from harness.models import resolve_model
+    from harness.profile import read_profile
+    from harness.runners import RUNNERS
+    from harness.support import decide
+
+    ref = resolve_model(model, log=functools.partial(click.echo, err=True))
+    _, hf_config = load_tokenizer_and_config(ref.path)
+    prof = read_profile(hf_config)
+    methods = list(methods) or list(EXTENSIONS.names())
+    runners = list(runners) or [r for r in RUNNERS.names() if r != "fake"]
+    params = parse_params(ext_params)
+    rows = []
+    for m in methods:
+        ext = EXTENSIONS.get(m)()
+        try:
+            cfg = ext.parse({k: v for k, v in params.items() if k in ext.config_cls.allowed()})
+        except (ValueError, TypeError) as e:
+            raise UserError(f"extension {m}: {e}") from None
+        for r in runners:
+            v = decide(prof, ext, cfg, RUNNERS.get(r))
+            rows.append({"extension": m, "runner": r, "status": v.status, "notes": list(v.notes)})
+    if as_json:
+        click.echo(_json.dumps({"model": model, "profile": prof.to_json(), "verdicts": rows}, indent=2))
+        return
+    click.echo(f"{model}: {prof.model_type}, {prof.num_layers} layers, head dim {prof.head_dim}")
+    for f in prof.features() or ["nothing beyond a plain Llama's attention"]:
+        click.echo(f"  - {f}")
+    for row in rows:
+        notes = f"  {'; '.join(row['notes'])}" if row["notes"] else ""
+        click.echo(f"{row['extension']:<12} {row['runner']:<7} {row['status']:<9}{notes}")
+
+
 @cli.group()
 def extensions():
     """Position-extension methods."""
@@ -513,6 +561,9 @@ def main(argv: list[str] | None = None) -> None:
     except UserError as e:
         click.echo(f"longctx: error: {e}", err=True)
         sys.exit(2)
+    except RunFailed as e:
+        click.echo(f"longctx: failed: {e}", err=True)
+        sys.exit(1)
     except KeyboardInterrupt:
         click.echo("interrupted; finished samples are saved, re-run the same command to resume", err=True)
         sys.exit(130)

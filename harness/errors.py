@@ -18,3 +18,8 @@ def unknown_name(kind: str, given: str, available: list[str] | tuple[str, ...]) 
     near = difflib.get_close_matches(given, available, n=1)
     hint = f" Did you mean {near[0]!r}?" if near else ""
     return UserError(f"unknown {kind} {given!r}; available: {', '.join(available)}.{hint}")
+
+
+class RunFailed(Exception):
+    """A run that produced no measurement where it was asked for one (every sample of a cell raised): the records
+    are kept, the command exits non-zero with one line naming the error, never "0/n correct"."""

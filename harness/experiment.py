@@ -186,12 +186,30 @@ def run(exp: Experiment, log: Callable[[str], None] = print, progress: bool = Tr
     try:
         if p.task.scores_tokens:
             _score_tokens(p, runner, rd, todo, common, bar, info.device)
+            written = []
         else:
-            _generate(p, runner, rd, todo, common, bar, log)
+            written = _generate(p, runner, rd, todo, common, bar, log)
     finally:
         bar.close()
         runner.close()
+    check_errored(written, rd.path)
     return rd.path
+
+
+def check_errored(records: list, path) -> None:
+    """Raise RunFailed when every sample of some length raised: an error is not a miss."""
+    from collections import defaultdict
+
+    from harness.errors import RunFailed
+
+    by_length = defaultdict(list)
+    for r in records:
+        by_length[r.context_length].append(r)
+    failed = {n: rs for n, rs in sorted(by_length.items()) if rs and all(r.error for r in rs)}
+    if failed:
+        n, rs = next(iter(failed.items()))
+        raise RunFailed(f"every sample at {', '.join(map(str, failed))} tokens failed ({len(rs)} at {n}: "
+                        f"{rs[0].error}); the errors are recorded in {path}/results.jsonl, not counted as misses")
 
 
 def record_fields(p: Prepared, info) -> dict:

@@ -138,3 +138,28 @@ def require(profile, extension, ext_config, runner_cls, options: dict | None = N
     if v.status == REFUSED:
         raise UserError(f"{extension.name} on runner {runner_cls.name}: {v.notes[0]}")
     return v
+
+
+TABLE_METHODS = ("none", "pi", "ntk", "dynamic-ntk", "yarn", "selfextend", "sinks", "alibi")
+TABLE_RUNNERS = ("hf", "kernel", "vllm")
+_MARK = {HONOURED: "✓", COMPOSED: "◐", REFUSED: "✗"}
+
+
+def support_table(profiles: dict) -> str:
+    """A Markdown table: one row per (family, runner), one column per method, ✓ honoured / ◐ composed / ✗ refused,
+    from `decide` on each family's profile ({family: ModelProfile}); the features column says what the profile read."""
+    from extensions import EXTENSIONS
+    from harness.runners import RUNNERS
+
+    head = "| family | features read | runner | " + " | ".join(TABLE_METHODS) + " |"
+    lines = [head, "|" + "---|" * (3 + len(TABLE_METHODS))]
+    for fam, prof in profiles.items():
+        features = "; ".join(prof.features()) or "—"
+        for i, r in enumerate(TABLE_RUNNERS):
+            cells = []
+            for m in TABLE_METHODS:
+                ext = EXTENSIONS.get(m)()
+                cells.append(_MARK[decide(prof, ext, ext.parse({}), RUNNERS.get(r)).status])
+            lines.append(f"| {fam if i == 0 else ''} | {features if i == 0 else ''} | {r} | " + " | ".join(cells)
+                         + " |")
+    return "\n".join(lines)

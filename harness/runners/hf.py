@@ -111,18 +111,16 @@ class HFRunner:
         logits: SDPA ignores both), so the model's own eager attention must run; None when SDPA computes it."""
         from harness.profile import read_profile
 
-        if ATTENTION_SPEC in extension.mechanisms:
-            return None  # the spec runs, composed with what the model passes (harness.runners.attention)
         prof = read_profile(hf_config)
-        what = [w for w, on in (("attention logit softcap", prof.softcap), ("learned sink logits",
-                                                                             prof.learned_sinks)) if on]
-        if what:
-            return f"eager: SDPA would drop the {' and '.join(what)}"
         if prof.attention_modules and not prof.through_interface:
             # Such a model keeps SDPA variants of its own (Falcon-ALiBi's differed from its eager path by 0.04 in
             # the logits, tests/runners/test_families.py); its eager attention is the reference.
             return "eager: the model's attention is its own code, outside transformers' interface"
-        return None
+        if ATTENTION_SPEC in extension.mechanisms:
+            return None  # the spec runs, composed with what the model passes (harness.runners.attention)
+        what = [w for w, on in (("attention logit softcap", prof.softcap), ("learned sink logits",
+                                                                             prof.learned_sinks)) if on]
+        return f"eager: SDPA would drop the {' and '.join(what)}" if what else None
 
     @classmethod
     def check_model(cls, profile, extension, ext_config, options: dict, d) -> None:

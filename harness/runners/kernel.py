@@ -62,10 +62,11 @@ class KernelRunner(HFRunner):
         if profile.learned_sinks:
             d.refuse(f"this {profile.model_type} model adds learned sink logits (s_aux), which longctx's kernels "
                      "do not compute yet; use -r hf")
-        if profile.softcap:
-            d.compose(f"the model's softcap {profile.softcap:g} runs in the kernels (dense fp32 on the CPU path)")
-        if profile.sliding:
-            d.compose("the model's sliding windows run as the spec's window on their layers")
+        if ATTENTION_SPEC not in extension.mechanisms:  # (methods that define attention say it themselves)
+            if profile.softcap:
+                d.compose(f"the model's softcap {profile.softcap:g} runs in the kernels (dense fp32 on the CPU path)")
+            if profile.sliding:
+                d.compose("the model's sliding windows run as the spec's window on their layers")
 
     @classmethod
     def check(cls, extension_cls, options: dict) -> None:

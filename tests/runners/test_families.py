@@ -14,7 +14,7 @@ from harness import zoo
 from harness.support import REFUSED, decide
 
 T = 150  # prompt tokens: past the zoo's 48-token windows, inside its 512-token context
-ATOL = 1e-4  # fp32 on both sides; different kernels sum in different orders (observed ≤ 2e-5 on these models)
+ATOL = 1e-5  # fp32 on both sides; different kernels sum in different orders (observed ≤ 2e-5 on these models)
 
 ATTENTION_FAMILIES = [f.name for f in zoo.FAMILIES if f.name != "mamba2"]
 IDENTITY = [("none", {}), ("yarn", {"factor": 1.0}), ("sinks", {"sink_tokens": 4, "window": 256}),
@@ -114,7 +114,20 @@ def test_a_method_that_claims_to_apply_changes_the_logits(family_paths, eager_lo
     ref = eager_logits[family]
     moved = max(float((first - ref[T - 1]).abs().max()), float((second - ref[T]).abs().max()))
     print(f"{family} {runner} {method}: logits moved by {moved:.2e}")
-    assert moved > 1e-3, "a method that runs must change something: a silent no-op"
+    if method == "alibi" and family_profile(family_paths[family]).alibi:
+        assert moved <= ATOL, "alibi with the trained slopes on a model trained with them is the identity"
+        return
+    # Identity settings stay within 2e-5 of the eager forward (above); a method that runs moves the logits well
+    # past that, even on these random 2-layer models whose logits are ~0.1 (the smallest move seen: 1.6e-4).
+    assert moved > 10 * ATOL, "a method that runs must change something: a silent no-op"
+
+
+def family_profile(path):
+    from transformers import AutoConfig
+
+    from harness.profile import read_profile
+
+    return read_profile(AutoConfig.from_pretrained(path))
 
 
 @pytest.mark.parametrize("family", [f for f in ATTENTION_FAMILIES if not f.startswith(("falcon", "bloom"))])
