@@ -172,3 +172,53 @@ def test_every_family_is_profiled_with_the_feature_it_was_built_for(family_paths
     for name, phrase in want.items():
         features = read_profile(AutoConfig.from_pretrained(family_paths[name])).features()
         assert any(phrase in f for f in features), f"{name}: {features}"
+
+
+def test_the_readmes_support_table_is_what_the_profiles_decide(family_paths):
+    """README's model-support table equals support_table() over the zoo's profiles (regenerate it with
+    `python scripts/model_support.py`)."""
+    from pathlib import Path
+
+    from transformers import AutoConfig
+
+    from harness.profile import read_profile
+    from harness.support import support_table
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = readme.split("<!-- support-table:begin -->\n")[1].split("\n<!-- support-table:end -->")[0]
+    profiles = {name: read_profile(AutoConfig.from_pretrained(path)) for name, path in family_paths.items()}
+    assert block == support_table(profiles)
+
+
+@pytest.mark.parametrize("family,argv,phrase", [
+    ("llama3-scaled", ["-e", "yarn", "-E", "factor=2"], "scaled in training (llama3)"),
+    ("falcon", ["-e", "sinks", "-E", "window=32"], "does not go through transformers' attention interface"),
+    ("falcon", ["-r", "kernel"], "kernel runner cannot route it"),
+    ("gpt-oss", ["-e", "selfextend", "-E", "window=32"], "learned sink logits"),
+    ("mamba2", ["-r", "kernel"], "recurrent layers only"),
+    ("bloom", ["-e", "ntk"], "has no rotary embeddings"),
+])
+def test_a_refusal_is_one_line_exit_2_and_writes_nothing(family_paths, tmp_path, family, argv, phrase):
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "harness.cli", "passkey", "--model", family_paths[family],
+                           "--lengths", "256", "--samples", "1", "--out", str(out), *argv],
+                          capture_output=True, text=True, timeout=300)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("longctx")]
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert len(lines) == 1 and phrase in lines[0], proc.stderr[-2000:]
+    assert not out.exists()
+
+
+def test_a_length_where_every_sample_raised_fails_the_run(tmp_path):
+    from types import SimpleNamespace
+
+    from harness.errors import RunFailed
+    from harness.experiment import check_errored
+
+    rec = lambda n, err: SimpleNamespace(context_length=n, error=err)  # noqa: E731
+    check_errored([rec(256, None), rec(256, "RuntimeError: x"), rec(512, None)], tmp_path)  # a miss-or-error mix
+    with pytest.raises(RunFailed, match="every sample at 512 tokens failed .*RuntimeError: boom"):
+        check_errored([rec(256, None), rec(512, "RuntimeError: boom"), rec(512, "RuntimeError: boom")], tmp_path)
