@@ -107,12 +107,17 @@ def query_positions(query, kwargs):
     return pos.reshape(-1)[-query.shape[2]:].to(query.device)
 
 
-def install(model, extension, config, impl: str, profile) -> tuple[SpecAttention, dict]:
+def install(model, extension, config, impl: str, profile=None) -> tuple[SpecAttention, dict]:
     """Make `model` compute attention as `extension` specifies, with implementation `impl` (kernels.IMPLEMENTATIONS),
-    composed with what `profile` (harness.profile, probed on this model) says each layer does.
+    composed with what `profile` (harness.profile, probed on this model; probed here when not given) says each layer
+    does.
     Returns the attention function (its `used` counter) and a record for run.json."""
     from transformers import AttentionInterface
 
+    if profile is None:
+        from harness.profile import probe_model
+
+        profile = probe_model(model)
     fn = SpecAttention(extension, config, model.config, profile, impl)
     name = f"longctx_{impl.replace('-', '_')}_{next(_serial)}"
     AttentionInterface.register(name, fn)
