@@ -95,7 +95,7 @@ def test_bad_parameters_raise_value_error_naming_the_fix(name, params):
 
 
 def test_unknown_parameter_lists_allowed_ones():
-    with pytest.raises(ValueError, match="allowed: factor, beta_fast, beta_slow"):
+    with pytest.raises(ValueError, match="allowed: factor, replace, beta_fast, beta_slow"):
         EXTENSIONS.get("yarn")().parse({"beta": 3})
 
 
