@@ -58,8 +58,12 @@ def test_a_failing_request_is_recorded_and_retried_on_resume(tmp_path, tiny_llam
             raise RuntimeError("out of memory (simulated)\nsecond line")
         return " 1."
 
-    path = run(_exp(tmp_path, model=tiny_llama_path), log=lambda *_: None, progress=False,
-               runner=ScriptedRunner(answer=answer))
+    from harness.errors import RunFailed
+
+    with pytest.raises(RunFailed, match="every sample at .* tokens failed"):  # every long sample raised: exit 1
+        run(_exp(tmp_path, model=tiny_llama_path), log=lambda *_: None, progress=False,
+            runner=ScriptedRunner(answer=answer))
+    path = tmp_path / "run"
     records = read_records(path)
     failed = [r for r in records if r.error]
     assert len(records) == 8 and len(failed) == 4
