@@ -135,10 +135,14 @@ def _print_summary(path) -> None:
     from harness.records import read_records
     from reports.aggregate import accuracy_by_length
 
-    for row in accuracy_by_length(read_records(path)):
+    for row in accuracy_by_length(read_records(path), errored=True):
+        errors = f", {row['errors']} errored (not counted)" if row["errors"] else ""
+        if not row["n"]:
+            click.echo(f"  {row['context_length']:>7} tokens: every sample errored ({row['errors']})")
+            continue
         partial = f", mean score {row['score']:.2f} ({row['metric']})" if row["metric"] not in (None, "exact") else ""
         click.echo(f"  {row['context_length']:>7} tokens: {row['correct']}/{row['n']} correct "
-                   f"(lenient {row['lenient']}/{row['n']}{partial}), mean latency {row['latency_s']:.1f} s")
+                   f"(lenient {row['lenient']}/{row['n']}{partial}){errors}, mean latency {row['latency_s']:.1f} s")
     click.echo(f"results: {path}/results.jsonl")
 
 

@@ -84,7 +84,11 @@ def sample_score(r: SampleRecord) -> float:
 def _cell(rs: list[SampleRecord]) -> dict:
     """Statistics of one cell. Every figure and table reads `score` (the task's metric: strict correctness, or
     partial credit where the task gives it) and its interval; strict and lenient counts stand beside it. The
-    interval is Wilson's on the summed score: exact for 0/1 scores, an approximation for partial credit."""
+    interval is Wilson's on the summed score: exact for 0/1 scores, an approximation for partial credit.
+    Samples whose request raised (`error`) are counted in `errors` and left out of every other figure; a cell with
+    only those has n = 0 and no score (reports show it as errors, never as a miss)."""
+    errors = sum(r.error is not None for r in rs)
+    rs = [r for r in rs if r.error is None]  # a sample whose request raised is no measurement: not a miss
     n = len(rs)
     k = sum(r.correct for r in rs)
     lo, hi = wilson_interval(sum(sample_score(r) for r in rs), n)
@@ -95,18 +99,20 @@ def _cell(rs: list[SampleRecord]) -> dict:
             "cache_bytes": max(caches) if caches else None,
             "metric": rs[0].metric if rs else None,
             "ci_low": lo, "ci_high": hi, "empty": sum(not r.prediction.strip() for r in rs),
-            "errors": sum(r.error is not None for r in rs),
+            "errors": errors,
             "latency_s": mean(r.latency_s for r in rs) if rs else None,
             "peak_mem_bytes": max(mems) if mems else None,
             "tokens": mean(r.tokens for r in rs) if rs else None}
 
 
-def accuracy_by_length(records: Iterable[SampleRecord]) -> list[dict]:
-    """One row per context length (of one configuration)."""
+def accuracy_by_length(records: Iterable[SampleRecord], errored: bool = False) -> list[dict]:
+    """One row per context length (of one configuration) that has a measured sample; with errored=True also the
+    lengths where every sample raised (n = 0, score None, `errors` > 0)."""
     groups: dict[int, list[SampleRecord]] = defaultdict(list)
     for r in latest(records):
         groups[r.context_length].append(r)
-    return [{"context_length": n, **_cell(rs)} for n, rs in sorted(groups.items())]
+    rows = [{"context_length": n, **_cell(rs)} for n, rs in sorted(groups.items())]
+    return rows if errored else [row for row in rows if row["n"]]
 
 
 def by_config(records: Iterable[SampleRecord]) -> dict[tuple, list[SampleRecord]]:

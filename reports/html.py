@@ -34,7 +34,7 @@ td.pred{font-family:monospace;white-space:pre-wrap;max-width:420px;word-break:br
 .ok{color:#176b1b}.bad{color:#a11}.undecided{color:#8a5a00}.muted{color:#777;font-size:.85em}img{max-width:100%;height:auto}
 details{margin:.5em 0}code{background:#f5f5f5;padding:0 3px}
 .scroll{max-width:100%;overflow-x:auto}td.cell{text-align:center;min-width:4.2em}td.cell small{color:#333}
-.flag{color:#8a5a00;font-size:.85em}
+.flag{color:#8a5a00;font-size:.85em}td.cell.error{background:#ddd;color:#900}
 """
 
 # Sorts a table by the clicked column (numbers numerically). Ours, inline: the report must work offline.
@@ -111,27 +111,35 @@ def headline_table(groups: dict, threshold: float) -> str:
     lengths = sorted({r.context_length for rs in groups.values() for r in rs})
     rows = []
     for key, rs in groups.items():
-        by_len = {row["context_length"]: row for row in accuracy_by_length(rs)}
+        by_len = {row["context_length"]: row for row in accuracy_by_length(rs, errored=True)}
         cells = []
         for n in lengths:
             c = by_len.get(n)
             if c is None:
                 cells.append('<td class="cell muted">–</td>')
                 continue
+            if not c["n"]:  # every sample raised: an error, not a score
+                cells.append(f'<td class="cell error" title="every sample raised; see the failed samples">errors'
+                             f'<br><small>{c["errors"]}</small></td>')
+                continue
+            errs = f' <span class="flag">+{c["errors"]} errors</span>' if c["errors"] else ""
             few = "*" if c["n"] < FEW else ""
             tip = (f"score {c['score']:.3f} ({c['metric'] or 'exact'}), 95% CI [{c['ci_low']:.2f}, "
                    f"{c['ci_high']:.2f}]; strict {c['correct']}/{c['n']}, lenient {c['lenient']}/{c['n']}")
             cells.append(f'<td class="cell" style="background:{_colour(c["score"])}" title="{e(tip)}" '
-                         f'data-v="{c["score"]}">{c["score"]:.2f}<br><small>n={c["n"]}{few}</small></td>')
-        rows_by_len = list(by_len.values())
+                         f'data-v="{c["score"]}">{c["score"]:.2f}<br><small>n={c["n"]}{few}{errs}</small></td>')
+        rows_by_len = [row for row in by_len.values() if row["n"]]
         eff = effective_length(rows_by_len, threshold)
         again = non_monotone(rows_by_len, threshold)
         flag = f'<br><span class="flag">non-monotone: passes again at {format_length(again)}</span>' if again \
             else ""
-        last = rows_by_len[-1]
-        mem = last["peak_mem_bytes"]
-        cost = (f'{_num(last["latency_s"], "{:.1f}")} s'
-                + ("" if mem is None else f", {mem / 2**30:.2f} GiB") + f" at {format_length(last['context_length'])}")
+        if rows_by_len:
+            last = rows_by_len[-1]
+            mem = last["peak_mem_bytes"]
+            cost = (f'{_num(last["latency_s"], "{:.1f}")} s' + ("" if mem is None else f", {mem / 2**30:.2f} GiB")
+                    + f" at {format_length(last['context_length'])}")
+        else:
+            cost = "every sample errored"
         full = f"{rs[0].extension}: {json.dumps(rs[0].extension_params, sort_keys=True)}"
         rows.append(f"<tr><td>{e(_model(key[0]))}</td><td title=\"{e(full)}\">{e(key[1])}</td>"
                     f"<td>{e(key[2])}</td>{''.join(cells)}"
@@ -221,6 +229,9 @@ def heatmap_figure(key: tuple, rs: list) -> str:
             c = cells.get((d, n))
             if c is None:
                 continue
+            if not c["n"]:  # every sample of the cell raised
+                ax.text(j, i, "error", ha="center", va="center", fontsize=9, color="black")
+                continue
             acc[i, j] = c["score"]
             few = "*" if c["n"] < FEW else ""
             text = f"{c['correct']}/{c['n']}" if c["metric"] in (None, "exact") else f"{c['score']:.2f}"
@@ -282,6 +293,8 @@ def effective_length_table(groups: dict, threshold: float, relative: float) -> s
     rows = []
     for key, rs in groups.items():
         by_len = accuracy_by_length(rs)
+        if not by_len:  # every sample of this configuration raised
+            continue
         first = by_len[0]
         absolute = effective_length(by_len, threshold)
         rel = effective_length(by_len, relative * first["score"]) if first["score"] else None
@@ -302,6 +315,8 @@ def effective_length_table(groups: dict, threshold: float, relative: float) -> s
 
 
 def _len_or_none(n, by_len) -> str:
+    if not by_len:
+        return "–"
     if n is None:
         return f"&lt; {format_length(by_len[0]['context_length'])}"
     return format_length(n) + (" (all tested)" if n == by_len[-1]["context_length"] else "")
@@ -314,9 +329,16 @@ def _num(v, fmt="{:.2f}") -> str:
 def summary_table(groups: dict) -> str:
     rows = []
     for key, rs in groups.items():
-        for row in accuracy_by_length(rs):
+        for row in accuracy_by_length(rs, errored=True):
             score = row["score"]
             mem = row["peak_mem_bytes"]
+            if not row["n"]:  # every sample raised: no score, the error count stands alone
+                rows.append("<tr>" + "".join(f"<td>{e(str(x))}</td>" for x in key)
+                            + f'<td class="num" data-v="{row["context_length"]}">'
+                              f'{format_length(row["context_length"])}</td><td class="num">0</td>'
+                            + '<td class="num bad" data-v="-1">errors</td>' + "<td></td>" * 4
+                            + f'<td class="num bad">{row["errors"]}</td>' + "<td></td>" * 3 + "</tr>")
+                continue
             rows.append(
                 "<tr>" + "".join(f"<td>{e(str(x))}</td>" for x in key)
                 + f'<td class="num" data-v="{row["context_length"]}">{format_length(row["context_length"])}</td>'
@@ -327,12 +349,13 @@ def summary_table(groups: dict) -> str:
                 + f'<td class="num">{row["correct"]}/{row["n"]}</td>'
                 + f'<td class="num">{row["lenient"]}/{row["n"]}</td>'
                 + f'<td class="num">{row["empty"]}</td>'
+                + f'<td class="num {"bad" if row["errors"] else ""}">{row["errors"]}</td>'
                 + f'<td class="num">{_num(row["tokens"], "{:.0f}")}</td>'
                 + f'<td class="num">{_num(row["latency_s"], "{:.1f}")}</td>'
                 + f'<td class="num" data-v="{mem or 0}">{"" if mem is None else f"{mem / 2**30:.2f}"}</td>'
                 + "</tr>")
     head = ("model", "extension", "runner", "task", "length", "n", "score", "95% CI", "strict", "lenient", "empty",
-            "mean tokens", "mean latency s", "peak mem GiB")
+            "errors", "mean tokens", "mean latency s", "peak mem GiB")
     return ('<table class="sortable"><thead><tr>' + "".join(f"<th>{h}</th>" for h in head)
             + "</tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
 

@@ -180,3 +180,39 @@ def test_extensions_show_prints_the_effective_parameters(tiny_llama_path):
     res = subprocess.run([sys.executable, "-m", "harness.cli", "extensions", "show", "sinks", "-E", "window=8",
                           "--length", "20", "--model", tiny_llama_path, "--json"], capture_output=True, text=True)
     assert json.loads(res.stdout)["kept_keys"] == [0, 1, 2, 3, 12, 13, 14, 15, 16, 17, 18, 19]
+
+
+def test_rope_methods_rescale_each_layer_types_own_parameters():
+    """On rope parameters per layer type (Gemma 3), yarn rescales the full-attention type from its own base and
+    leaves the sliding type (which never sees past its window) as trained — in the model's own buffers."""
+    import transformers
+
+    from extensions.rope import default_inv_freq
+    from extensions.yarn import yarn_inv_freq
+    from harness import zoo
+    from harness.profile import read_profile
+
+    fam = zoo.family("gemma3")
+    cfg = getattr(transformers, fam.config_cls)(vocab_size=512, **zoo.SPECIAL_IDS, **fam.kwargs)
+    ext = EXTENSIONS.get("yarn")()
+    conf = ext.resolve(ext.parse({"factor": 4}), cfg)
+    record = ext.configure(cfg, conf, profile=read_profile(cfg))
+    assert record["rescaled_layer_types"] == ["full_attention"]
+    rot = getattr(transformers, fam.model_cls)(cfg).model.rotary_emb
+    torch.testing.assert_close(rot.full_attention_inv_freq, yarn_inv_freq(16, 1e6, 4.0, 512), rtol=1e-6, atol=0)
+    torch.testing.assert_close(rot.sliding_attention_inv_freq, default_inv_freq(16, 1e4), rtol=1e-6, atol=0)
+    assert rot.full_attention_attention_scaling == pytest.approx(0.1 * math.log(4) + 1)
+
+
+def test_replace_swaps_a_trained_scaling_for_the_method():
+    """-E replace=true on a llama3-scaled RoPE: the method's parameters replace the trained ones, recorded."""
+    import transformers
+
+    from harness import zoo
+
+    fam = zoo.family("llama3-scaled")
+    cfg = getattr(transformers, fam.config_cls)(vocab_size=512, **zoo.SPECIAL_IDS, **fam.kwargs)
+    ext = EXTENSIONS.get("yarn")()
+    record = ext.configure(cfg, ext.resolve(ext.parse({"factor": 2, "replace": True}), cfg))
+    assert record["rope_parameters_before"]["rope_type"] == "llama3"
+    assert cfg.rope_parameters["rope_type"] == "yarn"

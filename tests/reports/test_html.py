@@ -229,3 +229,25 @@ def test_models_sharing_a_folder_name_are_told_apart():
     names = model_names(["runs/bl5/alibi", "runs/bl6-ema/alibi", "runs/bl6/rope-conv", "smollm2"])
     assert names == {"runs/bl5/alibi": "bl5/alibi", "runs/bl6-ema/alibi": "bl6-ema/alibi",
                      "runs/bl6/rope-conv": "rope-conv", "smollm2": "smollm2"}
+
+
+def test_errored_samples_are_counted_apart_from_misses(tmp_path):
+    """A sample whose request raised is no measurement: it is left out of the score and shown as an error, and a
+    length where every sample raised reads "errors", never 0.00."""
+    import dataclasses
+
+    rd = RunDir.open(tmp_path / "run", {"task": "passkey"}, {"argv": ["longctx"]})
+    for sid in range(4):
+        rd.append(_rec(4096, 0.5, sid, sid < 3, " 12345."))  # 3 right, 1 wrong
+    rd.append(dataclasses.replace(_rec(4096, 0.5, 4, False, ""), error="RuntimeError: out of memory"))
+    for sid in range(2):
+        rd.append(dataclasses.replace(_rec(8192, 0.5, sid, False, ""), error="RuntimeError: out of memory"))
+    from harness.records import read_records
+
+    rows = accuracy_by_length(read_records(rd.path), errored=True)
+    assert [(r["context_length"], r["n"], r["correct"], r["errors"]) for r in rows] == [(4096, 4, 3, 1),
+                                                                                       (8192, 0, 0, 2)]
+    assert rows[0]["score"] == 0.75 and rows[1]["score"] is None
+    text = write_report([str(rd.path)], str(tmp_path / "r.html")).read_text()
+    assert "+1 errors" in text and 'class="cell error"' in text
+    assert text.count("<td") == text.count("</td>") and text.count("<tr>") == text.count("</tr>")

@@ -222,3 +222,33 @@ def test_a_length_where_every_sample_raised_fails_the_run(tmp_path):
     check_errored([rec(256, None), rec(256, "RuntimeError: x"), rec(512, None)], tmp_path)  # a miss-or-error mix
     with pytest.raises(RunFailed, match="every sample at 512 tokens failed .*RuntimeError: boom"):
         check_errored([rec(256, None), rec(512, "RuntimeError: boom"), rec(512, "RuntimeError: boom")], tmp_path)
+
+
+@pytest.mark.parametrize("family", ["llama", "phi", "gpt-neox", "cohere", "smollm3"])
+def test_dynamic_ntk_re_rotates_cached_keys_in_the_models_own_rotary_layout(family_paths, family):
+    """Past the trained 512 tokens transformers' dynamic NTK recomputes the base for the whole sequence; decoding
+    from a cache must give the same logits, which holds only if cached keys are re-rotated in the model's own layout
+    (partial: Phi, GPT-NeoX; interleaved: Cohere; NoPE layers: SmolLM3)."""
+    from extensions import EXTENSIONS
+    from harness.runners.hf import HFRunner
+    from transformers import AutoConfig
+
+    path = family_paths[family]
+    ext = EXTENSIONS.get("dynamic-ntk")()
+    conf = ext.resolve(ext.parse({"factor": 2.0}), AutoConfig.from_pretrained(path))
+    runner = HFRunner(device="cpu", dtype="float32")
+    runner.load(path, ext, conf, max_length=600)
+    ids = torch.randint(10, 500, (1, 560), generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        ext.before_request(runner.model, conf)
+        cache = runner._new_cache()
+        out = runner.model(input_ids=ids[:, :540], past_key_values=cache, use_cache=True)
+        for t in range(540, 560):
+            cache.before_decode(t + 1)
+            out = runner.model(input_ids=ids[:, t:t + 1], past_key_values=cache, use_cache=True)
+        cached = out.logits[0, -1]
+        ext.before_request(runner.model, conf)
+        full = runner.model(input_ids=ids).logits[0, -1]
+    err = float((cached - full).abs().max())
+    print(f"{family}: cached decode vs full forward, max error {err:.2e}")
+    assert err <= 1e-4
