@@ -45,10 +45,12 @@ class RunnerCache(DynamicCache):
     sliding layer what the composed spec shows (harness.runners.attention.compose): the last W_s − 1 keys when the
     method's window reaches W_s, else the sinks and the method's window."""
 
-    def __init__(self, model_config, policy=None, windows: dict | None = None, rotary: tuple | None = None):
+    def __init__(self, model_config, policy=None, windows: dict | None = None, rotary: tuple | None = None,
+                 rotating: set | None = None):
         super().__init__(config=model_config)
         self.policy = policy
         self.rotary = rotary  # (layout, rotated dims) of the model's rotation, for re-rotating cached keys
+        self.rotating = rotating  # indices of the layers that rotate (None: all); a NoPE layer's keys never turn
         self.windows = dict(windows or {})
         if policy is not None and policy.recent is not None:
             from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
@@ -92,9 +94,9 @@ class RunnerCache(DynamicCache):
         delta = p.rerotate(seq_len) if p is not None and p.rerotate is not None else None
         if delta is None:
             return
-        for layer in self.layers:
+        for i, layer in enumerate(self.layers):
             keys = getattr(layer, "keys", None)
-            if keys is None or keys.numel() == 0:
+            if keys is None or keys.numel() == 0 or (self.rotating is not None and i not in self.rotating):
                 continue
             pos = torch.arange(keys.shape[-2], device=keys.device, dtype=torch.float32)
             angles = pos[:, None] * delta.to(keys.device)[None, :]  # (T, dim/2)

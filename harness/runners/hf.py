@@ -187,7 +187,9 @@ class HFRunner:
 
         layouts = self.profile.rerotation_layouts()
         return RunnerCache(self.model.config, self.extension.kv_policy(self.extension_config, self.model.config),
-                           windows=self.profile.windows, rotary=next(iter(layouts)) if len(layouts) == 1 else None)
+                           windows=self.profile.windows, rotary=next(iter(layouts)) if len(layouts) == 1 else None,
+                           rotating={la.index for la in self.profile.attention if la.rotary} if self.profile.rope
+                           else None)
 
     def _prefill(self, ids, cache, on_hidden=None, start: int = 0):
         """Run the prompt ids (1, T) into `cache` (which already holds its first `start` tokens): in one forward, or
