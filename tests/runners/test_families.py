@@ -252,3 +252,25 @@ def test_dynamic_ntk_re_rotates_cached_keys_in_the_models_own_rotary_layout(fami
     err = float((cached - full).abs().max())
     print(f"{family}: cached decode vs full forward, max error {err:.2e}")
     assert err <= 1e-4
+
+
+def test_models_check_prints_the_profile_and_every_verdict(family_paths):
+    import json
+    import subprocess
+    import sys
+
+    def check(family, *argv):
+        proc = subprocess.run([sys.executable, "-m", "harness.cli", "models", "check", family_paths[family], *argv],
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return proc.stdout
+
+    out = json.loads(check("gemma2", "-e", "sinks", "-e", "yarn", "-r", "hf", "-r", "kernel", "--json"))
+    assert "attention logit softcap 2" in out["profile"]["features"]
+    verdicts = {(v["extension"], v["runner"]): v for v in out["verdicts"]}
+    assert set(verdicts) == {("sinks", "hf"), ("sinks", "kernel"), ("yarn", "hf"), ("yarn", "kernel")}
+    assert verdicts["sinks", "kernel"]["status"] == "composed"
+    assert any("sliding windows (48) intersect" in n for n in verdicts["sinks", "kernel"]["notes"])
+    text = check("llama3-scaled", "-e", "yarn", "-E", "replace=true", "-r", "hf")
+    assert "RoPE scaled in training (llama3)" in text and "replaces the trained llama3 scaling" in text
+    assert "refused" in check("llama3-scaled", "-e", "yarn", "-r", "hf")
