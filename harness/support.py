@@ -92,8 +92,7 @@ def method_side(profile, extension, ext_config, d: Decision) -> None:
                      f"transformers' attention interface ({profile.interface_calls} of {profile.attention_modules} "
                      "attention modules call it), so no method can change it; use a RoPE method or none")
         if profile.learned_sinks:
-            d.refuse(f"{name} defines attention, and this {mt} model adds learned sink logits (s_aux) that the "
-                     "attention spec cannot express yet; use a RoPE method or none")
+            d.compose("the model's learned sink logits join every softmax (the spec's sink_logits)")
         if extension.rerotates:
             if not profile.rope:
                 d.refuse(f"{name} re-rotates RoPE positions, but this {mt} model has no rotary embeddings; use none"

@@ -44,6 +44,10 @@ def attention_cpu(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spec: Atten
         for start in range(0, T, block):
             sl = slice(start, min(start + block, T))
             parts = [p for p in _block_parts(q, k, v, low, q_pos, k_pos, sl, aug) if p is not None]
+            if low.sink_logits is not None:  # the learned sink: one more part, a zero value at log-weight z_h
+                c = sl.stop - sl.start
+                parts.append((torch.zeros(B, H, c, D, device=q.device),
+                              low.sink_logits[None, :, None].expand(B, H, c).contiguous()))
             out[:, :, sl] = _merge(parts, (B, H, sl.stop - sl.start, D), q.device).to(q.dtype)
     return out
 

@@ -57,7 +57,12 @@ def ref_lowered(q, k, v, low: Lowered, q_pos, k_pos, chunk: int = CHUNK):
             scores.add_(alibi_bias(low.slopes, qp, kp)[None])
         seen = visible(low, qp, kp)  # (c, n)
         scores.masked_fill_(~seen[None, None], float("-inf"))
+        if low.sink_logits is not None:  # the virtual sink key: in the denominator, with a zero value
+            sink = low.sink_logits[None, :, None, None].expand(B, H, len(qp), 1)
+            scores = torch.cat([scores, sink], dim=-1)
         probs = torch.softmax(scores, dim=-1).nan_to_num_(0.0)  # rows with no visible key: zeros, not NaN
+        if low.sink_logits is not None:
+            probs = probs[..., :-1]
         out[:, :, sl] = probs @ v32[:, :, :n]
     return out.to(q.dtype)
 

@@ -4,6 +4,8 @@ For query i at position p_i and key j at position p_j (positions are tensors han
   visible   p_j ≤ p_i, and, with a window W: p_i − p_j < W or p_j < S (the S sink tokens stay visible);
   score     scale · q̃_i·k̃_j − m_h·(p_i − p_j)   (the ALiBi term only when slopes m (H,) are given);
   capped    with a softcap c the scaled dot product becomes c·tanh(s/c) before the bias (Gemma 2);
+  sinks     with learned sink logits z_h (GPT-OSS), each softmax also counts a virtual key scored z_h whose value
+            is zero: out_i = Σ_j e^{s_ij} v_j / (e^{z_h} + Σ_j e^{s_ij});
   limit     with max_distance M, pairs with p_i − p_j ≥ M are never visible (a model's own sliding window that a
             method's sinks + window compose with: sinks stay visible only inside it);
   q̃, k̃      q and k as the model rotated them (at p_i, p_j), except in the *alternative* regime:
@@ -41,6 +43,7 @@ class AttentionSpec:
     softcap: float | None = None  # c: scores become c·tanh(s/c) (attention logit softcapping)
     max_distance: int | None = None  # M: pairs with p_i − p_j ≥ M are invisible (a model's window under sinks)
     rotary_layout: str = "half"  # how the layer pairs rotary dimensions (kernels.rotary.LAYOUTS)
+    sink_logits: torch.Tensor | None = None  # (H,) learned per-head sink logits: a virtual key with a zero value
 
     def __post_init__(self):
         def positive_int(name, low=1):
@@ -70,6 +73,8 @@ class AttentionSpec:
         if self.scale is not None and not (isinstance(self.scale, (int, float)) and math.isfinite(self.scale)
                                            and self.scale > 0):
             raise ValueError(f"AttentionSpec.scale must be a positive finite number, got {self.scale!r}")
+        if self.sink_logits is not None and self.sink_logits.dim() != 1:
+            raise ValueError(f"sink_logits must be (H,), got shape {tuple(self.sink_logits.shape)}")
         if self.alibi_slopes is not None and self.alibi_slopes.dim() != 1:
             raise ValueError(f"alibi_slopes must be (H,), got shape {tuple(self.alibi_slopes.shape)}")
 
@@ -81,7 +86,7 @@ class AttentionSpec:
     def is_causal_only(self) -> bool:
         """Plain causal attention: any causal kernel (SDPA, flash-attn) computes it."""
         return (self.window is None and self.alibi_slopes is None and self.group is None and self.softcap is None
-                and self.max_distance is None)
+                and self.max_distance is None and self.sink_logits is None)
 
     def describe(self) -> str:
         parts = []
@@ -96,6 +101,8 @@ class AttentionSpec:
             parts.append(f"within {self.max_distance}")
         if self.softcap is not None:
             parts.append(f"softcap {self.softcap:g}")
+        if self.sink_logits is not None:
+            parts.append("learned sink logits")
         return ", ".join(parts) or "causal"
 
 
@@ -113,6 +120,7 @@ class Lowered:
     scale: float
     softcap: float | None = None
     max_distance: int | None = None
+    sink_logits: torch.Tensor | None = None  # (H,) float32 on the queries' device
 
 
 def lower(spec: AttentionSpec, q: torch.Tensor, k: torch.Tensor, q_pos: torch.Tensor, k_pos: torch.Tensor,
@@ -136,7 +144,8 @@ def lower(spec: AttentionSpec, q: torch.Tensor, k: torch.Tensor, q_pos: torch.Te
         k_alt = rot(k, k_pos // G - k_pos)
         alt_from = N
     return Lowered(q_alt, k_alt, alt_below, alt_from, spec.sink_tokens, spec.window, slopes, float(scale),
-                   None if spec.softcap is None else float(spec.softcap), spec.max_distance)
+                   None if spec.softcap is None else float(spec.softcap), spec.max_distance,
+                   None if spec.sink_logits is None else spec.sink_logits.to(device=q.device, dtype=torch.float32))
 
 
 def grouped_query_position(q_pos, group: int, neighbor_window: int):

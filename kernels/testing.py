@@ -15,12 +15,13 @@ INV_FREQ = 1.0 / (10000.0 ** (torch.arange(0, D, 2, dtype=torch.float32) / D))
 
 def make_spec(kind: str, heads: int, S: int = 0, W: int | None = None, G: int | None = None,
               N: int | None = None, alibi: bool = False, cap: float | None = None, M: int | None = None,
-              layout: str = "half", rdim: int = D) -> AttentionSpec:
+              layout: str = "half", rdim: int = D, sink_logits: bool = False) -> AttentionSpec:
     """A spec of `kind` (causal / window / selfextend); cap: a logit softcap; M: a distance ceiling (a model's own
     window under sinks); layout, rdim: re-rotation of the first rdim dimensions in that pairing (partial,
     interleaved rotary). A window with selfextend is SelfExtend on a model's sliding layer."""
     slopes = torch.tensor([2.0 ** -(8 * (h + 1) / heads) for h in range(heads)]) if alibi else None
-    common = dict(alibi_slopes=slopes, softcap=cap, max_distance=M, rotary_layout=layout)
+    z = torch.linspace(-1.0, 2.0, heads) if sink_logits else None  # learned sink logits, one per head
+    common = dict(alibi_slopes=slopes, softcap=cap, max_distance=M, rotary_layout=layout, sink_logits=z)
     inv = INV_FREQ[: rdim // 2]
     if kind == "selfextend":
         return AttentionSpec(group=G, neighbor_window=N, window=W, inv_freq=inv, **common)
@@ -44,7 +45,9 @@ def _specs():
             ("selfextend", {"G": 2, "N": 5, "W": 24}, False), ("selfextend", {"G": 4, "N": 9, "W": 24, "cap": 2.0}, True),
             ("window", {"S": 4, "W": 7, "layout": "interleaved", "rdim": 8}, False),
             ("selfextend", {"G": 2, "N": 5, "layout": "interleaved"}, False),
-            ("selfextend", {"G": 4, "N": 24, "rdim": 4}, False)]
+            ("selfextend", {"G": 4, "N": 24, "rdim": 4}, False),
+            ("causal", {"sink_logits": True}, False), ("window", {"S": 0, "W": 24, "sink_logits": True}, False),
+            ("selfextend", {"G": 2, "N": 5, "sink_logits": True, "cap": 2.0}, True)]
     return out
 
 

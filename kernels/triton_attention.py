@@ -20,7 +20,7 @@ from kernels.spec import AttentionSpec, lower
 @triton.jit
 def _spec_attention_fwd(
     # pointers
-    Q, K, V, QA, KA, QPOS, KPOS, SLOPES, OUT,
+    Q, K, V, QA, KA, QPOS, KPOS, SLOPES, SINKS, OUT,
     # strides (batch, head, position); the last dimension is contiguous
     sqb, sqh, sqt, skb, skh, skt, svb, svh, svt, sob, soh, sot,
     # sizes and runtime scalars
@@ -28,7 +28,7 @@ def _spec_attention_fwd(
     # compile-time flags
     HEAD_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     HAS_WINDOW: tl.constexpr, HAS_ALT: tl.constexpr, HAS_ALT_FROM: tl.constexpr, HAS_ALIBI: tl.constexpr,
-    HAS_SOFTCAP: tl.constexpr, HAS_LIMIT: tl.constexpr, IEEE: tl.constexpr,
+    HAS_SOFTCAP: tl.constexpr, HAS_LIMIT: tl.constexpr, HAS_SINK: tl.constexpr, IEEE: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
     bh = tl.program_id(1)
@@ -49,6 +49,9 @@ def _spec_attention_fwd(
         slope = tl.load(SLOPES + h)
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
+    if HAS_SINK:  # the learned sink starts the running softmax: max z_h, sum e^0 = 1, nothing accumulated
+        m_i = tl.zeros([BLOCK_M], tl.float32) + tl.load(SINKS + h)
+        l_i = l_i + 1.0
     acc = tl.zeros([BLOCK_M, HEAD_D], tl.float32)
     for start in range(0, S, BLOCK_N):
         k_lo = tl.load(KPOS + start)
@@ -130,12 +133,13 @@ def attention_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spec: At
     qa = q if low.q_alt is None else low.q_alt.to(q.dtype).contiguous()
     ka = k if low.k_alt is None else low.k_alt.to(k.dtype).contiguous()
     slopes = low.slopes if low.slopes is not None else torch.zeros(1, device=q.device)
+    sinks = low.sink_logits.contiguous() if low.sink_logits is not None else torch.zeros(1, device=q.device)
     out = torch.empty_like(q)
     qpos = q_pos.to(device=q.device, dtype=torch.int64).contiguous()
     kpos = k_pos.to(device=q.device, dtype=torch.int64).contiguous()
     grid = (triton.cdiv(T, block_m), B * H)
     _spec_attention_fwd[grid](
-        q, k, v, qa, ka, qpos, kpos, slopes, out,
+        q, k, v, qa, ka, qpos, kpos, slopes, sinks, out,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2),
         T, S, H, H // Hkv, low.scale, low.sink_tokens, low.window or 0, low.alt_below,
@@ -143,6 +147,6 @@ def attention_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spec: At
         HEAD_D=D, BLOCK_M=block_m, BLOCK_N=block_n,
         HAS_WINDOW=low.window is not None, HAS_ALT=low.q_alt is not None, HAS_ALT_FROM=low.alt_from is not None,
         HAS_ALIBI=low.slopes is not None, HAS_SOFTCAP=low.softcap is not None,
-        HAS_LIMIT=low.max_distance is not None, IEEE=q.dtype == torch.float32,
+        HAS_LIMIT=low.max_distance is not None, HAS_SINK=low.sink_logits is not None, IEEE=q.dtype == torch.float32,
     )
     return out

@@ -22,9 +22,8 @@ class SpecAttention:
 
     What the model passes is composed with the method's spec, layer by layer (`compose`): its sliding window, its
     logit softcap, and its rotary embedding as the probe measured it (`harness.profile`: the layer's inv_freq,
-    rotated dims and pairing; a layer without RoPE re-rotates by nothing). Keywords that change attention in a way
-    the spec cannot express (learned sink logits) are refused before a model loads (`harness.support`); meeting
-    one here is a bug, raised as such."""
+    rotated dims and pairing; a layer without RoPE re-rotates by nothing), and its learned sink logits (`s_aux`,
+    GPT-OSS) as the spec's sink_logits."""
 
     def __init__(self, extension, config, model_config, profile, impl: str):
         self.extension, self.config, self.model_config = extension, config, model_config
@@ -34,26 +33,23 @@ class SpecAttention:
         self._specs: dict = {}  # (layer, window, softcap) → spec, for the current length
         self._length = None
 
-    def spec(self, length: int, layer_idx=None, window=None, softcap=None):
+    def spec(self, length: int, layer_idx=None, window=None, softcap=None, sink_logits=None):
         if self._length != length:
             self._specs, self._length = {}, length
-        key = (layer_idx, window, softcap)
+        key = (layer_idx, window, softcap, None if sink_logits is None else id(sink_logits))
         if key not in self._specs:
             rot = self.rotary.get(layer_idx) if layer_idx is not None else _only(set(self.rotary.values()))
             inv = rot.tensor() if rot is not None else _no_rotation(self.profile)
             base = self.extension.attention_spec(self.config, self.model_config, inv, length)
-            self._specs[key] = compose(base, window=window, softcap=softcap, rotary=rot)
+            self._specs[key] = compose(base, window=window, softcap=softcap, rotary=rot, sink_logits=sink_logits)
         return self._specs[key]
 
     def __call__(self, module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
         from kernels import attention, key_positions
 
-        if kwargs.get("s_aux") is not None:
-            raise RuntimeError("this model passes learned sink logits (s_aux), which the attention spec cannot "
-                               "express; harness.support should have refused it")
         q_pos = query_positions(query, kwargs)
         spec = self.spec(int(q_pos[-1]) + 1, getattr(module, "layer_idx", None), kwargs.get("sliding_window"),
-                         kwargs.get("softcap"))
+                         kwargs.get("softcap"), kwargs.get("s_aux"))
         k_pos = key_positions(spec, q_pos, key.shape[2])
         out, used = attention(query, key, value, spec, q_pos, k_pos, scale=scaling, impl=self.impl)
         self.used[used] += 1
@@ -71,9 +67,9 @@ def _no_rotation(profile):
     return torch.zeros(max(1, (profile.head_dim or 2) // 2))
 
 
-def compose(spec, window=None, softcap=None, rotary=None):
+def compose(spec, window=None, softcap=None, rotary=None, sink_logits=None):
     """The method's spec on a layer of the model: the layer's own sliding window intersected with what the method
-    shows, its logit softcap, its rotary pairing.
+    shows, its logit softcap, its rotary pairing, its learned sink logits (H,).
 
     Window W_s of the model with
       plain causal / ALiBi      the window W_s;
@@ -87,6 +83,8 @@ def compose(spec, window=None, softcap=None, rotary=None):
         changes["rotary_layout"] = rotary.layout
     if softcap:
         changes["softcap"] = float(softcap)
+    if sink_logits is not None:
+        changes["sink_logits"] = sink_logits.detach().float()
     if window:
         w = int(window)
         if spec.group is not None or spec.window is None:

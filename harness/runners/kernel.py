@@ -51,22 +51,20 @@ class KernelRunner(HFRunner):
     @classmethod
     def check_model(cls, profile, extension, ext_config, options: dict, d) -> None:
         """Every attention call must reach kernels/: refuse a model whose attention does not go through
-        transformers' attention interface (Bloom's ALiBi modules excepted: this runner drives them itself), and
-        learned sink logits, which no kernel computes yet."""
+        transformers' attention interface (Bloom's ALiBi modules excepted: this runner drives them itself)."""
         if profile.recurrent_only:
             d.refuse(f"this {profile.model_type} checkpoint has no attention (recurrent layers only); use -r mamba")
         if profile.model_type != "bloom" and profile.attention_modules and not profile.through_interface:
             d.refuse(f"this {profile.model_type} model's attention does not go through transformers' attention "
                      f"interface ({profile.interface_calls} of {profile.attention_modules} attention modules call "
                      "it), so the kernel runner cannot route it; use -r hf")
-        if profile.learned_sinks:
-            d.refuse(f"this {profile.model_type} model adds learned sink logits (s_aux), which longctx's kernels "
-                     "do not compute yet; use -r hf")
         if ATTENTION_SPEC not in extension.mechanisms:  # (methods that define attention say it themselves)
             if profile.softcap:
                 d.compose(f"the model's softcap {profile.softcap:g} runs in the kernels (dense fp32 on the CPU path)")
             if profile.sliding:
                 d.compose("the model's sliding windows run as the spec's window on their layers")
+            if profile.learned_sinks:
+                d.compose("the model's learned sink logits run in the kernels (the spec's sink_logits)")
 
     @classmethod
     def check(cls, extension_cls, options: dict) -> None:

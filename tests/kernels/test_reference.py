@@ -46,7 +46,12 @@ def naive(q, k, v, spec: AttentionSpec, q_pos, k_pos, scale):
             if spec.alibi_slopes is not None:
                 s = s - spec.alibi_slopes[h].double() * torch.tensor([pi - k_pos[j].item() for j in cols],
                                                                      dtype=torch.float64)
-            out[:, h, i] = torch.softmax(s, -1)[:, None, :].matmul(v[:, h // G, cols].double())[:, 0]
+            if spec.sink_logits is not None:  # a virtual key scored z_h with a zero value (GPT-OSS)
+                z = spec.sink_logits[h].double().expand(B, 1)
+                p = torch.softmax(torch.cat([s, z], -1), -1)[:, :-1]
+            else:
+                p = torch.softmax(s, -1)
+            out[:, h, i] = p[:, None, :].matmul(v[:, h // G, cols].double())[:, 0]
     return out
 
 

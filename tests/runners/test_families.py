@@ -194,7 +194,7 @@ def test_the_readmes_support_table_is_what_the_profiles_decide(family_paths):
     ("llama3-scaled", ["-e", "yarn", "-E", "factor=2"], "scaled in training (llama3)"),
     ("falcon", ["-e", "sinks", "-E", "window=32"], "does not go through transformers' attention interface"),
     ("falcon", ["-r", "kernel"], "kernel runner cannot route it"),
-    ("gpt-oss", ["-e", "selfextend", "-E", "window=32"], "learned sink logits"),
+    ("gemma3", ["-e", "dynamic-ntk"], "rope parameters per layer type"),
     ("mamba2", ["-r", "kernel"], "recurrent layers only"),
     ("bloom", ["-e", "ntk"], "has no rotary embeddings"),
 ])
