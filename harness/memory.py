@@ -273,27 +273,14 @@ def dtype_bytes(dtype: str) -> int:
 
 
 def attention_path(runner: str, extension, cfg, runner_options: dict | None = None) -> str | None:
-    """Which attention code serves the prefill, decided as the runners decide it (harness/runners/hf.py and
-    kernel.py), without loading: "sdpa", "eager", "reference" (kernels.reference), "kernels/cpu", "fused" (Triton /
-    flash-attn on CUDA), "recurrent" (Mamba); None for runners whose memory we do not model (vLLM)."""
-    from extensions.base import ATTENTION_SPEC
+    """Which attention code serves the prefill, as the runner itself declares it (its `attention_path` classmethod,
+    decided from the method and the model's profile without loading): "sdpa", "eager", "reference"
+    (kernels.reference), "kernels/cpu", "fused" (Triton / flash-attn on CUDA), "recurrent" (Mamba); None for a
+    runner that declares none (vLLM sizes its own memory)."""
+    from harness.runners import RUNNERS
 
-    opts = dict(runner_options or {})
-    bloom = getattr(cfg, "model_type", None) == "bloom"
-    spec = ATTENTION_SPEC in extension.mechanisms
-    cuda = str(opts.get("device") or _default_device()).startswith("cuda")
-    if runner == "mamba" or getattr(cfg, "model_type", None) in ("mamba", "mamba2"):
-        return "recurrent"
-    if runner == "hf":
-        if bloom or opts.get("attn_implementation") == "eager" or not _supports_sdpa(cfg):
-            return "eager"  # Bloom: transformers' own ALiBi attention, which has no SDPA path
-        return "reference" if spec else "sdpa"
-    if runner == "kernel":
-        impl = opts.get("impl") or os.environ.get("LONGCTX_KERNEL", "auto")
-        if impl == "auto":
-            impl = ("triton" if cuda else "cpu") if (spec or bloom) else ("fused" if cuda else "sdpa")
-        return {"cpu": "kernels/cpu", "reference": "reference", "sdpa": "sdpa"}.get(impl, "fused")
-    return None
+    declared = getattr(RUNNERS.get(runner), "attention_path", None)
+    return None if declared is None else declared(extension, cfg, dict(runner_options or {}))
 
 
 def _default_device() -> str:
@@ -389,19 +376,19 @@ def predict_peak(cfg, runner: str, extension, extension_config, prompt_tokens: i
     mlp = [("hidden states", 4 * Tf * h * b), ("MLP", 3 * Tf * inter * b)]
     attn = [("hidden states", 3 * Tf * h * b), ("q, k, v", Tf * (H + 2 * Hkv) * d * b),
             ("rotary", 2 * Tf * (H + Hkv) * d * b)]
-    spec = None if path in ("sdpa", "eager", "fused") else _spec_kind(extension, cfg)
+    spec = None if path in ("sdpa", "eager", "fused") else _spec_kind(extension, extension_config, cfg)
     if path == "sdpa" or path == "fused":
         attn.append(("attention output", 2 * Tf * H * d * b))
     elif path == "kernels/cpu":
         attn.append(("attention output (fp32)", 2 * Tf * H * d * f))
-        if spec in ("sinks", "selfextend"):
+        if spec == "rerotates":
             attn.append(("re-rotated q, k", (Tf * H + S * Hkv) * d * f))
         if spec == "alibi":
             attn.append(("ALiBi-augmented q, k, v", (Tf * H + 2 * S * Hkv) * (d + 1) * f))
     elif path == "reference":
-        attn += [("k, v repeated to H heads (fp32)", (3 if spec in ("sinks", "selfextend") else 2) * S * H * d * f),
+        attn += [("k, v repeated to H heads (fp32)", (3 if spec == "rerotates" else 2) * S * H * d * f),
                  ("output (fp32)", Tf * H * d * f), ("scores + softmax", 2 * H * min(REFERENCE_CHUNK, Tf) * S * f)]
-        if spec in ("sinks", "selfextend"):
+        if spec == "rerotates":
             attn.append(("re-rotated q, k", (Tf * H + S * Hkv) * d * f))
     elif path == "eager":
         attn.append(("scores, masked, softmax", 3 * H * Tf * S * b))
@@ -426,11 +413,22 @@ def _scores_in_one_pass(runner: str, extension, policy) -> bool:
     return runner == "kernel" and policy.evicts_only and ATTENTION_SPEC in extension.mechanisms
 
 
-def _spec_kind(extension, cfg) -> str | None:
-    """Which re-rotation or bias the attention spec carries: "sinks", "selfextend", "alibi" or None (causal)."""
-    if getattr(cfg, "model_type", None) == "bloom":
-        return "alibi"
-    return extension.name if extension.name in ("sinks", "selfextend", "alibi") else None
+def _spec_kind(extension, extension_config, cfg) -> str | None:
+    """What the method's attention spec costs beyond causal attention, read from the spec it builds for this model:
+    "rerotates" (an alternative q, k: sinks, SelfExtend), "alibi" (a bias column), or None (Bloom's trained slopes
+    are ALiBi)."""
+    import torch
+
+    from extensions.base import ATTENTION_SPEC
+
+    if ATTENTION_SPEC not in extension.mechanisms:
+        return "alibi" if getattr(cfg, "model_type", None) == "bloom" else None
+    g = Geometry.of(cfg)
+    inv = torch.zeros(max(1, (g.head_dim if g else 2) // 2))
+    spec = extension.attention_spec(extension_config, cfg, inv, int(getattr(cfg, "max_position_embeddings", 0) or 1))
+    if spec.rerotates:
+        return "rerotates"
+    return "alibi" if spec.alibi_slopes is not None else None
 
 
 def _mamba(cfg, T: int, b: int, opts: dict) -> tuple[int, list]:

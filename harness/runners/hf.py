@@ -123,6 +123,18 @@ class HFRunner:
         return f"eager: SDPA would drop the {' and '.join(what)}" if what else None
 
     @classmethod
+    def attention_path(cls, extension, hf_config, options: dict) -> str:
+        """The attention code this runner will run for `extension` on this model (harness.memory's prediction asks
+        it): the model's eager attention where SDPA would drop something or it has no SDPA path, the spec's fp32
+        oracle for methods that define attention, SDPA otherwise."""
+        from harness.memory import _supports_sdpa
+
+        if (options.get("attn_implementation") == "eager" or not _supports_sdpa(hf_config)
+                or cls._needs_own_attention(hf_config, extension)):
+            return "eager"
+        return "reference" if ATTENTION_SPEC in extension.mechanisms else "sdpa"
+
+    @classmethod
     def check_model(cls, profile, extension, ext_config, options: dict, d) -> None:
         """What this runner does with the model's own features (harness.support): a recurrent-only checkpoint
         belongs to the mamba runner; a softcap or learned sink logits make plain methods run transformers' eager

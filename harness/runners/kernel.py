@@ -96,6 +96,23 @@ class KernelRunner(HFRunner):
 
     BLOOM_PREFILL_CHUNK: ClassVar[int] = 1024
 
+    @classmethod
+    def attention_path(cls, extension, hf_config, options: dict) -> str:
+        """Every call goes to kernels/: SDPA for plain causal attention on CPU, the CPU path for any other spec
+        (a method's, or a model's own windows, softcap or sink logits, or Bloom's slopes), Triton / flash-attn on
+        CUDA; `impl` forces one."""
+        from harness.profile import read_profile
+        from harness.runners.hf import default_device
+
+        impl = _chosen_impl(options.get("impl"))
+        if impl == "auto":
+            cuda = str(options.get("device") or default_device()).startswith("cuda")
+            prof = read_profile(hf_config)
+            own = prof.sliding or prof.softcap or prof.learned_sinks or _native_alibi_config(hf_config)
+            impl = ("triton" if cuda else "cpu") if (ATTENTION_SPEC in extension.mechanisms or own) else \
+                ("fused" if cuda else "sdpa")
+        return {"cpu": "kernels/cpu", "reference": "reference", "sdpa": "sdpa"}.get(impl, "fused")
+
     @staticmethod
     def _needs_own_attention(hf_config, extension) -> str | None:
         return None  # every attention call runs the spec, which carries the model's softcap and windows
@@ -118,6 +135,10 @@ class KernelRunner(HFRunner):
 
     def _one_pass(self, policy) -> bool:
         return super()._one_pass(policy) or (policy.evicts_only and ATTENTION_SPEC in self.extension.mechanisms)
+
+
+def _native_alibi_config(hf_config) -> bool:
+    return getattr(hf_config, "model_type", None) == "bloom"  # the runner's own Bloom path (install_bloom)
 
 
 def _chosen_impl(impl: str | None) -> str:

@@ -45,6 +45,10 @@ class MambaRunner:
     capabilities: ClassVar[Capabilities] = Capabilities(mechanisms=frozenset(), batch_size=1,
                                                          scores_tokens=True)
 
+    @classmethod
+    def attention_path(cls, extension, hf_config, options: dict) -> str:
+        return "recurrent"
+
     def __init__(self, device: str | None = None, dtype: str | None = None, chunk: int = 2048,
                  prefill: str = "auto"):
         from harness.errors import UserError

@@ -207,3 +207,18 @@ def test_perplexity_records_carry_a_prediction_too(tiny_llama_path, tmp_path):
                      runner_options={"device": "cpu"}, out=str(tmp_path / "ppl"))
     records = read_records(run(exp, log=lambda *_: None, progress=False))
     assert records and all(r.predicted_peak_bytes and r.peak_mem_bytes for r in records)
+
+
+def test_the_attention_path_follows_what_the_model_declares():
+    """A softcap makes the hf runner run the model's eager attention (SDPA drops it), and the kernel runner run
+    the CPU path for plain methods too (the spec carries the model's window and softcap): memory is predicted for
+    the path the runner will take, as the runner itself declares it."""
+    import transformers
+
+    from harness import zoo
+
+    fam = zoo.family("gemma2")
+    cfg = getattr(transformers, fam.config_cls)(vocab_size=512, **zoo.SPECIAL_IDS, **fam.kwargs)
+    none = _ext("none")
+    assert predict_peak(cfg, "hf", *none, 1000, 4, {"device": "cpu"}).path == "eager"
+    assert predict_peak(cfg, "kernel", *none, 1000, 4, {"device": "cpu"}).path == "kernels/cpu"
