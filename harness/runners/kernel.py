@@ -87,7 +87,7 @@ class KernelRunner(HFRunner):
                                 "use auto, cpu or reference")
             if importlib.util.find_spec("flash_attn") is None:
                 raise UserError('kernel implementation \'flash-attn\' needs flash-attn: pip install -e ".[gpu]"')
-            if extension_cls.name in ("selfextend", "sinks"):
+            if extension_cls.rerotates:  # flash-attn takes no alternative rotation of q and k
                 raise UserError(f"flash-attn cannot express {extension_cls.name}; use auto (it picks flash-attn "
                                 "where it applies) or triton")
         if impl == "sdpa" and ATTENTION_SPEC in extension_cls.mechanisms:
