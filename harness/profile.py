@@ -6,7 +6,7 @@ attention goes through transformers' attention interface at all (where longctx's
 it is decided from the family's name. It is read from:
 - the config (layer types, sliding window, softcaps, logits scaling, rope parameters), and
 - a probe forward: a counting attention function is registered for the model and the model is run on one token at
-  positions 0, 1 and P. With one token, attention returns the token's own value whatever the scores, so every
+  positions 0, 1 and 57. With one token, attention returns the token's own value whatever the scores, so every
   layer's input is the same at every position and a layer's query and key at position p differ from those at 0 only
   by the layer's rotation. The probe counts the calls (attention off the interface: none), records the keywords
   the model passes (sliding_window, softcap, s_aux: learned sink logits), and fits each layer's rotation against
@@ -22,8 +22,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 PROBE_POSITIONS = (1, 57)  # p = 1 fixes each frequency (θ ≤ π); p = 57 checks it where rotations have wrapped
@@ -74,7 +73,6 @@ class ModelProfile:
     logit_scale: float | None  # logits are multiplied by it (Cohere)
     max_position: int | None
     probe_error: str | None = None  # why the probe could not run (then attention-level methods are refused)
-    notes: tuple[str, ...] = field(default_factory=tuple)
 
     # ---------------------------------------------------------------------------------------------- features
     @property
@@ -239,11 +237,9 @@ def _recurrent_types(cfg) -> tuple[str, ...]:
     from harness.runners.cache import recurrent_layer_types
 
     types = recurrent_layer_types(cfg)
-    if not types and getattr(cfg, "model_type", None) in ():
-        return ()
     if not types and any(hasattr(cfg, k) for k in ("state_size", "ssm_state_size")) and \
             not getattr(cfg, "num_attention_heads", None):
-        types = ["recurrent"]
+        types = ["recurrent"]  # a state-space model whose config lists no layer types (Mamba-1)
     return tuple(types)
 
 
@@ -274,7 +270,6 @@ def probe_model(model, hf_config=None) -> ModelProfile:
     if declares_rope and not attention and error is None:
         rope = True  # attention outside the interface: the probe cannot see its rotation; the config's word
     n_attention = _attention_modules(model)
-    notes = []
     return ModelProfile(
         model_type=str(getattr(cfg, "model_type", "?")), num_layers=int(getattr(cfg, "num_hidden_layers", 0) or 0),
         head_dim=head_dim, layer_types=layer_types, attention=tuple(attention), interface_calls=len(calls),
@@ -283,7 +278,7 @@ def probe_model(model, hf_config=None) -> ModelProfile:
         alibi=bool(getattr(cfg, "alibi", False)) or getattr(cfg, "model_type", None) == "bloom",
         final_softcap=getattr(cfg, "final_logit_softcapping", None) or None,
         logits_scaling=getattr(cfg, "logits_scaling", None), logit_scale=getattr(cfg, "logit_scale", None),
-        max_position=getattr(cfg, "max_position_embeddings", None), probe_error=error, notes=tuple(notes))
+        max_position=getattr(cfg, "max_position_embeddings", None), probe_error=error)
 
 
 def _inv_freq_buffers(model) -> dict[str, Any]:
@@ -337,17 +332,11 @@ def probe_calls(model, positions: tuple[int, ...] = PROBE_POSITIONS) -> list[dic
     return first
 
 
-def rotate_layout(x, angles, layout: str, dim: int):
-    """Rotate the first `dim` dimensions of x (…, D) by angles (…, dim/2) in `layout`; the rest pass through.
-    float32. The one rotation longctx re-rotates with (kernels.rotary does the same on (…, T, D))."""
-    from kernels.rotary import rotate_pairs
-
-    return rotate_pairs(x, angles, layout, dim)
-
-
 def _fit_rotation(call: dict, buffers: dict) -> tuple[Rotary | None, bool]:
     """(the rotation that explains how this layer's q and k move with position, whether they move without one)."""
     import torch
+
+    from kernels.rotary import rotate_pairs
 
     q_at, k_at = call.get("q_at", {}), call.get("k_at", {})
     if len(q_at) < 1 + len(PROBE_POSITIONS):
@@ -366,7 +355,7 @@ def _fit_rotation(call: dict, buffers: dict) -> tuple[Rotary | None, bool]:
             err = 0.0
             for p in PROBE_POSITIONS:
                 want = torch.cat([q_at[p], k_at[p]])
-                got = rotate_layout(x0, (p * inv)[None, :].expand(x0.shape[0], -1), layout, dim)
+                got = rotate_pairs(x0, (p * inv)[None, :].expand(x0.shape[0], -1), layout, dim)
                 err = max(err, float((got - want).abs().max()) / scale)
             if err < 1e-4:
                 return Rotary(dim=dim, layout=layout, inv_freq=tuple(float(v) for v in inv), buffer=name), False
