@@ -73,6 +73,10 @@ class LongctxLM(LM):
                              "and model, extension are extension parameters)") from None
         self.model_ref = resolve_model(str(model))
         self.tokenizer, hf_config = load_tokenizer_and_config(self.model_ref.path)
+        from harness.profile import read_profile
+        from harness.support import require
+
+        require(read_profile(hf_config), self.extension, config, RUNNERS.get(runner), options)  # as every command
         self.extension_config = self.extension.resolve(config, hf_config)
         return options
 

@@ -55,6 +55,17 @@ def test_unknown_extension_parameter_is_refused(tiny_llama_path, capsys):
     assert exit_.value.code == 2 and "unknown parameter(s) factorr" in capsys.readouterr().err
 
 
+def test_a_method_the_model_cannot_take_is_refused_like_every_command(tmp_path, smollm2_tokenizer, capsys):
+    """yarn on a RoPE scaled in training (llama3) is refused through lm-eval's --model_args as on the CLI."""
+    from harness import zoo
+    from harness.integrations.lm_eval_model import LongctxLM
+
+    path = zoo.save(zoo.family("llama3-scaled"), smollm2_tokenizer, tmp_path / "llama3")
+    with pytest.raises(SystemExit) as exit_:
+        LongctxLM(model=path, extension="yarn", factor=2)
+    assert exit_.value.code == 2 and "scaled in training (llama3)" in capsys.readouterr().err
+
+
 def test_lm_eval_command_runs_our_task_and_model_end_to_end(tiny_llama_path, tmp_path):
     """`lm_eval --model longctx ... --include_path $(longctx lm-eval-tasks-path)` with --limit, on a tiny model."""
     bindir = Path(sys.executable).parent
