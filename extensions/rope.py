@@ -118,6 +118,20 @@ class RopeExtension(Extension):
         return " ".join([f"{self.name} ×{factor:g}"] + [f"{k}={_fmt(v)}" for k, v in sorted(rest.items())])
 
     def inspect(self, config: Any, hf_config: Any, length: int | None = None) -> dict:
+        """The frequencies and attention scaling the method computes; with rope parameters per layer type, for each
+        type from its own trained parameters (which types are rescaled: `harness.support`, `longctx models check`)."""
+        params = dict(getattr(hf_config, "rope_parameters", None) or {})
+        per_type = {k: v for k, v in params.items() if isinstance(v, dict)}
+        if per_type:
+            import copy
+
+            out = {}
+            for t, p in sorted(per_type.items()):
+                view = copy.copy(hf_config)
+                view.rope_parameters = dict(p)
+                inv_freq, scaling = self.inv_freq(config, view, seq_len=length)
+                out[t] = {"inv_freq": [float(x) for x in inv_freq], "attention_scaling": float(scaling)}
+            return {"per_layer_type": out}
         inv_freq, scaling = self.inv_freq(config, hf_config, seq_len=length)
         return {"inv_freq": [float(x) for x in inv_freq], "attention_scaling": float(scaling)}
 

@@ -419,12 +419,18 @@ def extensions_show(name, ext_params, model, length, as_json):
     n = parse_length(length) if length else None
     ref = resolve_model(model, log=functools.partial(click.echo, err=True))
     _, hf_config = load_tokenizer_and_config(ref.path)
+    from harness.profile import read_profile
+    from harness.runners import RUNNERS
+    from harness.support import decide
+
+    prof = read_profile(hf_config)  # what each runner would do with this method on this model, and why
+    support = {r: decide(prof, ext, conf, RUNNERS.get(r)).line() for r in RUNNERS.names() if r != "fake"}
     try:
         conf = ext.resolve(conf, hf_config)
         shown = ext.inspect(conf, hf_config, n)
     except ValueError as e:
         raise UserError(f"extension {name}: {e}") from None
-    doc = {"extension": name, "params": conf.params(), "model": model, "length": n, **shown}
+    doc = {"extension": name, "params": conf.params(), "model": model, "length": n, "support": support, **shown}
     if as_json:
         click.echo(json.dumps(doc))
     else:

@@ -274,3 +274,23 @@ def test_models_check_prints_the_profile_and_every_verdict(family_paths):
     text = check("llama3-scaled", "-e", "yarn", "-E", "replace=true", "-r", "hf")
     assert "RoPE scaled in training (llama3)" in text and "replaces the trained llama3 scaling" in text
     assert "refused" in check("llama3-scaled", "-e", "yarn", "-r", "hf")
+
+
+def test_extensions_show_states_the_rule_for_a_trained_scaling(family_paths):
+    """`longctx extensions show -m MODEL` says what each runner does with the method on that model: on a RoPE
+    scaled in training, refused until replace=true, then composed (replacing it); per layer type, each type's own."""
+    import json
+    import subprocess
+    import sys
+
+    def show(family, *argv):
+        proc = subprocess.run([sys.executable, "-m", "harness.cli", "extensions", "show", "yarn", "-m",
+                               family_paths[family], "--json", *argv], capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return json.loads(proc.stdout)
+
+    assert show("llama3-scaled")["support"]["hf"].startswith("refused: this llama model's RoPE was scaled")
+    assert show("llama3-scaled", "-E", "replace=true")["support"]["hf"] == \
+        "composed: replaces the trained llama3 scaling (-E replace=true)"
+    per_type = show("gemma3", "-E", "factor=4")["per_layer_type"]
+    assert set(per_type) == {"full_attention", "sliding_attention"}
