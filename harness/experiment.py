@@ -45,6 +45,7 @@ class Prepared:
     model_path: str
     tokenizer: Any
     hf_config: Any
+    support: str = ""  # harness.support's verdict for this method on this runner and model (recorded in run.json)
 
     def predicted_peak(self, length: int, new_tokens: int | None = None):
         """harness.memory's prediction (a MemoryEstimate, or None for runners it does not model) for a prompt of
@@ -104,7 +105,7 @@ def prepare(exp: Experiment, log: Callable[[str], None] = print) -> Prepared:
     if getattr(exp.task_config, "max_new_tokens", 0) is None:  # the task's own budget, recorded as resolved
         exp = dataclasses.replace(exp, task_config=dataclasses.replace(exp.task_config,
                                                                        max_new_tokens=task.max_new_tokens))
-    p = Prepared(exp, task, extension, ext_config, runner_cls, ref.path, tokenizer, hf_config)
+    p = Prepared(exp, task, extension, ext_config, runner_cls, ref.path, tokenizer, hf_config, verdict.line())
     check_memory(p)
     return p
 
@@ -178,7 +179,7 @@ def run(exp: Experiment, log: Callable[[str], None] = print, progress: bool = Tr
     info = runner.load(p.model_path, p.extension, p.extension_config, max_length=max(c[0] for c in todo))
     log(f"loaded {exp.model} on {exp.runner} ({info.dtype}, {info.device}); extension: "
         f"{p.extension.describe(p.extension_config)}")
-    rd.note_load(dataclasses.asdict(info))
+    rd.note_load({**dataclasses.asdict(info), "support": p.support})
     from tqdm import tqdm
 
     bar = tqdm(total=len(todo), desc=f"{exp.task}", unit="sample", disable=not progress, file=sys.stderr)

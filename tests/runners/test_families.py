@@ -294,3 +294,19 @@ def test_extensions_show_states_the_rule_for_a_trained_scaling(family_paths):
         "composed: replaces the trained llama3 scaling (-E replace=true)"
     per_type = show("gemma3", "-E", "factor=4")["per_layer_type"]
     assert set(per_type) == {"full_attention", "sliding_attention"}
+
+
+def test_a_run_records_how_the_method_met_the_model(family_paths, tmp_path):
+    """run.json keeps the verdict (composed, and how) and the features the loaded model showed."""
+    import json
+
+    from evals.base import TaskConfig
+    from harness.experiment import Experiment, run
+
+    exp = Experiment(task="passkey", task_config=TaskConfig(lengths=(256,), depths=(0.5,), samples=1),
+                     model=family_paths["gemma2"], extension="sinks", extension_params={"window": 32},
+                     runner="kernel", out=str(tmp_path / "run"))
+    path = run(exp, log=lambda *_: None, progress=False)
+    load = json.loads((path / "run.json").read_text())["invocations"][-1]["load"]
+    assert load["support"].startswith("composed: the model's sliding windows (48) intersect")
+    assert "attention logit softcap 2" in load["extra"]["model_features"]
