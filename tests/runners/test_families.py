@@ -310,3 +310,38 @@ def test_a_run_records_how_the_method_met_the_model(family_paths, tmp_path):
     load = json.loads((path / "run.json").read_text())["invocations"][-1]["load"]
     assert load["support"].startswith("composed: the model's sliding windows (48) intersect")
     assert "attention logit softcap 2" in load["extra"]["model_features"]
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen3", "gemma", "phi", "gpt-neox", "stablelm", "cohere", "olmo2"])
+def test_sinks_on_one_layer_equal_the_model_on_the_kept_tokens(tmp_path, smollm2_tokenizer, family):
+    """StreamingLLM's definition, end to end: with one attention layer, the last position under sinks S + window W
+    sees exactly the S first and W last tokens at in-cache positions 0 .. S + W − 1, so its logits equal the model's
+    own forward over those S + W tokens. This holds only if the re-rotation of the query for its sink scores is the
+    model's own rotation (half-split or interleaved pairs, full or partial)."""
+    import dataclasses
+
+    from extensions import EXTENSIONS
+    from harness.runners.kernel import KernelRunner
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    fam = zoo.family(family)
+    one = dataclasses.replace(fam, kwargs={**fam.kwargs, "num_hidden_layers": 1})
+    path = zoo.save(one, smollm2_tokenizer, tmp_path / family)
+    S, W = 4, 32
+    ext = EXTENSIONS.get("sinks")()
+    conf = ext.resolve(ext.parse({"sink_tokens": S, "window": W, "chunk": 16}), AutoConfig.from_pretrained(path))
+    ids = prompt_ids()[:, :T]
+    outs = []
+    for runner in (KernelRunner(device="cpu", dtype="float32"), KernelRunner(device="cpu", dtype="float32",
+                                                                              impl="reference")):
+        runner.load(path, ext, conf, max_length=T)
+        with torch.inference_mode():
+            ours = runner._prefill(ids, runner._new_cache()).logits[0, -1].float()
+        outs.append(ours)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="eager").eval()
+    kept = torch.cat([ids[:, :S], ids[:, -W:]], dim=1)
+    with torch.inference_mode():
+        ref = model(input_ids=kept).logits[0, -1].float()
+    err = max(float((o - ref).abs().max()) for o in outs)
+    print(f"{family}: sinks {S}+{W} on one layer vs the model on the kept tokens, max error {err:.2e}")
+    assert err <= ATOL
