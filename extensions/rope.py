@@ -82,9 +82,10 @@ class RopeExtension(Extension):
 
     def configure(self, hf_config: Any, config: Any, profile: Any = None) -> dict:
         """Set the method's rope parameters. With parameters per layer type (Gemma 3), the types that
-        `harness.support.rescaled_layer_types` names are rescaled, each from its own trained parameters; the others
+        profile's `rescaled_layer_types()` names are rescaled, each from its own trained parameters; the others
         keep theirs. On a RoPE scaled in training, the method's parameters replace the trained ones (only with
-        replace=true: harness.support refuses otherwise)."""
+        replace=true: harness.support refuses otherwise). profile: the model's harness.profile.ModelProfile (read
+        here, not imported: extensions sit below harness)."""
         if not getattr(hf_config, "rope_parameters", None):
             raise ValueError(f"extension {self.name!r} needs a RoPE model; "
                              f"{type(hf_config).__name__} has no rope_parameters")
@@ -96,9 +97,7 @@ class RopeExtension(Extension):
         if per_type:
             import copy
 
-            from harness.support import rescaled_layer_types
-
-            types = rescaled_layer_types(profile) if profile is not None else tuple(per_type)
+            types = profile.rescaled_layer_types() if profile is not None else tuple(per_type)
             new = dict(before)
             for t in types:
                 view = copy.copy(hf_config)

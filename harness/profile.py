@@ -172,6 +172,14 @@ class ModelProfile:
             out.append(f"logits multiplied by {self.logit_scale:g}")
         return out
 
+    def rescaled_layer_types(self) -> tuple[str, ...]:
+        """Layer types whose rope parameters a RoPE method rescales when they are given per layer type: those whose
+        layers attend without a window (a sliding layer never sees a distance past its window, so its RoPE is never
+        asked to extrapolate); all of them when every type is windowed."""
+        windowed = {self.layer_types[i] for i in self.windows if i < len(self.layer_types)}
+        types = tuple(t for t in self.per_layer_rope if t not in windowed)
+        return types or tuple(self.per_layer_rope)
+
     def rerotation_layouts(self) -> set[tuple[str, int]]:
         """{(layout, rotated dims)} over the layers that rotate: what a cache re-rotation must use."""
         return {(la.rotary.layout, la.rotary.dim) for la in self.attention if la.rotary}

@@ -46,15 +46,6 @@ class Refused(Exception):
     pass
 
 
-def rescaled_layer_types(profile) -> tuple[str, ...]:
-    """Layer types whose rope parameters a RoPE method rescales on a model with parameters per layer type: those
-    whose layers attend without a window (a sliding layer never sees a distance past its window, so its RoPE is
-    never asked to extrapolate); all of them when every type is windowed."""
-    windowed = {profile.layer_types[i] for i in profile.windows if i < len(profile.layer_types)}
-    types = tuple(t for t in profile.per_layer_rope if t not in windowed)
-    return types or tuple(profile.per_layer_rope)
-
-
 def method_side(profile, extension, ext_config, d: Decision) -> None:
     """What the method needs of the model (the same on every runner)."""
     from extensions.base import ATTENTION_SPEC, ROPE_PARAMETERS
@@ -74,8 +65,8 @@ def method_side(profile, extension, ext_config, d: Decision) -> None:
             if not extension.per_layer_type:
                 d.refuse(f"this {mt} model has rope parameters per layer type ({', '.join(profile.per_layer_rope)}),"
                          f" which {name} cannot rescale; use pi, ntk or yarn")
-            kept = [t for t in profile.per_layer_rope if t not in rescaled_layer_types(profile)]
-            d.compose(f"rescales the rope parameters of {', '.join(rescaled_layer_types(profile))} layers"
+            kept = [t for t in profile.per_layer_rope if t not in profile.rescaled_layer_types()]
+            d.compose(f"rescales the rope parameters of {', '.join(profile.rescaled_layer_types())} layers"
                       + (f"; {', '.join(kept)} layers keep theirs (they never see past their window)" if kept else ""))
         if profile.nope_layers:
             d.compose(f"layers {', '.join(map(str, profile.nope_layers))} have no RoPE and are left alone")
