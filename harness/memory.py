@@ -246,26 +246,16 @@ def _meta_model(cfg):
         return AutoModelForCausalLM.from_config(copy.deepcopy(cfg))
 
 
-_MODEL_FACTS: dict[str, tuple[int, bool]] = {}  # config JSON → (parameters, supports SDPA)
-
-
-def _model_facts(cfg) -> tuple[int, bool]:
-    key = cfg.to_json_string(use_diff=False)
-    if key not in _MODEL_FACTS:
-        model = _meta_model(cfg)
-        _MODEL_FACTS[key] = (sum(p.numel() for p in model.parameters()),
-                             bool(getattr(type(model), "_supports_sdpa", False)))
-    return _MODEL_FACTS[key]
+_PARAMETERS: dict[str, int] = {}  # config JSON → parameters
 
 
 def parameter_count(cfg) -> int:
     """Parameters of the model `cfg` describes (shared ones, such as tied embeddings, once), counted on the meta
     device: no weight is read."""
-    return _model_facts(cfg)[0]
-
-
-def _supports_sdpa(cfg) -> bool:
-    return _model_facts(cfg)[1]
+    key = cfg.to_json_string(use_diff=False)
+    if key not in _PARAMETERS:
+        _PARAMETERS[key] = sum(p.numel() for p in _meta_model(cfg).parameters())
+    return _PARAMETERS[key]
 
 
 def dtype_bytes(dtype: str) -> int:

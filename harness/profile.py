@@ -73,6 +73,7 @@ class ModelProfile:
     logit_scale: float | None  # logits are multiplied by it (Cohere)
     max_position: int | None
     probe_error: str | None = None  # why the probe could not run (then attention-level methods are refused)
+    supports_sdpa: bool = True  # the model class declares transformers' SDPA attention (Bloom's does not)
 
     # ---------------------------------------------------------------------------------------------- features
     @property
@@ -286,7 +287,8 @@ def probe_model(model, hf_config=None) -> ModelProfile:
         alibi=bool(getattr(cfg, "alibi", False)) or getattr(cfg, "model_type", None) == "bloom",
         final_softcap=getattr(cfg, "final_logit_softcapping", None) or None,
         logits_scaling=getattr(cfg, "logits_scaling", None), logit_scale=getattr(cfg, "logit_scale", None),
-        max_position=getattr(cfg, "max_position_embeddings", None), probe_error=error)
+        max_position=getattr(cfg, "max_position_embeddings", None), probe_error=error,
+        supports_sdpa=bool(getattr(type(model), "_supports_sdpa", False)))
 
 
 def _inv_freq_buffers(model) -> dict[str, Any]:
@@ -438,7 +440,8 @@ def _config_only(cfg, error: str) -> ModelProfile:
         rope=bool(params), rope_type=rope_type, per_layer_rope=per_type, alibi=bool(getattr(cfg, "alibi", False)),
         final_softcap=getattr(cfg, "final_logit_softcapping", None) or None,
         logits_scaling=getattr(cfg, "logits_scaling", None), logit_scale=getattr(cfg, "logit_scale", None),
-        max_position=getattr(cfg, "max_position_embeddings", None), probe_error=error)
+        max_position=getattr(cfg, "max_position_embeddings", None), probe_error=error,
+        supports_sdpa=bool(getattr(type(model), "_supports_sdpa", False)))
 
 
 def read_profile(hf_config) -> ModelProfile:

@@ -127,9 +127,9 @@ class HFRunner:
         """The attention code this runner will run for `extension` on this model (harness.memory's prediction asks
         it): the model's eager attention where SDPA would drop something or it has no SDPA path, the spec's fp32
         oracle for methods that define attention, SDPA otherwise."""
-        from harness.memory import _supports_sdpa
+        from harness.profile import read_profile
 
-        if (options.get("attn_implementation") == "eager" or not _supports_sdpa(hf_config)
+        if (options.get("attn_implementation") == "eager" or not read_profile(hf_config).supports_sdpa
                 or cls._needs_own_attention(hf_config, extension)):
             return "eager"
         return "reference" if ATTENTION_SPEC in extension.mechanisms else "sdpa"
