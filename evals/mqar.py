@@ -26,7 +26,7 @@ import random
 import re
 
 from evals.base import Sample, TaskConfig
-from evals.ruler import WORDS, MultiNeedleTask, NeedleSet, _join
+from evals.ruler import WORDS, MultiNeedleTask, NeedleSet, join_phrase
 from evals.scoring import Score, score_references_in_order, three_digit_numbers
 from harness.errors import UserError
 
@@ -93,8 +93,8 @@ def question_for(queries: list[str], keyed: bool) -> str:
     if len(queries) == 1:
         return (f"\nWhat is the number of {queries[0]}? Answer with the word and its number:" if keyed else
                 f"\nWhat is the number of {queries[0]}? The number is")
-    return (f"\nWhat are the numbers of {_join(queries)}? Answer with each word and its number, in that order:"
-            if keyed else f"\nWhat are the numbers of {_join(queries)}, in that order? The numbers are")
+    return (f"\nWhat are the numbers of {join_phrase(queries)}? Answer with each word and its number, in that order:"
+            if keyed else f"\nWhat are the numbers of {join_phrase(queries)}, in that order? The numbers are")
 
 
 def keyed_pairs(prediction: str) -> list[str]:

@@ -75,7 +75,7 @@ def spread_depths(depth: float, count: int) -> list[float]:
     return [depth] + [(depth + j / count) % 1.0 for j in range(1, count)]
 
 
-def _join(items: list[str]) -> str:
+def join_phrase(items: list[str]) -> str:
     """'a', 'a and b', 'a, b and c'."""
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
@@ -264,7 +264,7 @@ class MultiQueryNeedle(MultiNeedleTask):
         noun = _VALUE_NOUN[kind]
         keys, values = make_keys(rng, n), make_values(kind, rng, n)
         texts = [f"The secret {noun} for the {k} is {v}." for k, v in zip(keys, values)]
-        named = _join([f"the {k}" for k in keys])
+        named = join_phrase([f"the {k}" for k in keys])
         question = f"\nWhat are the secret {noun}s for {named}? The secret {noun}s for {named} are"
         return NeedleSet(needles=list(zip(texts, spread_depths(depth, n))), question=question,
                          references=values, anchor=0, meta={"keys": keys})

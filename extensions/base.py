@@ -133,13 +133,13 @@ class Extension:
     def short_label(self, params: dict) -> str:
         """A report label naming only what differs from the defaults, e.g. "yarn ×2", "sinks 4+4092"."""
         changed = self.changed(params)
-        return " ".join([self.name] + [f"{k}={_fmt(v)}" for k, v in sorted(changed.items())])
+        return " ".join([self.name] + [f"{k}={format_param(v)}" for k, v in sorted(changed.items())])
 
     def describe(self, config: ExtensionConfig) -> str:
         params = ", ".join(f"{k}={v}" for k, v in config.params().items())
         return f"{self.name}({params})" if params else self.name
 
 
-def _fmt(v) -> str:
+def format_param(v) -> str:
     """A parameter value for a label: 2.0 → "2", 0.5 → "0.5"."""
     return f"{v:g}" if isinstance(v, float) else str(v)

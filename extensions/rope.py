@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from extensions.base import ROPE_PARAMETERS, Extension, ExtensionConfig, _fmt
+from extensions.base import ROPE_PARAMETERS, Extension, ExtensionConfig, format_param
 from kernels.rotary import rotate, rotate_half  # noqa: F401  (re-exported: one copy of the rotation)
 
 
@@ -114,7 +114,7 @@ class RopeExtension(Extension):
         """"yarn ×4": the factor always, other parameters only where changed."""
         rest = {k: v for k, v in self.changed(params).items() if k != "factor"}
         factor = params.get("factor", 1)
-        return " ".join([f"{self.name} ×{factor:g}"] + [f"{k}={_fmt(v)}" for k, v in sorted(rest.items())])
+        return " ".join([f"{self.name} ×{factor:g}"] + [f"{k}={format_param(v)}" for k, v in sorted(rest.items())])
 
     def inspect(self, config: Any, hf_config: Any, length: int | None = None) -> dict:
         """The frequencies and attention scaling the method computes; with rope parameters per layer type, for each
