@@ -81,9 +81,9 @@ class ModelShape:
     def of(cls, hf_config) -> "ModelShape":
         import torch
 
-        from harness.memory import Geometry, _meta_model, parameter_count
+        from harness.memory import Geometry, meta_model, parameter_count
 
-        model = _meta_model(hf_config)
+        model = meta_model(hf_config)
         head = model.get_output_embeddings()
         linear = sum(m.weight.numel() for m in model.modules()
                      if isinstance(m, torch.nn.Linear) and m is not head)

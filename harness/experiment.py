@@ -189,7 +189,7 @@ def run(exp: Experiment, log: Callable[[str], None] = print, progress: bool = Tr
             _score_tokens(p, runner, rd, todo, common, bar, info.device)
             written = []
         else:
-            written = _generate(p, runner, rd, todo, common, bar, log)
+            written = write_generated(p, runner, rd, todo, common, bar, log)
     finally:
         bar.close()
         runner.close()
@@ -269,7 +269,8 @@ def _score_tokens(p: Prepared, runner, rd: RunDir, todo: list, common: dict, bar
             bar.update(1)
 
 
-def _generate(p: Prepared, runner, rd: RunDir, todo: list, common: dict, bar, log) -> list[SampleRecord]:
+def write_generated(p: Prepared, runner, rd: RunDir, todo: list, common: dict, bar,
+                    log) -> list[SampleRecord]:
     """Generation tasks: write each record as it is made (and fsync). Returns the records written."""
     written = []
     for record in generated_records(p, runner, todo, common, log):

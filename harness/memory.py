@@ -237,7 +237,7 @@ class Geometry:
                    head_dim=get("head_dim", default=None) or hidden // heads)
 
 
-def _meta_model(cfg):
+def meta_model(cfg):
     """The model built on torch's meta device: shapes and parameter sharing, no storage, no weights read."""
     import torch
     from transformers import AutoModelForCausalLM
@@ -254,7 +254,7 @@ def parameter_count(cfg) -> int:
     device: no weight is read."""
     key = cfg.to_json_string(use_diff=False)
     if key not in _PARAMETERS:
-        _PARAMETERS[key] = sum(p.numel() for p in _meta_model(cfg).parameters())
+        _PARAMETERS[key] = sum(p.numel() for p in meta_model(cfg).parameters())
     return _PARAMETERS[key]
 
 

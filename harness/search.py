@@ -312,7 +312,7 @@ def run_search(exp, config: SearchConfig, log: Callable[[str], None] = print, ru
     import datetime as dt
     import sys
 
-    from harness.experiment import GRID, _generate, identity, prepare, record_fields
+    from harness.experiment import GRID, write_generated, identity, prepare, record_fields
     from harness.manifest import git_sha, machine, package_versions
     from harness.records import RunDir, check_run_dir, read_records, sample_key
 
@@ -339,7 +339,7 @@ def run_search(exp, config: SearchConfig, log: Callable[[str], None] = print, ru
                 state["info"] = state["runner"].load(p.model_path, p.extension, p.extension_config,
                                                      max_length=config.high)
                 rd.note_load(dataclasses.asdict(state["info"]))
-            for r in _generate(p, state["runner"], rd, [cell], record_fields(p, state["info"]), None, log):
+            for r in write_generated(p, state["runner"], rd, [cell], record_fields(p, state["info"]), None, log):
                 done[r.key] = r
         if done[key].error is not None:
             # A runner failure (out of memory, a backend error) is not a miss: counting it would decide the length.

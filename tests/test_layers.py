@@ -25,9 +25,6 @@ ROOF = "harness.cli"
 
 KNOWN_DEBT = {
     ("reports.aggregate", "extensions"),  # reports never recompute: the labels it takes from extensions belong in records
-    ("harness.bench", "_meta_model"),
-    ("harness.runners.kernel", "_native_alibi"),
-    ("harness.search", "_generate"),
 }
 
 

@@ -34,9 +34,10 @@ def default_dtype(device: str) -> str:
     return "bfloat16" if str(device).startswith("cuda") else "float32"
 
 
-def _native_alibi(model) -> bool:
-    """Bloom applies its trained ALiBi slopes itself, in its own eager attention."""
-    return getattr(model.config, "model_type", None) == "bloom"
+def native_alibi(model_config) -> bool:
+    """Bloom applies its trained ALiBi slopes itself, in its own eager attention (the kernel runner drives its
+    attention modules with `install_bloom`)."""
+    return getattr(model_config, "model_type", None) == "bloom"
 
 
 class HFRunner:
@@ -159,7 +160,7 @@ class HFRunner:
 
     def _install_attention(self, extension, extension_config) -> dict:
         """attention-spec extensions: every attention call goes through the spec (per model, see attention.py)."""
-        if ATTENTION_SPEC not in extension.mechanisms or _native_alibi(self.model):
+        if ATTENTION_SPEC not in extension.mechanisms or native_alibi(self.model.config):
             return {}
         from harness.runners.attention import install
 

@@ -23,7 +23,7 @@ from typing import ClassVar
 
 from extensions.base import ATTENTION_SPEC, MECHANISMS
 from harness.runners.base import Capabilities
-from harness.runners.hf import HFRunner, _native_alibi
+from harness.runners.hf import HFRunner, native_alibi
 
 
 class _Causal:
@@ -108,7 +108,7 @@ class KernelRunner(HFRunner):
         if impl == "auto":
             cuda = str(options.get("device") or default_device()).startswith("cuda")
             prof = read_profile(hf_config)
-            own = prof.sliding or prof.softcap or prof.learned_sinks or _native_alibi_config(hf_config)
+            own = prof.sliding or prof.softcap or prof.learned_sinks or native_alibi(hf_config)
             impl = ("triton" if cuda else "cpu") if (ATTENTION_SPEC in extension.mechanisms or own) else \
                 ("fused" if cuda else "sdpa")
         return {"cpu": "kernels/cpu", "reference": "reference", "sdpa": "sdpa"}.get(impl, "fused")
@@ -120,7 +120,7 @@ class KernelRunner(HFRunner):
     def _install_attention(self, extension, extension_config) -> dict:
         from harness.runners.attention import install, install_bloom
 
-        if _native_alibi(self.model):
+        if native_alibi(self.model.config):
             fn, record = install_bloom(self.model, self.attention_impl)
             self._attention.append(fn)
             return record
@@ -131,14 +131,10 @@ class KernelRunner(HFRunner):
         return record
 
     def _prefill_chunk(self, T: int) -> int:
-        return min(T, self.BLOOM_PREFILL_CHUNK) if _native_alibi(self.model) else T
+        return min(T, self.BLOOM_PREFILL_CHUNK) if native_alibi(self.model.config) else T
 
     def _one_pass(self, policy) -> bool:
         return super()._one_pass(policy) or (policy.evicts_only and ATTENTION_SPEC in self.extension.mechanisms)
-
-
-def _native_alibi_config(hf_config) -> bool:
-    return getattr(hf_config, "model_type", None) == "bloom"  # the runner's own Bloom path (install_bloom)
 
 
 def _chosen_impl(impl: str | None) -> str:
