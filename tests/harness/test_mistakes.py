@@ -180,6 +180,16 @@ def test_the_table_is_long_enough():
     assert len(CASES) >= 60 and len({c[0] for c in CASES}) == len(CASES)
 
 
+def test_the_readme_counts_this_table():
+    """The README says how many mistakes are held here; the count is checked, not remembered."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    said = re.search(r"test_mistakes\.py` holds (\d+) of them", readme)
+    assert said and int(said.group(1)) == len(CASES) + len(LM_EVAL_CASES)
+
+
 @pytest.mark.parametrize("argv,needle", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_a_mistake_is_one_line_exit_2_and_nothing_written(workdir, tiny_llama_path, capsys, argv, needle):
     from harness.cli import main

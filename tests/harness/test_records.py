@@ -143,3 +143,13 @@ def test_a_run_directory_has_one_writing_process_at_a_time(tmp_path):
         other.wait()
     RunDir.open(tmp_path, {"task": "passkey"}, {})  # the writer is gone: its claim is stale
     assert (tmp_path / WRITER).read_text() == str(os.getpid())
+
+
+def test_the_readme_names_the_schema_version_the_code_writes():
+    import re
+    from pathlib import Path
+
+    from harness.records import SCHEMA_VERSION
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert re.findall(r"schema version (\d+)", readme) == [str(SCHEMA_VERSION)]
