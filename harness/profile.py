@@ -20,7 +20,6 @@ the loaded model itself (what the runners use, keyed by the attention modules). 
 from __future__ import annotations
 
 import copy
-import functools
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -406,14 +405,14 @@ def _probe_config(cfg):
     return small
 
 
-@functools.lru_cache(maxsize=16)
-def _read_cached(config_json: str, model_type: str) -> ModelProfile:
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+def _profile_of_config(cfg) -> ModelProfile:
+    import dataclasses
 
-    cfg = AutoConfig.for_model(model_type, **json.loads(config_json))
-    small = _probe_config(cfg)
+    import torch
+    from transformers import AutoModelForCausalLM
+
     try:
+        small = _probe_config(cfg)
         state = torch.random.get_rng_state()
         try:
             torch.manual_seed(0)
@@ -424,8 +423,6 @@ def _read_cached(config_json: str, model_type: str) -> ModelProfile:
         error = f"cannot build the model from its config ({type(e).__name__}: {str(e).splitlines()[0][:160]})"
         return _config_only(cfg, error)
     prof = probe_model(model, small)
-    import dataclasses
-
     return dataclasses.replace(prof, num_layers=int(getattr(cfg, "num_hidden_layers", 0) or 0),
                                layer_types=tuple(getattr(cfg, "layer_types", None) or ()))
 
@@ -440,8 +437,10 @@ def _config_only(cfg, error: str) -> ModelProfile:
         rope=bool(params), rope_type=rope_type, per_layer_rope=per_type, alibi=bool(getattr(cfg, "alibi", False)),
         final_softcap=getattr(cfg, "final_logit_softcapping", None) or None,
         logits_scaling=getattr(cfg, "logits_scaling", None), logit_scale=getattr(cfg, "logit_scale", None),
-        max_position=getattr(cfg, "max_position_embeddings", None), probe_error=error,
-        supports_sdpa=bool(getattr(type(model), "_supports_sdpa", False)))
+        max_position=getattr(cfg, "max_position_embeddings", None), probe_error=error)
+
+
+_PROFILES: dict[str, ModelProfile] = {}  # config JSON → profile: one probe per model and process
 
 
 def read_profile(hf_config) -> ModelProfile:
@@ -451,4 +450,9 @@ def read_profile(hf_config) -> ModelProfile:
     d.pop("model_type", None)
     d.pop("transformers_version", None)
     d.pop("quantization_config", None)
-    return _read_cached(json.dumps(d, sort_keys=True, default=str), hf_config.model_type)
+    key = f"{hf_config.model_type}:{json.dumps(d, sort_keys=True, default=str)}"
+    if key not in _PROFILES:
+        if len(_PROFILES) >= 32:
+            _PROFILES.clear()
+        _PROFILES[key] = _profile_of_config(hf_config)
+    return _PROFILES[key]

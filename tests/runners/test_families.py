@@ -345,3 +345,22 @@ def test_sinks_on_one_layer_equal_the_model_on_the_kept_tokens(tmp_path, smollm2
     err = max(float((o - ref).abs().max()) for o in outs)
     print(f"{family}: sinks {S}+{W} on one layer vs the model on the kept tokens, max error {err:.2e}")
     assert err <= ATOL
+
+
+def test_a_model_the_probe_cannot_build_refuses_attention_level_methods():
+    """When the random copy cannot be built, the profile says why, and methods that need the probe are refused
+    (RoPE methods still decided from the config)."""
+    from transformers import LlamaConfig
+
+    from extensions import EXTENSIONS
+    from harness.profile import read_profile
+    from harness.runners import RUNNERS
+
+    cfg = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                      vocab_size=1000, hidden_act="no-such-activation")
+    prof = read_profile(cfg)
+    assert prof.probe_error.startswith("cannot build the model from its config (KeyError")
+    sinks, yarn = EXTENSIONS.get("sinks")(), EXTENSIONS.get("yarn")()
+    verdict = decide(prof, sinks, sinks.parse({}), RUNNERS.get("hf"))
+    assert verdict.status == REFUSED and "could not probe" in verdict.notes[0]
+    assert decide(prof, yarn, yarn.parse({}), RUNNERS.get("hf")).status != REFUSED
