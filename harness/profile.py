@@ -51,6 +51,7 @@ class LayerProfile:
     learned_sinks: bool  # the model passes per-head sink logits (s_aux)
     rotary: Rotary | None  # None: the layer's q and k do not move with position (no RoPE on this layer)
     rotary_unknown: bool = False  # q and k move, but not by any rotation longctx can reproduce
+    keywords: tuple[str, ...] = ()  # the keyword arguments the model passes to its attention function
 
 
 @dataclass(frozen=True)
@@ -272,7 +273,8 @@ def probe_model(model, hf_config=None) -> ModelProfile:
         lt = c.get("layer_type")
         attention.append(LayerProfile(index=c.get("layer_idx", i) if c.get("layer_idx") is not None else i,
                                       layer_type=lt, window=c.get("sliding_window"), softcap=c.get("softcap"),
-                                      learned_sinks=c.get("s_aux", False), rotary=rot, rotary_unknown=unknown))
+                                      learned_sinks=c.get("s_aux", False), rotary=rot, rotary_unknown=unknown,
+                                      keywords=tuple(c.get("keywords", ()))))
     declares_rope = bool(params) and not getattr(cfg, "alibi", False)
     rope = declares_rope and any(la.rotary or la.rotary_unknown for la in attention)
     if declares_rope and not attention and error is None:

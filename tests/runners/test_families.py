@@ -364,3 +364,33 @@ def test_a_model_the_probe_cannot_build_refuses_attention_level_methods():
     verdict = decide(prof, sinks, sinks.parse({}), RUNNERS.get("hf"))
     assert verdict.status == REFUSED and "could not probe" in verdict.notes[0]
     assert decide(prof, yarn, yarn.parse({}), RUNNERS.get("hf")).status != REFUSED
+
+
+@pytest.mark.parametrize("change,phrase", [
+    ({"keywords": ("position_ids", "attention_chunk_size")}, "passes attention_chunk_size to its attention"),
+    ({"layer_types": ("chunked_attention", "full_attention")}, "has chunked_attention layers"),
+])
+def test_attention_the_spec_does_not_read_is_refused_not_run(change, phrase):
+    """A model unlike any tested one (a keyword its attention function receives that the spec does not read, a
+    layer type that is neither plain, sliding nor recurrent) is refused on the kernel runner and for attention-level
+    methods; plain methods on the hf runner run the model's own attention."""
+    import dataclasses
+
+    import transformers
+
+    from extensions import EXTENSIONS
+    from harness.profile import read_profile
+    from harness.runners import RUNNERS
+
+    fam = zoo.family("llama")
+    prof = read_profile(getattr(transformers, fam.config_cls)(vocab_size=512, **zoo.SPECIAL_IDS, **fam.kwargs))
+    if "keywords" in change:
+        prof = dataclasses.replace(prof, attention=tuple(dataclasses.replace(la, keywords=change["keywords"])
+                                                         for la in prof.attention))
+    else:
+        prof = dataclasses.replace(prof, layer_types=change["layer_types"])
+    none, sinks = EXTENSIONS.get("none")(), EXTENSIONS.get("sinks")()
+    for ext, runner in ((sinks, "hf"), (none, "kernel")):
+        v = decide(prof, ext, ext.parse({}), RUNNERS.get(runner))
+        assert v.status == REFUSED and phrase in v.notes[0], v
+    assert decide(prof, none, none.parse({}), RUNNERS.get("hf")).status != REFUSED
