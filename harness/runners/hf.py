@@ -90,6 +90,7 @@ class HFRunner:
         from harness.profile import probe_model
 
         self.profile = probe_model(self.model)  # the loaded model itself: its layers' windows, caps, rotations
+        self._head_differs = self._check_head()
         ext_record.update(extension.attach(self.model, extension_config))
         self._attention = []
         ext_record.update(self._install_attention(extension, extension_config))
@@ -105,6 +106,23 @@ class HFRunner:
                                   if self._own_attention_reason else {}),
                                "model_features": self.profile.features(),
                                "torch_threads": torch.get_num_threads()})
+
+    def _check_head(self) -> str | None:
+        """Token scoring projects hidden states through the LM head and the profile's post-processing; check once,
+        on 8 tokens, that this gives the model's own logits (a family with post-processing longctx does not know
+        is then refused for token scoring, not scored wrong). Returns why they differ, or None."""
+        import torch
+
+        ids = torch.arange(10, 18, device=self.device)[None]
+        with torch.inference_mode():
+            own = self.model(input_ids=ids).logits[0].float()
+            hidden = self.model.base_model(input_ids=ids).last_hidden_state[0]
+            ours = self.profile.logits_from_head(self.model.get_output_embeddings()(hidden).float())
+        err = float((own - ours).abs().max())
+        if err > 1e-4 * max(1.0, float(own.abs().max())):
+            return (f"this {self.profile.model_type} model's logits are not its LM head's output as longctx "
+                    f"reproduces it (max difference {err:.2g}); token scoring would be wrong")
+        return None
 
     @staticmethod
     def _needs_own_attention(hf_config, extension) -> str | None:
@@ -292,6 +310,10 @@ class HFRunner:
         import torch
         import torch.nn.functional as F
 
+        if self._head_differs:
+            from harness.errors import UserError
+
+            raise UserError(f"{self._head_differs}; use a generation task")
         model = self.model
         ids = ids.to(self.device)
         T = ids.shape[1]

@@ -394,3 +394,24 @@ def test_attention_the_spec_does_not_read_is_refused_not_run(change, phrase):
         v = decide(prof, ext, ext.parse({}), RUNNERS.get(runner))
         assert v.status == REFUSED and phrase in v.notes[0], v
     assert decide(prof, none, none.parse({}), RUNNERS.get("hf")).status != REFUSED
+
+
+def test_token_scoring_is_refused_where_the_head_is_not_reproduced(family_paths):
+    """The load-time check compares the model's own logits with head + the profile's post-processing: a
+    post-processing longctx does not know (here: Granite's division, hidden from the profile) refuses token scoring
+    with one line instead of scoring wrong; the true profile passes."""
+    import dataclasses
+
+    from extensions import EXTENSIONS
+    from harness.errors import UserError
+    from harness.runners.hf import HFRunner
+
+    ext = EXTENSIONS.get("none")()
+    runner = HFRunner(device="cpu", dtype="float32")
+    runner.load(family_paths["granite"], ext, ext.parse({}))
+    assert runner._check_head() is None
+    runner.profile = dataclasses.replace(runner.profile, logits_scaling=None)
+    runner._head_differs = runner._check_head()
+    assert "not its LM head's output" in runner._head_differs
+    with pytest.raises(UserError, match="token scoring would be wrong"):
+        runner.token_nll(prompt_ids())
