@@ -42,7 +42,8 @@ def _specs():
     # partial and interleaved rotary in the re-rotation.
     out += [("causal", {"cap": 1.5}, False), ("window", {"S": 0, "W": 24, "cap": 1.5}, False),
             ("window", {"S": 4, "W": 7, "M": 24}, False), ("window", {"S": 4, "W": 7, "M": 24}, True),
-            ("selfextend", {"G": 2, "N": 5, "W": 24}, False), ("selfextend", {"G": 4, "N": 9, "W": 24, "cap": 2.0}, True),
+            ("selfextend", {"G": 2, "N": 5, "W": 24}, False),
+            ("selfextend", {"G": 4, "N": 9, "W": 24, "cap": 2.0}, True),
             ("window", {"S": 4, "W": 7, "layout": "interleaved", "rdim": 8}, False),
             ("selfextend", {"G": 2, "N": 5, "layout": "interleaved"}, False),
             ("selfextend", {"G": 4, "N": 24, "rdim": 4}, False),
