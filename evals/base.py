@@ -338,7 +338,7 @@ def require_answer_room(tokenizer, task: str, answer: str, max_new_tokens: int) 
 class Task:
     """What the experiment loop needs from a task (register the class in `evals.registry.TASKS`).
 
-    Every task: `name`, a `config` (a frozen dataclass; its grid fields lengths/depths/samples/documents may grow
+    Every task: `name`, a `config` (an instance of its `config_cls`, a frozen dataclass; its grid fields lengths/depths/samples/documents may grow
     between invocations of one run directory), `cells()` → (length, depth, sample_id), and `check(tokenizer)`, which
     fails in one line on whatever would otherwise fail mid-run. Then either
       generation (`scores_tokens = False`): `sample(tokenizer, *cell)` → `Sample`, `score(sample, text)` → `Score`;
@@ -348,6 +348,7 @@ class Task:
 
     name: str = ""
     scores_tokens: bool = False
+    config_cls: type = TaskConfig  # the task's own config dataclass: what experiment files and --dump-config hold
 
     def cells(self) -> Iterator[tuple[int, float | None, int]]:
         raise NotImplementedError

@@ -18,7 +18,7 @@ values in the order asked.
 are those pairs and the strict reading compares the output's first "word ddd" pairs with them, in order. Each answer
 then follows its own key, as each query's value does in Zoology's MQAR; with bare values a model must also map the
 question's list of keys onto positions in its answer, which the ALiBi baseline could not do while finding 0.94 of
-one-key questions and 0.99 of values after teacher-forced keys (docs/RESULTS.md §7c).
+one-key questions and 0.99 of values after teacher-forced keys (docs/RESULTS.md §7.6).
 """
 from __future__ import annotations
 

