@@ -2,7 +2,7 @@
 `longctx train-baselines` checkpoint on the evaluation's own keyed mqar prompts (evals/mqar, `answer="keyed"`), split
 by answer slot: "key 1" is the first word of the answer, "value 1" the digits after it, and so on. A model that looks
 values up but cannot copy the question's list of keys in order has its values right and its keys wrong
-(docs/RESULTS.md §7f-§7g).
+(docs/RESULTS.md §7.6).
 
 Usage: .venv/bin/python scripts/keyed_answer_slots.py runs/bl7/rope-conv [--prompts 24] [--seed 12345]
 """

@@ -1,7 +1,7 @@
 """Are a model's keyed-mqar misses on blocks holding look-alike values? Reads the results.jsonl of a `longctx
 retrieval -t mqar-keyed ...` run, rebuilds every prompt from its record (task, seed, length, depth, sample id,
 haystack) with the model's tokenizer, and counts misses on blocks where two values share their first two digits
-("960", "961") and on the others (docs/RESULTS.md §7h: every miss of rope-conv was on the former).
+("960", "961") and on the others (docs/RESULTS.md §7.3: every miss of rope-conv was on the former).
 
 Usage: .venv/bin/python scripts/lookalike_misses.py runs/bl9-table/rope-conv-63-mqar-keyed --model runs/bl9-rc/rope-conv
 """

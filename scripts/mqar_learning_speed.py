@@ -8,7 +8,7 @@ more for a model that only learns which values are present).
 Usage: .venv/bin/python scripts/mqar_learning_speed.py [--arch rope] [--layers 4] [--lr 3e-3] [--length 128]
        [--values 10] [--steps 600] [--threads 1] [--disjoint] [--replace] [--echo 0.3] [--ordered 0.3]
        [--digits 3] [--init 0.02] [--theta 1e6] [--bias] [--text 0.2,0.8 --length 256]
-Findings (docs/RESULTS.md §7c): the first "plateau near 0.5" was elimination, not lookup; transformers' 0.02 init
+Findings (docs/RESULTS.md §7.6): the first "plateau near 0.5" was elimination, not lookup; transformers' 0.02 init
 slows every mechanism at 128 wide; ALiBi learns lookup in ~150 steps, RoPE has not in 1,100.
 """
 import argparse

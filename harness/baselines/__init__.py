@@ -14,13 +14,13 @@ models.py the architectures, train.py the loop and the held-out recall probes.
   retrieval sequence; with every token counted their gradient is a small share of the loss).
 - Outcome at the default budget (docs/RESULTS.md §7): perplexity extrapolation differs by architecture as expected,
   but none of the three learns in-context retrieval in 1000 steps — nor the RoPE model in 4000.
-- The recall recipe (`recipe="recall"`, RESULTS §7c): no text; a curriculum of the evaluation's own mqar and passkey
+- The recall recipe (`recipe="recall"`, RESULTS §7.1): no text; a curriculum of the evaluation's own mqar and passkey
   prompts, packed densely (no key shared by two drills of a sequence), growing from 2 to 16 pairs as held-out
   drills of each size are recalled, half the drills dense recitations (a block, then the block shuffled: Zoology's
   MQAR in the evaluation's line format), stopping once held-out 8-pair mqar and passkey recall reach
   `recall_target` on the probes and on a larger confirmation set. Not reached within the default 15 minutes; within
-  `--budget xl` ALiBi stops on it in 49 min (121/126 fresh four-key questions, RESULTS §7h) and rope-conv, with its
-  kernel-5 convolution, in 52 min (124/126, §7i; with kernel 3, 110/126: every miss a look-alike value, §7h).
+  `--budget xl` ALiBi stops on it in 49 min (121/126 fresh four-key questions, RESULTS §7.3) and rope-conv, with its
+  kernel-5 convolution, in 52 min (124/126, §7.3; with kernel 3, 110/126: every miss a look-alike value, §7.3).
 - Models (≈ matched parameters): Llama (RoPE), Bloom (ALiBi, the transformers architecture trained with ALiBi),
   Mamba-2 (transformers' chunked SSD; Mamba-1's pure-torch scan took 79 s per training step here, Mamba-2 0.55 s —
   see ../shared/NOTES.md — and Mamba-2's chunked prefill is exact, which the Mamba runner relies on).

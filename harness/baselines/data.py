@@ -203,7 +203,7 @@ def example_stream(tokenizer, cfg: TrainConfig,
 # The recipe's questions ask for each key with its value ("goblet 721, igloo 566": evals/mqar's keyed answers), so
 # each value follows its key as in Zoology's MQAR. With bare values in the question's order the ALiBi baseline
 # answered 0.00 of two-key questions while it found 0.99 of the values once each key was written before them
-# (docs/RESULTS.md §7c).
+# (docs/RESULTS.md §7.6).
 MQAR_ANSWER = "keyed"
 
 
@@ -249,10 +249,10 @@ def recall_stream(tokenizer, cfg: TrainConfig) -> tuple[Callable[[], tuple[list[
 
     Of the drills, a share RECITE_SHARE are dense recitations instead (`recitation`: a block and the block again,
     shuffled) and a share ECHO_SHARE echoes (`echo`: "key digit key" lines, which a previous-token head predicts — the
-    first half of lookup; on pure MQAR they sped lookup up, docs/RESULTS.md §7c). From the last stage on, a share
+    first half of lookup; on pure MQAR they sped lookup up, docs/RESULTS.md §7.1). From the last stage on, a share
     LIST_SHARE of them are key lists instead (`key_list`: a keyed question with no block, only its keys scored): the
     rope-conv model that had learnt lookup answered every multi-key question with the last key asked first
-    (docs/RESULTS.md §7f-§7g); before the last stage they would compete with learning lookup itself. From the last
+    (docs/RESULTS.md §7.6); before the last stage they would compete with learning lookup itself. From the last
     stage on, a share cfg.lookalike_share of the recitations draws its values in look-alike pairs (lookalike_values).
 
     A sequence of cfg.train_length tokens packs whole drills, each a prompt + its answer + <eos>, no two of them
@@ -263,7 +263,7 @@ def recall_stream(tokenizer, cfg: TrainConfig) -> tuple[Callable[[], tuple[list[
     short for the pairs is drawn again), so questions search through filler as far as the held-out probes do as
     often as near. Before, they leaned short (96 + (train_length - 112)·u³): the ALiBi model learnt lookup with
     that, the rope-conv model did not in 4,750 steps, and learnt passkeys at 512 within 700 with uniform lengths
-    (docs/RESULTS.md §7e): RoPE's matching learnt at short distances does not carry to far ones by itself. Loss on
+    (docs/RESULTS.md §7.6): RoPE's matching learnt at short distances does not carry to far ones by itself. Loss on
     the answers only (and on the recited values).
     """
     from evals.mqar import KEYS as MQAR_KEYS
@@ -365,7 +365,7 @@ def recall_stream(tokenizer, cfg: TrainConfig) -> tuple[Callable[[], tuple[list[
             clash = [k for k in keys if k in used]
             if clash:  # renamed to words unused in this sequence (the noise filler holds none of the key words),
                 # in the prompt and in the keyed answer alike (before 2026-11-23 the answer kept the old names:
-                # ~15 % of the questions were answered with a key they did not ask, docs/RESULTS.md §7g)
+                # ~15 % of the questions were answered with a key they did not ask, docs/RESULTS.md §7.6)
                 fresh = rng.sample([w for w in MQAR_KEYS if w not in used and w not in keys], len(clash))
                 rename = dict(zip(clash, fresh))
                 pattern = re.compile(r"\b(" + "|".join(clash) + r")\b")

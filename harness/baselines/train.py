@@ -43,7 +43,7 @@ def learning_rate(cfg: TrainConfig, step: int, elapsed_s: float) -> float:
     """Linear warm-up, then a cosine decay to 10 % of cfg.lr that ends with whichever budget binds first: the
     steps or the wall-clock time. Over steps alone, a run stopped by its time budget stopped at ~0.8 of the peak
     rate (8,000 steps asked, ~2,850 done in the hour): held-out recall swung 0.12-0.88 between probes 50 steps
-    apart, and the checkpoint was wherever the swing stood (docs/RESULTS.md §7d)."""
+    apart, and the checkpoint was wherever the swing stood (docs/RESULTS.md §7.6)."""
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
     # a run bound by its steps is bit-reproducible as long as its speed keeps the time's share below the steps';
@@ -99,7 +99,7 @@ def train_one(arch: str, cfg: TrainConfig, out_dir: Path, log: Callable[[str], N
     if recall:  # the recall recipe trains phone books too: shown on the curve, not part of the stop
         probes["phonebook"] = probe_set(tokenizer, cfg, "phonebook")
     # the stop is confirmed on CONFIRM_PROMPTS more held-out prompts a task (disjoint from the probes): 16 prompts
-    # alone stopped a run at 0.94 whose 63-prompt evaluation then read 0.86 (docs/RESULTS.md §7g)
+    # alone stopped a run at 0.94 whose 63-prompt evaluation then read 0.86 (docs/RESULTS.md §7.6)
     confirm = {}
     try:
         if recall:
@@ -111,7 +111,7 @@ def train_one(arch: str, cfg: TrainConfig, out_dir: Path, log: Callable[[str], N
         log(f"{arch}: no confirmation set ({e}): the stop reads the probes alone")
     # a stage is passed when its held-out drills (as many pairs, one key asked, training length) are recalled: the
     # gate measures lookup among that many pairs, not the order of several answers (which gated every run at 2
-    # pairs: one-key questions 0.72, two-key 0.00 on the recipe's own drills, docs/RESULTS.md §7c)
+    # pairs: one-key questions 0.72, two-key 0.00 on the recipe's own drills, docs/RESULTS.md §7.6)
     stage_probes = {}
     for p in RECALL_STAGES if recall else ():
         try:

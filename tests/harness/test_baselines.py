@@ -87,7 +87,7 @@ def test_full_size_models_have_matched_parameter_counts():
 
 def test_every_architecture_starts_at_the_width_scaled_init():
     """1/sqrt(hidden), not transformers' 0.02 (tuned for 768+ wide models; at 128 wide it delayed a previous-token
-    head ~5x, docs/RESULTS.md §7c): the token embedding's std, the same rule for all four, and an explicit std wins."""
+    head ~5x, docs/RESULTS.md §7.6): the token embedding's std, the same rule for all four, and an explicit std wins."""
     tok = byte_tokenizer()
     special = {"bos": tok.bos_token_id, "eos": tok.eos_token_id, "pad": tok.pad_token_id}
     for arch in ARCHITECTURES:
@@ -236,7 +236,7 @@ def test_quick_baselines_are_loadable_by_every_command(tmp_path):
 
 def test_rope_conv_sees_exactly_conv_width_tokens_back():
     """The short convolution's reach: with --conv-width 5, a value's last digit sees its two-token key ("app|le| 9|6|0",
-    docs/RESULTS.md §7h); the output at t moves with the input at t - 4, not at t - 5 (causal, kernel 5)."""
+    docs/RESULTS.md §7.3); the output at t moves with the input at t - 4, not at t - 5 (causal, kernel 5)."""
     import torch
 
     tok = byte_tokenizer()
@@ -534,7 +534,7 @@ def test_confirmation_prompts_are_held_out_from_the_probes():
 
 def test_the_keyed_answer_slot_probe_tells_keys_from_values():
     # scripts/keyed_answer_slots.py, on an oracle that predicts every next token except words (the keys): keys 0.00,
-    # values 1.00 in every slot — the §7f diagnosis' pattern, read the same way
+    # values 1.00 in every slot — the diagnosis' pattern (RESULTS §7.6), read the same way
     import importlib.util
     from pathlib import Path
 
