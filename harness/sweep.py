@@ -394,6 +394,32 @@ def dump(exp, search=None) -> str:
     return yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
 
 
+def decided(sweep_dir: Path) -> set[tuple]:
+    """What a sweep's runs decided (cell, sample key, prompt hash, prompt tokens, greedy output, strict and primary
+    scores), without what they measured (latency, memory, host): equal for the same sweep run any way."""
+    from harness.records import read_records
+
+    return {(d.name, r.key, r.prompt_sha, r.tokens, r.prediction, r.correct, r.score)
+            for d in sorted(Path(sweep_dir).iterdir()) if (d / "run.json").exists() for r in read_records(d)}
+
+
+def compare(dirs: list[str]) -> tuple[bool, list[str]]:
+    """Do two or more sweep directories hold the same decisions? (whether they agree, the lines that say how)"""
+    sets = {d: decided(Path(d)) for d in dirs}
+    first, ref = dirs[0], sets[dirs[0]]
+    ok, lines = True, []
+    for d in dirs[1:]:
+        extra, missing = sets[d] - ref, ref - sets[d]
+        same = not extra and not missing
+        ok &= same
+        lines.append(f"{d}: {len(sets[d])} records, " + ("identical to " + first if same else
+                     f"{len(missing)} of {first}'s records missing, {len(extra)} not in it"))
+        lines += [f"  {'-' if row in missing else '+'} {row}" for row in sorted(missing | extra, key=str)[:5]]
+    lines.append(f"{first}: {len(ref)} records in {len({row[0] for row in ref})} cells; "
+                 f"{sum(r[5] for r in ref)} strict-correct")
+    return ok, lines
+
+
 RAY_CONNECT_TIMEOUT_S = 10.0
 ACTOR_RESTARTS = 2  # a cell whose actor dies (killed, out of memory) is retried this many times
 

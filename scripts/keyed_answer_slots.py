@@ -8,7 +8,6 @@ Usage: .venv/bin/python scripts/keyed_answer_slots.py runs/bl7/rope-conv [--prom
 """
 import argparse
 import sys
-from collections import defaultdict
 from pathlib import Path
 
 import torch
@@ -16,29 +15,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from evals.base import TaskConfig  # noqa: E402
 from evals.mqar import MultiQueryRecall  # noqa: E402
+from harness.baselines.probes import slot_accuracy  # noqa: E402
 
 # (pairs in the block, keys asked, prompt length)
 CELLS = ((8, 4, 192), (8, 4, 256), (8, 4, 512), (4, 4, 256), (4, 2, 256))
-
-
-def slot_accuracy(model, tok, task, length: int, n: int) -> dict[str, float]:
-    right = defaultdict(list)
-    for i in range(n):
-        s = task.sample(tok, length, (i + 0.5) / n, i)
-        prompt = tok(s.prompt, add_special_tokens=False)["input_ids"]
-        text = " " + s.target + "."
-        enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
-        ids = prompt + enc["input_ids"]
-        with torch.no_grad():
-            pred = model(input_ids=torch.tensor([ids])).logits[0].argmax(-1)
-        for j, (a, b) in enumerate(enc["offset_mapping"]):
-            piece = text[a:b]
-            if not piece.strip(" ,."):
-                continue  # separators
-            slot = text[:b].count(",") + 1
-            kind = "key" if any(c.isalpha() for c in piece) else "value"
-            right[f"{kind} {slot}"].append(pred[len(prompt) + j - 1].item() == ids[len(prompt) + j])
-    return {k: sum(v) / len(v) for k, v in sorted(right.items(), key=lambda kv: (kv[0][-1], kv[0]))}
 
 
 def main() -> None:

@@ -11,8 +11,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from evals.base import TaskConfig  # noqa: E402
-from evals.registry import make_task  # noqa: E402
+from harness.baselines.probes import lookalike_misses  # noqa: E402
 from harness.errors import UserError  # noqa: E402
 
 
@@ -20,31 +19,6 @@ def fail(message: str) -> None:
     """Bad input: one line, exit 2."""
     print(f"lookalike_misses: {message}", file=sys.stderr)
     raise SystemExit(2)
-
-
-def has_lookalike(values: list[str]) -> bool:
-    """Two of the three-digit values share their first two digits."""
-    return len({v[:2] for v in values}) < len(values)
-
-
-def count(records: list[dict], tokenizer) -> dict[bool, list[int]]:
-    """{block has a look-alike pair: [prompts, misses]}; a record whose prompt does not rebuild to its target is an
-    error (another tokenizer, or another version of the task)."""
-    out = {True: [0, 0], False: [0, 0]}
-    for r in records:
-        task = make_task(r["task"], TaskConfig(lengths=(r["context_length"],), depths=(r["depth"],), seed=r["seed"],
-                                               haystack=r["haystack"]))
-        try:
-            s = task.sample(tokenizer, r["context_length"], r["depth"], r["sample_id"])
-        except UserError as e:  # the prompt does not build under this tokenizer: not the run's
-            fail(f"sample {r['sample_id']} does not rebuild ({e}): give the model that produced the results")
-        if s.target != r["target"]:
-            fail(f"sample {r['sample_id']} at depth {r['depth']} rebuilds to {s.target!r}, not "
-                             f"{r['target']!r}: give the model that produced the results")
-        cell = out[has_lookalike(s.meta["values"])]
-        cell[0] += 1
-        cell[1] += not r["correct"]
-    return out
 
 
 def main(argv=None) -> None:
@@ -69,7 +43,10 @@ def main(argv=None) -> None:
         tokenizer = AutoTokenizer.from_pretrained(args.model)
     except (OSError, ValueError) as e:
         fail(f"{args.model}: no tokenizer there ({str(e).splitlines()[0]})")
-    c = count(records, tokenizer)
+    try:
+        c = lookalike_misses(records, tokenizer)
+    except UserError as e:
+        fail(str(e))
     print(f"{args.run_dir}: look-alike blocks missed {c[True][1]}/{c[True][0]}, others missed "
           f"{c[False][1]}/{c[False][0]}")
 

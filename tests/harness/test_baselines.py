@@ -533,20 +533,13 @@ def test_confirmation_prompts_are_held_out_from_the_probes():
 
 
 def test_the_keyed_answer_slot_probe_tells_keys_from_values():
-    # scripts/keyed_answer_slots.py, on an oracle that predicts every next token except words (the keys): keys 0.00,
-    # values 1.00 in every slot — the diagnosis' pattern (RESULTS §7.6), read the same way
-    import importlib.util
-    from pathlib import Path
-
+    # the probe of scripts/keyed_answer_slots.py, on an oracle that predicts every next token except words (the
+    # keys): keys 0.00, values 1.00 in every slot — the diagnosis' pattern (RESULTS §7.6), read the same way
     import torch
 
     from evals.base import TaskConfig
     from evals.mqar import MultiQueryRecall
-
-    spec = importlib.util.spec_from_file_location(
-        "keyed_answer_slots", Path(__file__).resolve().parents[2] / "scripts" / "keyed_answer_slots.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    from harness.baselines.probes import slot_accuracy
     tok = train_tokenizer(TrainConfig(vocab_size=2048, recipe="recall"))
     words = {i for t, i in tok.get_vocab().items() if t.isalpha() and len(t) > 2}
     V = len(tok)
@@ -560,40 +553,38 @@ def test_the_keyed_answer_slot_probe_tells_keys_from_values():
 
     task = MultiQueryRecall(TaskConfig(lengths=(256,), depths=(0.5,), seed=1), num_pairs=4, num_queries=4,
                             answer="keyed")
-    acc = script.slot_accuracy(WrongOnWords(), tok, task, 256, 4)
+    acc = slot_accuracy(WrongOnWords(), tok, task, 256, 4)
     assert list(acc) == ["key 1", "value 1", "key 2", "value 2", "key 3", "value 3", "key 4", "value 4"]
     assert all(v == (0.0 if k.startswith("key") else 1.0) for k, v in acc.items()), acc
 
 
 def test_lookalike_misses_counts_misses_by_block_kind(tmp_path):
-    # scripts/lookalike_misses.py on records of real mqar-keyed prompts, marked missed exactly where the block holds a
-    # look-alike pair: it must report every look-alike block missed and no other; a foreign tokenizer is refused
-    import importlib.util
+    # scripts/lookalike_misses.py's count on records of real mqar-keyed prompts, marked missed exactly where the block
+    # holds a look-alike pair: it must report every look-alike block missed and no other; a foreign tokenizer is
+    # refused
     from pathlib import Path
 
     from evals.base import TaskConfig
     from evals.registry import make_task
+    from harness.baselines.probes import has_lookalike, lookalike_misses
+    from harness.errors import UserError
 
-    spec = importlib.util.spec_from_file_location(
-        "lookalike_misses", Path(__file__).resolve().parents[2] / "scripts" / "lookalike_misses.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    assert script.has_lookalike(["960", "013", "961"]) and not script.has_lookalike(["960", "013", "906"])
+    script = Path(__file__).resolve().parents[2] / "scripts" / "lookalike_misses.py"
+    assert has_lookalike(["960", "013", "961"]) and not has_lookalike(["960", "013", "906"])
 
     tok = train_tokenizer(TrainConfig(vocab_size=2048))
     task = make_task("mqar-keyed", TaskConfig(lengths=(512,), depths=(0.5,), seed=7))
     records, look = [], 0
     for i in range(40):
         s = task.sample(tok, 512, 0.5, i)
-        alike = script.has_lookalike(s.meta["values"])
+        alike = has_lookalike(s.meta["values"])
         look += alike
         records.append({"task": "mqar-keyed", "context_length": 512, "depth": 0.5, "seed": 7, "sample_id": i,
                         "haystack": task.config.haystack, "target": s.target, "correct": not alike})
     assert 0 < look < 40
-    assert script.count(records, tok) == {True: [look, look], False: [40 - look, 0]}
-    with pytest.raises(SystemExit) as e:
-        script.count(records, byte_tokenizer())
-    assert e.value.code == 2
+    assert lookalike_misses(records, tok) == {True: [look, look], False: [40 - look, 0]}
+    with pytest.raises(UserError, match="give the model that produced the results"):
+        lookalike_misses(records, byte_tokenizer())
     # bad input to the command: one line, exit 2 (a passkey run, a missing checkpoint, a broken results file)
     tok.save_pretrained(tmp_path / "ckpt")
     for name, lines in (("passkey", [{"task": "passkey"}]), ("broken", None), ("mqar", records)):
@@ -604,7 +595,7 @@ def test_lookalike_misses_counts_misses_by_block_kind(tmp_path):
                                ("broken", tmp_path / "ckpt", "not a results file"),
                                ("mqar", tmp_path / "nothing", "no such checkpoint directory"),
                                ("nowhere", tmp_path / "ckpt", "no such results file")):
-        res = subprocess.run([sys.executable, str(Path(spec.origin)), str(tmp_path / run), "--model", str(model)],
+        res = subprocess.run([sys.executable, str(script), str(tmp_path / run), "--model", str(model)],
                              capture_output=True, text=True)
         lines = [x for x in res.stderr.splitlines() if x.strip()]
         assert res.returncode == 2 and len(lines) == 1 and needle in lines[0], (run, res.stderr)

@@ -29,15 +29,6 @@ depths: [0.2, 0.8]
 """
 
 
-def _script(name: str):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _all(sweep_dir: Path) -> set:
     return {(d.name, r.key, r.prediction) for d in sweep_dir.iterdir() if d.is_dir() for r in read_records(d)}
 
@@ -57,12 +48,14 @@ def test_a_sweep_runs_every_cell_and_two_shards_give_the_same_records(tiny_llama
     assert _all(tmp_path / "sharded") == records
     run_sweep(f, log=lambda *_: None, progress=False)  # everything done: resumes to nothing new
     assert len([r for d in (tmp_path / "sharded").iterdir() for r in read_records(d)]) == len(records)
-    compare = _script("compare_sweeps")  # the check docs/RESULTS.md §9 runs on SmolLM2
-    assert compare.main([str(whole), str(tmp_path / "sharded")]) == 0
+    from harness.sweep import compare  # the check docs/RESULTS.md §9 runs on SmolLM2 (scripts/compare_sweeps.py)
+
+    assert compare([str(whole), str(tmp_path / "sharded")])[0]
     results = next((tmp_path / "sharded").glob("passkey-*")) / "results.jsonl"
     lines = results.read_text().splitlines()
     results.write_text("\n".join(lines[:-1]) + "\n")  # one record lost
-    assert compare.main([str(whole), str(tmp_path / "sharded")]) == 1
+    ok, lines = compare([str(whole), str(tmp_path / "sharded")])
+    assert not ok and "1 of" in lines[0] and "records missing" in lines[0]
 
 
 def test_dump_config_round_trips(tiny_llama_path, tmp_path, capsys):
