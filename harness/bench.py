@@ -35,7 +35,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from harness.errors import UserError
 
@@ -66,47 +66,47 @@ class BenchPlan:
 # ---------------------------------------------------------------------------------------------------------- FLOPs
 
 @dataclass(frozen=True)
-class ModelShape:
-    """What the FLOP count needs, read from the config and a weightless (meta-device) instance of the model."""
+class FlopCount:
+    """FLOPs of a forward, from the model's geometry (`harness.memory.Geometry`, the one reader of a config's shapes)
+    and its weights counted on a weightless (meta-device) instance."""
 
+    geometry: Any  # harness.memory.Geometry
     linear_params: int  # weights of the blocks' Linear modules (not the embedding, not the LM head)
     head_params: int  # V × H
-    layers: int
-    heads: int
-    head_dim: int
-    attention: bool  # False for recurrent models
     params: int  # every parameter (weights' bytes = params × dtype size)
+    attention: bool  # False where every layer is recurrent (the model's profile says so)
 
     @classmethod
-    def of(cls, hf_config) -> "ModelShape":
+    def of(cls, hf_config) -> "FlopCount":
         import torch
 
         from harness.memory import Geometry, meta_model, parameter_count
+        from harness.profile import read_profile
 
         model = meta_model(hf_config)
         head = model.get_output_embeddings()
         linear = sum(m.weight.numel() for m in model.modules()
                      if isinstance(m, torch.nn.Linear) and m is not head)
-        attention = getattr(hf_config, "model_type", "") not in ("mamba", "mamba2")
-        g = Geometry.of(hf_config) if attention else None
-        return cls(linear_params=linear, head_params=head.weight.numel(), layers=hf_config.num_hidden_layers,
-                   heads=g.heads if g else 0, head_dim=g.head_dim if g else 0, attention=attention,
-                   params=parameter_count(hf_config))
+        return cls(geometry=Geometry.of(hf_config), linear_params=linear, head_params=head.weight.numel(),
+                   params=parameter_count(hf_config), attention=not read_profile(hf_config).recurrent_only)
+
+    @property
+    def pair_flops(self) -> float:
+        """FLOPs of one (query, key) pair over every layer and head: q·k and p·v, 2 × head_dim each."""
+        g = self.geometry
+        return 4 * g.head_dim * g.heads * g.layers if self.attention else 0.0
 
     def prefill_flops(self, tokens: int, cached: int = 0) -> float:
         """FLOPs of prefilling `tokens` prompt tokens of which the first `cached` come from a kept cache."""
         new = tokens - cached
         pairs = (tokens * (tokens + 1) - cached * (cached + 1)) / 2  # (query, key) pairs of queries cached … T−1
-        attn = 4 * self.head_dim * self.heads * self.layers * pairs if self.attention else 0.0
-        return 2.0 * self.linear_params * new + 2.0 * self.head_params + attn
+        return 2.0 * self.linear_params * new + 2.0 * self.head_params + self.pair_flops * pairs
 
     def decode_flops(self, tokens: int, new_tokens: int) -> float:
         """FLOPs of `new_tokens` − 1 decode steps after a `tokens`-long prompt (the first new token is the prefill's)."""
         total = 0.0
         for t in range(tokens, tokens + max(0, new_tokens - 1)):
-            total += 2.0 * (self.linear_params + self.head_params)
-            if self.attention:
-                total += 4 * self.head_dim * self.heads * self.layers * (t + 1)
+            total += 2.0 * (self.linear_params + self.head_params) + self.pair_flops * (t + 1)
         return total
 
 
@@ -180,7 +180,7 @@ def _run_naive(model_path: str, samples, task, log) -> ConfigResult:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from harness.memory import PeakMemory
+    from harness.measure import PeakMemory
 
     t0 = time.perf_counter()
     tokenizer = AutoTokenizer.from_pretrained(model_path)
@@ -249,7 +249,7 @@ def run_bench(plan: BenchPlan, out: Path, log: Callable[[str], None] = print) ->
     out.mkdir(parents=True, exist_ok=True)
     path = resolve_model(plan.model, log=log).path
     hf_config = AutoConfig.from_pretrained(path)
-    shape = ModelShape.of(hf_config)
+    shape = FlopCount.of(hf_config)
     tokenizer = AutoTokenizer.from_pretrained(path)
     rate = gemm_rate(plan.gemm_seconds, (hf_config.hidden_size, getattr(hf_config, "intermediate_size", 0) or
                                          4 * hf_config.hidden_size))
@@ -258,7 +258,7 @@ def run_bench(plan: BenchPlan, out: Path, log: Callable[[str], None] = print) ->
 
     grid, task = _samples(tokenizer, plan, plan.lengths, plan.depths)
     single, _ = _samples(tokenizer, plan, plan.lengths, (0.5,))
-    mamba_shape = ModelShape.of(AutoConfig.from_pretrained(resolve_model(plan.mamba, log=log).path)) \
+    mamba_shape = FlopCount.of(AutoConfig.from_pretrained(resolve_model(plan.mamba, log=log).path)) \
         if plan.mamba else None
     results: list[ConfigResult] = []
 

@@ -117,7 +117,23 @@ def settings_of(cls) -> dict[str, str]:
     """A config dataclass's settings: field name → its annotation as written."""
     import dataclasses
 
-    return {f.name: str(f.type) for f in dataclasses.fields(cls)}
+    return {f.name: _annotation(f.type) for f in dataclasses.fields(cls)}
+
+
+def _annotation(t) -> str:
+    """A field's type as written ('int', 'str | None'), whether the module postponed its annotations or not."""
+    import typing
+
+    if isinstance(t, str):
+        return t
+    if t is type(None):
+        return "None"
+    if isinstance(t, type) and not typing.get_args(t):
+        return t.__name__
+    args = typing.get_args(t)
+    if typing.get_origin(t) in (typing.Union, getattr(__import__("types"), "UnionType", typing.Union)):
+        return " | ".join(_annotation(a) for a in args)
+    return str(t).replace("typing.", "")
 
 
 def build_config(cls, values: dict, where: str = ""):

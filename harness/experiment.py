@@ -216,8 +216,10 @@ def check_errored(records: list, path) -> None:
 def record_fields(p: Prepared, info) -> dict:
     """The fields every record of this experiment shares."""
     exp = p.experiment
-    return dict(task=exp.task, model=exp.model, extension=exp.extension, extension_params=p.extension_config.params(),
-                runner=exp.runner, dtype=info.dtype, model_max_position=info.model_max_position)
+    params = p.extension_config.params()
+    return dict(task=exp.task, model=exp.model, extension=exp.extension, extension_params=params,
+                method_label=p.extension.short_label(params), runner=exp.runner, dtype=info.dtype,
+                model_max_position=info.model_max_position)
 
 
 def open_run(exp: Experiment, log: Callable[[str], None] = print) -> tuple[Prepared, RunDir, list]:
@@ -246,7 +248,7 @@ def open_run(exp: Experiment, log: Callable[[str], None] = print) -> tuple[Prepa
 
 def _score_tokens(p: Prepared, runner, rd: RunDir, todo: list, common: dict, bar, device: str) -> None:
     """Token-scoring tasks (perplexity): one evaluation per document gives all its cells."""
-    from harness.memory import PeakMemory
+    from harness.measure import PeakMemory
 
     wanted = {sample_key(p.task.name, *c) for c in todo}
     seed = p.experiment.task_config.seed

@@ -1,11 +1,6 @@
-"""Peak memory: measured around one request, and predicted before anything is loaded.
+"""Peak memory predicted before anything is loaded.
 
-Measurement (`PeakMemory`). CUDA: the allocator's max_memory_allocated since a reset. CPU (Linux): the kernel's own
-high-water mark of the process's resident set, VmHWM in /proc/self/status, which writing "5" to
-/proc/self/clear_refs resets to the current RSS (Linux ≥ 4.0) — so the figure is exact, however briefly the peak
-lasted. The reset is process-wide: blocks must not nest. Where clear_refs cannot be written (another OS, a
-locked-down /proc), the RSS is sampled every few milliseconds by a background thread instead (a lower bound: a
-peak shorter than the interval is missed).
+Measurement lives in `harness.measure` (`PeakMemory`).
 
 Prediction (`predict_peak`): weights + KV cache (or recurrent state) + the largest set of activations alive at once
 on the attention path the runner will take + what the allocator keeps + the runtime, from the model's config alone
@@ -15,96 +10,10 @@ on the attention path the runner will take + what the allocator keeps + the runt
 from __future__ import annotations
 
 import copy
-import os
 import re
-import threading
 from dataclasses import dataclass
 
-_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-_CLEAR_REFS = "/proc/self/clear_refs"
-_STATUS = "/proc/self/status"
-
-
-def current_rss() -> int | None:
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * _PAGE
-    except OSError:
-        return None
-
-
-def high_water_mark() -> int | None:
-    """The process's peak RSS since start or since the last `reset_high_water_mark()` (VmHWM), in bytes."""
-    try:
-        with open(_STATUS) as f:
-            m = re.search(r"^VmHWM:\s+(\d+) kB", f.read(), re.MULTILINE)
-    except OSError:
-        return None
-    return int(m.group(1)) * 1024 if m else None
-
-
-def reset_high_water_mark() -> bool:
-    """Reset VmHWM to the current RSS; False where this system does not allow it."""
-    try:
-        with open(_CLEAR_REFS, "w") as f:
-            f.write("5")
-    except OSError:
-        return False
-    return high_water_mark() is not None
-
-
-class PeakMemory:
-    """`with PeakMemory(device) as pm: ...` then `pm.peak` (bytes or None) and `pm.kind` ("rss" or "cuda").
-
-    On CPU the peak is the process's (every thread's) resident set, not this block's allocations alone: the
-    weights, the runtime and whatever else is resident count too. `pm.exact` says whether the kernel's high-water
-    mark gave it (True) or the polling fallback did (False).
-    """
-
-    def __init__(self, device: str = "cpu", interval_s: float = 0.005):
-        self.device = str(device)
-        self.interval_s = interval_s
-        self.kind = "cuda" if self.device.startswith("cuda") else "rss"
-        self.peak: int | None = None
-        self.exact = self.kind == "cuda"
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def _poll(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            rss = current_rss()
-            if rss is not None:
-                self.peak = max(self.peak or 0, rss)
-
-    def __enter__(self) -> "PeakMemory":
-        if self.kind == "cuda":
-            import torch
-
-            torch.cuda.reset_peak_memory_stats(self.device)
-        elif reset_high_water_mark():
-            self.exact = True
-        else:
-            self.peak = current_rss()
-            self._thread = threading.Thread(target=self._poll, daemon=True)
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.kind == "cuda":
-            import torch
-
-            torch.cuda.synchronize(self.device)
-            self.peak = int(torch.cuda.max_memory_allocated(self.device))
-        elif self.exact:
-            self.peak = high_water_mark()
-        else:
-            self._stop.set()
-            assert self._thread is not None
-            self._thread.join()
-            rss = current_rss()
-            if rss is not None:
-                self.peak = max(self.peak or 0, rss)
-
+from harness.measure import current_rss
 
 # ------------------------------------------------------------------------------------------------------ prediction
 # The prediction below is the sum of four terms, each computed from the model's config and the code path the runner
@@ -126,7 +35,6 @@ mmapped and returned at once. Measured, not derived: the least-squares fit of (m
 activations − runtime) against (cache + activations) over the 15 SmolLM2 points of docs/BENCHMARKS.md's memory
 table (hf, kernel, kernel + SelfExtend at 2k–32k). Point by point that ratio ranged from −0.01 (hf, 16k) to 0.91
 (kernel + SelfExtend, 2k), mean 0.37; four runs of the same 8k command gave 0.38–0.69."""
-
 
 
 @dataclass(frozen=True)
@@ -331,7 +239,9 @@ def predict_peak(cfg, runner: str, extension, extension_config, prompt_tokens: i
         activations = sum(n for _, n in terms)
         slack = 0 if cuda else int(ALLOCATOR_SLACK * (cache + activations))
         return MemoryEstimate(weights, cache, activations, slack, runtime, path, tuple(terms))
-    from harness.runners.kernel import KernelRunner
+    from harness.profile import read_profile
+    from harness.runners import RUNNERS
+    from harness.runners.attention import own_modules
     from kernels.reference import CHUNK as REFERENCE_CHUNK  # queries per score block of the fp32 oracle
 
     weights = parameter_count(cfg) * b
@@ -345,6 +255,9 @@ def predict_peak(cfg, runner: str, extension, extension_config, prompt_tokens: i
     g = Geometry.of(cfg)
     if g is None:
         return None
+    prof = read_profile(cfg)
+    own = own_modules(prof)
+    limit = getattr(RUNNERS.get(runner), "prefill_limit", lambda _: None)(prof) if path != "eager" else None
     kv_per_token = 2 * g.layers * g.kv_heads * g.head_dim * b
     policy = extension.kv_policy(extension_config, cfg)
     one_pass = scoring and _scores_in_one_pass(runner, extension, policy)
@@ -358,8 +271,8 @@ def predict_peak(cfg, runner: str, extension, extension_config, prompt_tokens: i
     # The forward with the largest working set: the prompt in one forward, or its last chunk over every key.
     if policy is not None and policy.chunk is not None:  # streamed: chunks over a cache trimmed to `kept`
         Tf, S, grows = min(T, policy.chunk), min(T, (kept or T) + policy.chunk), True
-    elif path != "eager" and g.model_type == "bloom" and not one_pass:  # the kernel runner's chunked Bloom prefill
-        Tf, S, grows = min(T, KernelRunner.BLOOM_PREFILL_CHUNK), T, T > KernelRunner.BLOOM_PREFILL_CHUNK
+    elif limit and not one_pass:  # the runner's chunked prefill (the kernel runner's on Bloom's own modules)
+        Tf, S, grows = min(T, limit), T, T > limit
     else:
         Tf, S, grows = T, T, False
     h, inter, H, Hkv, d, f = g.hidden, g.intermediate, g.heads, g.kv_heads, g.head_dim, 4
@@ -384,7 +297,7 @@ def predict_peak(cfg, runner: str, extension, extension_config, prompt_tokens: i
         attn.append(("scores, masked, softmax", 3 * H * Tf * S * b))
     phase = max((mlp, attn), key=lambda ts: sum(n for _, n in ts))
     always = []
-    if path == "eager" or g.model_type == "bloom":
+    if path == "eager" or own:  # transformers' eager masks, or modules that build their own (Bloom's)
         always.append(("causal mask (T, S)", Tf * S * (b + 1)))
     if grows:
         always.append(("one layer's K, V re-concatenated", kv_per_token // g.layers * S))
@@ -406,13 +319,15 @@ def _scores_in_one_pass(runner: str, extension, policy) -> bool:
 def _spec_kind(extension, extension_config, cfg) -> str | None:
     """What the method's attention spec costs beyond causal attention, read from the spec it builds for this model:
     "rerotates" (an alternative q, k: sinks, SelfExtend), "alibi" (a bias column), or None (Bloom's trained slopes
-    are ALiBi)."""
+    are ALiBi, the profile says so)."""
     import torch
 
     from extensions.base import ATTENTION_SPEC
 
     if ATTENTION_SPEC not in extension.mechanisms:
-        return "alibi" if getattr(cfg, "model_type", None) == "bloom" else None
+        from harness.profile import read_profile
+
+        return "alibi" if read_profile(cfg).alibi else None
     g = Geometry.of(cfg)
     inv = torch.zeros(max(1, (g.head_dim if g else 2) // 2))
     spec = extension.attention_spec(extension_config, cfg, inv, int(getattr(cfg, "max_position_embeddings", 0) or 1))

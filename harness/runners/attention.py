@@ -177,3 +177,16 @@ def install_bloom(model, impl: str) -> tuple[BloomSpecAttention, dict]:
         m.forward = functools.partial(fn.forward, m)
     return fn, {"attention_spec": fn.spec.describe() + " (Bloom's trained slopes)", "kernel_impl": impl,
                 "attention_modules_replaced": len(modules)}
+
+
+# Attention modules that do not call transformers' attention interface but that the kernel runner drives itself,
+# by class name → their installer (the model's own declaration: its attention classes, read by the profile's probe)
+OWN_MODULE_INSTALLERS = {"BloomAttention": install_bloom}
+
+
+def own_modules(profile) -> bool:
+    """Whether the model's attention is modules outside the interface that `OWN_MODULE_INSTALLERS` drives (Bloom's
+    ALiBi attention: the model applies its trained slopes itself)."""
+    return bool(profile.attention_classes) and not profile.through_interface and \
+        set(profile.attention_classes) <= set(OWN_MODULE_INSTALLERS)
+

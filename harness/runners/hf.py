@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from typing import ClassVar
 
-from harness.memory import PeakMemory
+from harness.measure import PeakMemory
 from harness.runners.base import Capabilities, Generation, GenerationRequest, LoadInfo, readable_checkpoint
 
 from extensions.base import ATTENTION_SPEC, MECHANISMS
@@ -32,12 +32,6 @@ def default_device() -> str:
 
 def default_dtype(device: str) -> str:
     return "bfloat16" if str(device).startswith("cuda") else "float32"
-
-
-def native_alibi(model_config) -> bool:
-    """Bloom applies its trained ALiBi slopes itself, in its own eager attention (the kernel runner drives its
-    attention modules with `install_bloom`)."""
-    return getattr(model_config, "model_type", None) == "bloom"
 
 
 class HFRunner:
@@ -178,9 +172,10 @@ class HFRunner:
 
     def _install_attention(self, extension, extension_config) -> dict:
         """attention-spec extensions: every attention call goes through the spec (per model, see attention.py)."""
-        if ATTENTION_SPEC not in extension.mechanisms or native_alibi(self.model.config):
+        from harness.runners.attention import install, own_modules
+
+        if ATTENTION_SPEC not in extension.mechanisms or own_modules(self.profile):
             return {}
-        from harness.runners.attention import install
 
         fn, record = install(self.model, extension, extension_config, self.attention_impl, self.profile)
         self._attention.append(fn)
@@ -244,6 +239,11 @@ class HFRunner:
                 on_hidden(h.last_hidden_state[0], start, end)
             cache.after_forward()
         return out
+
+    @classmethod
+    def prefill_limit(cls, profile) -> int | None:
+        """Tokens a prefill forward takes at most on this model when the method does not stream (None: all)."""
+        return None
 
     def _prefill_chunk(self, T: int) -> int:
         """Prompt tokens per forward when the method does not stream: all of them."""

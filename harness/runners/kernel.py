@@ -23,7 +23,8 @@ from typing import ClassVar
 
 from extensions.base import ATTENTION_SPEC, MECHANISMS
 from harness.runners.base import Capabilities
-from harness.runners.hf import HFRunner, native_alibi
+from harness.runners.attention import own_modules
+from harness.runners.hf import HFRunner
 
 
 class _Causal:
@@ -54,7 +55,7 @@ class KernelRunner(HFRunner):
         transformers' attention interface (Bloom's ALiBi modules excepted: this runner drives them itself)."""
         if profile.recurrent_only:
             d.refuse(f"this {profile.model_type} checkpoint has no attention (recurrent layers only); use -r mamba")
-        if profile.model_type != "bloom" and profile.attention_modules and not profile.through_interface:
+        if profile.attention_modules and not profile.through_interface and not own_modules(profile):
             d.refuse(f"this {profile.model_type} model's attention does not go through transformers' attention "
                      f"interface ({profile.interface_calls} of {profile.attention_modules} attention modules call "
                      "it), so the kernel runner cannot route it; use -r hf")
@@ -98,7 +99,7 @@ class KernelRunner(HFRunner):
             raise UserError(f"kernel implementation 'sdpa' computes plain causal attention only; "
                             f"{extension_cls.name} defines its own — use auto, cpu or reference")
 
-    BLOOM_PREFILL_CHUNK: ClassVar[int] = 1024
+    OWN_MODULES_PREFILL_CHUNK: ClassVar[int] = 1024
 
     @classmethod
     def attention_path(cls, extension, hf_config, options: dict) -> str:
@@ -112,7 +113,7 @@ class KernelRunner(HFRunner):
         if impl == "auto":
             cuda = str(options.get("device") or default_device()).startswith("cuda")
             prof = read_profile(hf_config)
-            own = prof.sliding or prof.softcap or prof.learned_sinks or native_alibi(hf_config)
+            own = prof.sliding or prof.softcap or prof.learned_sinks or own_modules(prof)
             impl = ("triton" if cuda else "cpu") if (ATTENTION_SPEC in extension.mechanisms or own) else \
                 ("fused" if cuda else "sdpa")
         return {"cpu": "kernels/cpu", "reference": "reference", "sdpa": "sdpa"}.get(impl, "fused")
@@ -122,10 +123,11 @@ class KernelRunner(HFRunner):
         return None  # every attention call runs the spec, which carries the model's softcap and windows
 
     def _install_attention(self, extension, extension_config) -> dict:
-        from harness.runners.attention import install, install_bloom
+        from harness.runners.attention import OWN_MODULE_INSTALLERS, install
 
-        if native_alibi(self.model.config):
-            fn, record = install_bloom(self.model, self.attention_impl)
+        if own_modules(self.profile):
+            (cls,) = self.profile.attention_classes
+            fn, record = OWN_MODULE_INSTALLERS[cls](self.model, self.attention_impl)
             self._attention.append(fn)
             return record
 
@@ -134,8 +136,14 @@ class KernelRunner(HFRunner):
         self._attention.append(fn)
         return record
 
+    @classmethod
+    def prefill_limit(cls, profile) -> int | None:
+        """Tokens a prefill forward takes at most on this model (None: the whole prompt): modules driven here that
+        build their own (T, S) mask (Bloom's) prefill in chunks."""
+        return cls.OWN_MODULES_PREFILL_CHUNK if own_modules(profile) else None
+
     def _prefill_chunk(self, T: int) -> int:
-        return min(T, self.BLOOM_PREFILL_CHUNK) if native_alibi(self.model.config) else T
+        return min(T, self.OWN_MODULES_PREFILL_CHUNK) if own_modules(self.profile) else T
 
     def _one_pass(self, policy) -> bool:
         return super()._one_pass(policy) or (policy.evicts_only and ATTENTION_SPEC in self.extension.mechanisms)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from typing import ClassVar
 
-from harness.memory import PeakMemory
+from harness.measure import PeakMemory
 from harness.runners.base import Capabilities, Generation, GenerationRequest, LoadInfo, readable_checkpoint
 
 MAMBA_TYPES = ("mamba", "mamba2")

@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from harness.bench import ModelShape, markdown, summarize
+from harness.bench import FlopCount, markdown, summarize
 
 
 def test_flop_count_matches_torch_flop_counter(tiny_llama_path):
@@ -19,24 +19,24 @@ def test_flop_count_matches_torch_flop_counter(tiny_llama_path):
 
     cfg = AutoConfig.from_pretrained(tiny_llama_path)
     model = AutoModelForCausalLM.from_pretrained(tiny_llama_path, dtype=torch.float32, attn_implementation="eager")
-    shape = ModelShape.of(cfg)
+    shape = FlopCount.of(cfg)
     T = 96
     with torch.inference_mode(), FlopCounterMode(display=False) as counter:
         model(input_ids=torch.randint(0, 1000, (1, T)), logits_to_keep=1)
-    full_attention = 4 * shape.head_dim * shape.heads * shape.layers * T * T
-    causal_attention = 4 * shape.head_dim * shape.heads * shape.layers * T * (T + 1) / 2
+    full_attention = shape.pair_flops * T * T
+    causal_attention = shape.pair_flops * T * (T + 1) / 2
     assert counter.get_total_flops() == pytest.approx(shape.prefill_flops(T) - causal_attention + full_attention,
                                                       rel=1e-9)
     # a reused prefix removes its tokens' linear work and its queries' attention pairs
     assert shape.prefill_flops(T, cached=T - 1) == pytest.approx(
-        2 * shape.linear_params + 2 * shape.head_params + 4 * shape.head_dim * shape.heads * shape.layers * T)
+        2 * shape.linear_params + 2 * shape.head_params + shape.pair_flops * T)
 
 
 def test_smollm2_floor_at_16k_is_the_issues_figure(smollm2_path):
     """SmolLM2-135M: 30 blocks of 3,538,944 linear weights; ~12.8 TFLOP at 16k, ≈ 106 s at 121 GFLOP/s."""
     from transformers import AutoConfig
 
-    shape = ModelShape.of(AutoConfig.from_pretrained(smollm2_path))
+    shape = FlopCount.of(AutoConfig.from_pretrained(smollm2_path))
     assert shape.linear_params == 30 * (576 * 576 * 2 + 576 * 192 * 2 + 576 * 1536 * 3)
     assert shape.prefill_flops(16384) / 121e9 == pytest.approx(105.4, abs=0.5)
 

@@ -101,6 +101,58 @@ class GenerateRunner:
 '''
 
 
+TOY_CONFIG_TASK = '''
+"""Repeat a word (a toy task with a config class of its own: no depths, no haystack, a `word` setting)."""
+from dataclasses import dataclass
+
+from evals.base import Sample, Task
+from evals.scoring import Score
+
+
+@dataclass(frozen=True)
+class EchoConfig:
+    lengths: tuple[int, ...]
+    samples: int = 1
+    seed: int = 0
+    word: str = "teal"
+
+
+class EchoTask(Task):
+    name = "toy-echo"
+    config_cls = EchoConfig
+
+    def __init__(self, config: EchoConfig):
+        self.config = config
+
+    def cells(self):
+        for n in self.config.lengths:
+            for i in range(self.config.samples):
+                yield n, None, i
+
+    def sample(self, tokenizer, length, depth, sample_id):
+        prompt = f"Say {self.config.word}. " * 8 + "Say"
+        tokens = len(tokenizer(prompt)["input_ids"])
+        return Sample(task=self.name, context_length=length, depth=None, sample_id=sample_id, seed=self.config.seed,
+                      prompt=prompt, target=self.config.word, tokens=tokens, max_new_tokens=4,
+                      needle_token_offset=None, haystack=None)
+
+    def score(self, sample, prediction):
+        return Score(correct=sample.target in prediction, lenient=sample.target in prediction, extracted=None)
+'''
+
+TOY_COMMAND = '''
+"""`longctx toy-hello`: a command is a module and one registry line."""
+import click
+
+
+@click.command("toy-hello")
+@click.option("--name", default="world")
+def hello(name):
+    """Say hello (a toy command)."""
+    click.echo(f"hello {name}")
+'''
+
+
 @pytest.fixture
 def toys(tmp_path, monkeypatch):
     """Write the three modules and register each with one line; the registries are restored afterwards."""
@@ -110,14 +162,19 @@ def toys(tmp_path, monkeypatch):
 
     pkg = tmp_path / "plugins"
     pkg.mkdir()
-    for name, text in (("toy_extension", TOY_EXTENSION), ("toy_task", TOY_TASK), ("toy_runner", TOY_RUNNER)):
+    from harness.cli import COMMANDS
+
+    for name, text in (("toy_extension", TOY_EXTENSION), ("toy_task", TOY_TASK), ("toy_runner", TOY_RUNNER),
+                       ("toy_config_task", TOY_CONFIG_TASK), ("toy_command", TOY_COMMAND)):
         (pkg / f"{name}.py").write_text(textwrap.dedent(text))
     monkeypatch.syspath_prepend(str(pkg))
-    for registry in (EXTENSIONS, TASKS, RUNNERS):
+    for registry in (EXTENSIONS, TASKS, RUNNERS, COMMANDS):
         monkeypatch.setattr(registry, "_entries", dict(registry._entries))
     EXTENSIONS.register("toy-theta", "toy_extension:ThetaScale")
     TASKS.register("toy-colour", "toy_task:ColourTask")
+    TASKS.register("toy-echo", "toy_config_task:EchoTask")
     RUNNERS.register("toy-generate", "toy_runner:GenerateRunner")
+    COMMANDS.register("toy-hello", "toy_command:hello")
 
 
 def test_a_toy_extension_task_and_runner_run_end_to_end(toys, tiny_llama_path, tmp_path):
@@ -178,3 +235,43 @@ def test_hosting_listing_and_refusals_come_from_the_declarations(toys, tiny_llam
     spec.loader.exec_module(glue)
     ds = glue.toy_colour(tokenizer=tiny_llama_path, max_seq_lengths=[300], depths=[0.5])["test"]
     assert ds[0]["task"] == "toy-colour" and ds[0]["target"] in ("teal", "amber", "violet", "ochre")
+
+
+def test_a_task_with_its_own_config_runs_from_an_experiment_file(toys, tiny_llama_path, tmp_path, capsys):
+    """A task's experiment-file entry takes its config class's settings (checked by key and type); the file's grid
+    keys reach the tasks that have them; --dump-config-style round trip through `dump`."""
+    from harness.errors import UserError
+    from harness.records import read_records
+    from harness.sweep import dump, load, run_sweep
+
+    f = tmp_path / "echo.yaml"
+    f.write_text(f"out: {tmp_path / 'sweep'}\nmodels: [{tiny_llama_path}]\n"
+                 "tasks: [{name: toy-echo, word: amber}, passkey]\nlengths: [256]\nsamples: 2\ndepths: [0.5]\n")
+    _, cells = load(str(f))
+    echo, passkey = (c.experiment.task_config for c in cells)
+    assert type(echo).__name__ == "EchoConfig" and (echo.word, echo.samples, echo.lengths) == ("amber", 2, (256,))
+    assert passkey.depths == (0.5,) and passkey.samples == 2
+    assert "word: amber" in dump(cells[0].experiment) and "depths" not in dump(cells[0].experiment)
+    run_sweep(str(f), log=lambda *_: None, progress=False)
+    records = [r for d in (tmp_path / "sweep").iterdir() if d.name.startswith("toy-echo") for r in read_records(d)]
+    assert len(records) == 2 and {r.target for r in records} == {"amber"}
+    for entry, needle in (("{name: toy-echo, colour: red}", "tasks[0].colour: not a setting of this task"),
+                          ("{name: toy-echo, word: 3}", "tasks[0].word: expected str")):
+        f.write_text(f"out: o\nmodels: [m]\ntasks: [{entry}]\nlengths: [256]\n")
+        with pytest.raises(UserError, match=needle.replace("[", r"\[").replace("]", r"\]")):
+            load(str(f))
+    f.write_text("out: o\nmodels: [m]\ntasks: [toy-echo]\nlengths: [256]\ndepths: [0.5]\n")
+    with pytest.raises(UserError, match="depths: no task of this file has this setting"):
+        load(str(f))
+
+
+def test_a_command_is_a_module_and_a_registry_line(toys, capsys):
+    from harness.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["toy-hello", "--name", "longctx"])
+    assert exit_.value.code == 0 and capsys.readouterr().out == "hello longctx\n"
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "toy-hello" in capsys.readouterr().out
+

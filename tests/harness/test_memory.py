@@ -8,7 +8,8 @@ import pytest
 
 from extensions import EXTENSIONS
 from harness.errors import UserError
-from harness.memory import (PeakMemory, current_rss, parse_size, predict_peak, reset_high_water_mark)
+from harness.measure import PeakMemory, current_rss, reset_high_water_mark
+from harness.memory import parse_size, predict_peak
 
 MB = 2**20
 
@@ -48,9 +49,9 @@ def test_peak_memory_starts_from_the_current_resident_set_not_the_process_histor
 def test_peak_memory_falls_back_to_polling_where_clear_refs_cannot_be_written(monkeypatch):
     import torch
 
-    import harness.memory as memory
+    import harness.measure as measure
 
-    monkeypatch.setattr(memory, "reset_high_water_mark", lambda: False)
+    monkeypatch.setattr(measure, "reset_high_water_mark", lambda: False)
     before = current_rss()
     with PeakMemory("cpu", interval_s=0.002) as pm:
         x = torch.ones(50 * MB)

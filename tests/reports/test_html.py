@@ -1,3 +1,4 @@
+import dataclasses
 import re
 
 import pytest
@@ -133,11 +134,21 @@ def test_a_partial_credit_task_reads_the_same_everywhere(tmp_path):
 
 
 def test_method_labels_name_only_what_differs_from_the_defaults():
-    from reports.aggregate import method_label
+    """The method writes its short label (into every record); the report shows it, or, for a record from before
+    schema 6, the full parameters."""
+    from extensions import EXTENSIONS
+    from reports.aggregate import method_label as shown
+
+    def method_label(name, params):
+        return EXTENSIONS.get(name)().short_label(params)
 
     yarn = {"factor": 2, "beta_fast": 32.0, "beta_slow": 1.0, "original_max_position_embeddings": 8192,
             "attention_factor": None}
     assert method_label("yarn", yarn) == "yarn ×2"
+    old = SampleRecord(task="passkey", model="m", extension="yarn", extension_params=yarn, runner="hf",
+                       context_length=1, tokens=1, depth=None, sample_id=0, seed=0)
+    assert shown(old) == "yarn(beta_fast=32.0,beta_slow=1.0,factor=2,original_max_position_embeddings=8192)"
+    assert shown(dataclasses.replace(old, method_label="yarn ×2")) == "yarn ×2"
     assert method_label("yarn", yarn | {"factor": 4, "beta_fast": 16.0}) == "yarn ×4 beta_fast=16"
     assert method_label("sinks", {"sink_tokens": 4, "window": 4092, "chunk": 512}) == "sinks 4+4092"
     assert method_label("selfextend", {"group": 4, "window": 1024}) == "selfextend G4 W1024"
@@ -155,7 +166,8 @@ def _yarn_run(tmp_path, name, factor, scores):
     for n, ok in zip((4096, 8192, 16384), scores):
         for sid in range(2):
             rd.append(dataclasses.replace(_rec(n, 0.5, sid, bool(ok), " 12345." if ok else " no"), extension="yarn",
-                                          extension_params=params, score=float(ok), metric="exact"))
+                                          extension_params=params, method_label=f"yarn ×{factor}", score=float(ok),
+                                          metric="exact"))
     return rd.path
 
 
@@ -187,14 +199,18 @@ def test_a_comparison_report_fits_the_page_in_chromium(tmp_path, width):
     methods = [("none", {}), ("pi", {"factor": 2}), ("ntk", {"factor": 2}), ("dynamic-ntk", {"factor": 2}),
                ("yarn", {"factor": 2, "beta_fast": 32.0, "beta_slow": 1.0, "original_max_position_embeddings": 8192}),
                ("selfextend", {"group": 4, "window": 1024}), ("sinks", {"sink_tokens": 4, "window": 4092})]
+    from extensions import EXTENSIONS
+
     runs = []
     for i, (name, params) in enumerate(methods):
+        label = EXTENSIONS.get(name)().short_label(params)  # as the experiment writes it into every record
         rd = RunDir.open(tmp_path / name, {"i": i}, {"argv": ["longctx"]})
         for n in (2048, 4096, 8192, 16384):
             for sid in range(3):
                 ok = (n <= 8192) != (sid == 2 and i % 2 == 0)
                 rd.append(dataclasses.replace(_rec(n, 0.5, sid, ok, " 12345." if ok else " no"), extension=name,
-                                              extension_params=params, model="runs/ckpt/SmolLM2-135M-Instruct"))
+                                              extension_params=params, method_label=label,
+                                              model="runs/ckpt/SmolLM2-135M-Instruct"))
         runs.append(str(rd.path))
     out = write_report(runs, str(tmp_path / "r.html"))
     script = Path(__file__).resolve().parents[2] / "scripts" / "check_report.py"

@@ -79,7 +79,7 @@ def test_kernel_runner_runs_blooms_own_alibi(tiny_bloom_path):
     hf = _load(HFRunner, tiny_bloom_path, "none", {})
     (ref,) = hf.generate(req)
     kernel = _load(KernelRunner, tiny_bloom_path, "none", {})
-    kernel.BLOOM_PREFILL_CHUNK = 37  # several chunks, the last one partial
+    kernel.OWN_MODULES_PREFILL_CHUNK = 37  # several chunks, the last one partial
     (ours,) = kernel.generate(req)
     assert ref.kernel == "eager" and ours.kernel == "cpu"
     assert ours.text == ref.text and ours.prompt_tokens == ref.prompt_tokens > 37
