@@ -338,8 +338,8 @@ def require_answer_room(tokenizer, task: str, answer: str, max_new_tokens: int) 
 class Task:
     """What the experiment loop needs from a task (register the class in `evals.registry.TASKS`).
 
-    Every task: `name`, a `config` (an instance of its `config_cls`, a frozen dataclass; its grid fields lengths/depths/samples/documents may grow
-    between invocations of one run directory), `cells()` → (length, depth, sample_id), and `check(tokenizer)`, which
+    Every task: `name`, a `config` (an instance of its `config_cls`, a frozen dataclass; its grid fields
+    lengths/depths/samples/documents may grow between invocations of one run directory), `cells()` → (length, depth, sample_id), and `check(tokenizer)`, which
     fails in one line on whatever would otherwise fail mid-run. Then either
       generation (`scores_tokens = False`): `sample(tokenizer, *cell)` → `Sample`, `score(sample, text)` → `Score`;
       token scoring (`scores_tokens = True`, e.g. perplexity): `evaluate(runner, tokenizer, sample_id)` → the

@@ -67,7 +67,7 @@ class ModelProfile:
     rope: bool  # the config declares rotary embeddings and some layer rotates
     rope_type: str | None  # the trained scaling ("llama3", "yarn", "linear" ...); None for plain RoPE
     per_layer_rope: tuple[str, ...]  # layer types with rope parameters of their own (Gemma 3); () for one set
-    alibi: bool  # the config declares trained ALiBi slopes
+    alibi: bool  # trained ALiBi slopes: the config declares them, or a module builds them (Bloom's)
     final_softcap: float | None
     logits_scaling: float | None  # logits are divided by it (Granite)
     logit_scale: float | None  # logits are multiplied by it (Cohere)
@@ -244,7 +244,6 @@ def _attention_modules(model) -> list[str]:
 
 def _recurrent_types(cfg) -> tuple[str, ...]:
     """Layer types whose cached state is not keys and values, as transformers' cache mapping says."""
-    from harness.runners.cache import recurrent_layer_types
 
     types = recurrent_layer_types(cfg)
     if not types and any(hasattr(cfg, k) for k in ("state_size", "ssm_state_size")) and \
@@ -285,9 +284,10 @@ def probe_model(model, hf_config=None) -> ModelProfile:
     return ModelProfile(
         model_type=str(getattr(cfg, "model_type", "?")), num_layers=int(getattr(cfg, "num_hidden_layers", 0) or 0),
         head_dim=head_dim, layer_types=layer_types, attention=tuple(attention), interface_calls=len(calls),
-        attention_modules=n_attention, attention_classes=tuple(sorted(set(modules))), recurrent_layers=_recurrent_types(cfg), rope=rope,
+        attention_modules=n_attention, attention_classes=tuple(sorted(set(modules))),
+        recurrent_layers=_recurrent_types(cfg), rope=rope,
         rope_type=rope_type if rope else None, per_layer_rope=per_type if rope else (),
-        alibi=bool(getattr(cfg, "alibi", False)) or getattr(cfg, "model_type", None) == "bloom",
+        alibi=bool(getattr(cfg, "alibi", False)) or any(hasattr(m, "build_alibi_tensor") for m in model.modules()),
         final_softcap=getattr(cfg, "final_logit_softcapping", None) or None,
         logits_scaling=getattr(cfg, "logits_scaling", None), logit_scale=getattr(cfg, "logit_scale", None),
         max_position=getattr(cfg, "max_position_embeddings", None), probe_error=error,
@@ -460,3 +460,40 @@ def read_profile(hf_config) -> ModelProfile:
             _PROFILES.clear()
         _PROFILES[key] = _profile_of_config(hf_config)
     return _PROFILES[key]
+
+
+def recurrent_layer_types(model_config) -> list[str]:
+    """The layer types of a hybrid model whose cached state is not keys and values (LFM2's short convolutions,
+    linear-attention and hybrid layers): a state cannot be cut back to a prefix, so prefix reuse cannot serve such a
+    model. transformers' own cache mapping decides which types keep a state; its `moe` / `mlp` placeholders stay
+    empty, so they do not count."""
+    from transformers.cache_utils import DYNAMIC_LAYER_TYPE_MAPPING, LinearAttentionCacheLayerMixin
+
+    def stateful(t: str) -> bool:
+        cls = DYNAMIC_LAYER_TYPE_MAPPING.get(t)
+        return cls is not None and issubclass(cls, LinearAttentionCacheLayerMixin) and t not in ("moe", "mlp")
+
+    return sorted({t for t in (getattr(model_config, "layer_types", None) or []) if stateful(t)})
+
+
+# What longctx's attention function reads of the keywords a model passes (harness.runners.attention): the rest must
+# be bookkeeping. Layer types it composes: plain and sliding attention (recurrent types run the model's own code).
+READ_KEYWORDS = {"position_ids", "sliding_window", "softcap", "s_aux"}
+INERT_KEYWORDS = {"use_cache", "output_router_logits", "output_attentions", "cache_position", "is_causal"}
+ATTENTION_LAYER_TYPES = {"full_attention", "sliding_attention"}
+
+
+def unread_attention(profile) -> str | None:
+    """Why the attention spec cannot stand in for this model's attention, or None: a keyword the model passes that
+    the spec does not read (it may carry a mask the spec would drop: chunked attention, a bidirectional prefix), or
+    a layer type that is neither plain, sliding nor recurrent. A family longctx was never tested on is refused here
+    rather than run on a plausible wrong number."""
+    unread = sorted({k for la in profile.attention for k in la.keywords} - READ_KEYWORDS - INERT_KEYWORDS)
+    if unread:
+        return (f"this {profile.model_type} model passes {', '.join(unread)} to its attention function, which "
+                "longctx's attention spec does not read")
+    types = sorted(set(profile.layer_types) - ATTENTION_LAYER_TYPES - set(profile.recurrent_layers))
+    if types:
+        return (f"this {profile.model_type} model has {', '.join(types)} layers, which longctx's attention spec "
+                "does not model")
+    return None

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Callable
 
 from harness.errors import UserError
+from harness.stats import exact_bounds
 
 
 @dataclass(frozen=True)
@@ -87,32 +88,6 @@ def _alpha(side: str, threshold: float, confidence: float, looks: tuple[int, ...
         if sum(possible(n, share / m) for n in looks) <= m:
             return share / m
     return share / len(looks)
-
-
-def _binom_cdf(k: int, n: int, p: float) -> float:
-    """P(X <= k) for X ~ Binomial(n, p)."""
-    return sum(math.comb(n, i) * p ** i * (1 - p) ** (n - i) for i in range(k + 1))
-
-
-@functools.lru_cache(maxsize=4096)  # few distinct (k, n) at the looks: simulations reuse them
-def exact_bounds(k: int, n: int, alpha: float) -> tuple[float, float]:
-    """One-sided Clopper–Pearson bounds (Clopper & Pearson 1934), each wrong with probability at most alpha:
-    the lower bound p with P(X >= k | p) = alpha, the upper with P(X <= k | p) = alpha (bisection on the binomial
-    tail). Exact where Wilson's interval is not: at n = 2, 0/2 puts Wilson's upper end below 0.856 although a
-    model at 0.856 misses twice 2 % of the time, which made the fail side wrong more often than it claimed."""
-    if n == 0:
-        return 0.0, 1.0
-
-    def solve(f, target: float) -> float:  # f increasing in p: the p where it reaches target
-        lo, hi = 0.0, 1.0
-        for _ in range(60):
-            mid = (lo + hi) / 2
-            lo, hi = (mid, hi) if f(mid) < target else (lo, mid)
-        return (lo + hi) / 2
-
-    lower = 0.0 if k == 0 else solve(lambda p: 1 - _binom_cdf(k - 1, n, p), alpha)  # P(X >= k | p) = alpha
-    upper = 1.0 if k == n else solve(lambda p: 1 - _binom_cdf(k, n, p), 1 - alpha)  # P(X <= k | p) = alpha
-    return lower, upper
 
 
 @dataclass

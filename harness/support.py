@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from harness.profile import unread_attention
+
 HONOURED, COMPOSED, REFUSED = "honoured", "composed", "refused"
 
 
@@ -44,29 +46,6 @@ class Decision:
 
 class Refused(Exception):
     pass
-
-
-# What longctx's attention function reads of the keywords a model passes (harness.runners.attention): the rest must
-# be bookkeeping. Layer types it composes: plain and sliding attention (recurrent types run the model's own code).
-READ_KEYWORDS = {"position_ids", "sliding_window", "softcap", "s_aux"}
-INERT_KEYWORDS = {"use_cache", "output_router_logits", "output_attentions", "cache_position", "is_causal"}
-ATTENTION_LAYER_TYPES = {"full_attention", "sliding_attention"}
-
-
-def unread_attention(profile) -> str | None:
-    """Why the attention spec cannot stand in for this model's attention, or None: a keyword the model passes that
-    the spec does not read (it may carry a mask the spec would drop: chunked attention, a bidirectional prefix), or
-    a layer type that is neither plain, sliding nor recurrent. A family longctx was never tested on is refused here
-    rather than run on a plausible wrong number."""
-    unread = sorted({k for la in profile.attention for k in la.keywords} - READ_KEYWORDS - INERT_KEYWORDS)
-    if unread:
-        return (f"this {profile.model_type} model passes {', '.join(unread)} to its attention function, which "
-                "longctx's attention spec does not read")
-    types = sorted(set(profile.layer_types) - ATTENTION_LAYER_TYPES - set(profile.recurrent_layers))
-    if types:
-        return (f"this {profile.model_type} model has {', '.join(types)} layers, which longctx's attention spec "
-                "does not model")
-    return None
 
 
 def method_side(profile, extension, ext_config, d: Decision) -> None:

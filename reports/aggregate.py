@@ -1,24 +1,12 @@
 """Aggregation of result records: pure functions over `SampleRecord`s, no I/O and no re-scoring."""
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from statistics import mean
 from typing import Iterable
 
 from harness.records import SampleRecord
-
-
-def wilson_interval(k: float, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95 % Wilson score interval for k successes in n trials (Wilson 1927); (0, 1) when n = 0."""
-    if n == 0:
-        return 0.0, 1.0
-    p = k / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    # exact at the edges, where rounding left 1 - 1e-16 below a score of 1.0 (k = n = 48) and broke error bars
-    return (0.0 if k == 0 else max(0.0, centre - half)), (1.0 if k == n else min(1.0, centre + half))
+from harness.stats import wilson_interval
 
 
 def config_key(r: SampleRecord) -> tuple:

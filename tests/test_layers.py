@@ -1,12 +1,15 @@
 """The import direction (floor, rooms, roof), held by an AST walk over every module: top-level and lazy imports.
 
-- the floor (errors, registry, value parsing, records, paths) imports nothing of ours but the floor;
-- kernels import nothing of ours; extensions import only the floor and kernels; reports only the floor and reports;
-- nothing imports the CLI (the roof);
+- the floor (errors, registry, value parsing, records, paths, statistics, measurement) imports nothing of ours but
+  the floor;
+- each room imports the floor, itself and the rooms ROOMS lists for it, nothing else: kernels nothing of ours at
+  all; extensions the floor and kernels; evals and reports the floor only; the runners what they drive (kernels,
+  extensions, the model's profile); the experiment loop the rooms below it;
+- nothing imports the CLI (the roof), which may import anything;
+- every module belongs to a declared room (a new room is declared here, with what it may import);
 - no module imports another module's private name (`from x import _y`).
 
-What the tree breaks today is listed in KNOWN_DEBT (issue 35 removes it as the rooms are split). The walk must find
-exactly that list: a new violation fails, and so does a fixed one left on the list, so the list stays true.
+With these rules there is no import circle between rooms: ROOMS is checked to be acyclic.
 """
 from __future__ import annotations
 
@@ -15,19 +18,49 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 OURS = ("harness", "extensions", "kernels", "evals", "reports")
-FLOOR = {"harness.errors", "harness.registry", "harness.config", "harness.records", "harness.paths"}
-ALLOWED = {  # room → what it may import of ours (besides itself)
-    "kernels": set(),
-    "extensions": FLOOR | {"kernels"},
-    "reports": FLOOR,
-}
+FLOOR = {"harness.errors", "harness.registry", "harness.config", "harness.records", "harness.paths", "harness.stats",
+         "harness.measure"}
 ROOF = "harness.cli"
-
-KNOWN_DEBT: set = set()
+BARE = {"kernels"}  # rooms that import nothing of ours, not even the floor (usable outside longctx)
+ROOMS = {  # room → the rooms it may import besides the floor and itself
+    "kernels": set(),
+    "extensions": {"kernels"},
+    "evals": set(),
+    "reports": set(),
+    "harness": set(),
+    "harness.models": set(),
+    "harness.zoo": set(),
+    "harness.manifest": set(),
+    "harness.profile": {"kernels"},
+    "harness.runners": {"kernels", "extensions", "harness.profile"},
+    "harness.support": {"extensions", "harness.profile", "harness.runners"},
+    "harness.memory": {"kernels", "extensions", "harness.profile", "harness.runners"},
+    "harness.baselines": {"evals"},
+    "harness.experiment": {"kernels", "extensions", "evals", "harness.models", "harness.manifest", "harness.profile",
+                           "harness.runners", "harness.support", "harness.memory"},
+    "harness.search": {"harness.experiment", "harness.manifest"},
+    "harness.sweep": {"evals", "harness.experiment", "harness.search", "harness.memory"},
+    "harness.integrations": {"extensions", "evals", "harness.models", "harness.profile", "harness.runners",
+                             "harness.support", "harness.experiment"},
+    "harness.bench": {"extensions", "evals", "harness.models", "harness.manifest", "harness.profile",
+                      "harness.runners", "harness.memory", "harness.experiment"},
+}
 
 
 def _module(path: Path) -> str:
     return ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+
+
+def _in(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
+
+
+def room(module: str) -> str:
+    """The room of a module: the floor module itself, the roof, a harness sub-package or module, a top package."""
+    parts = module.split(".")
+    if module in FLOOR or _in(module, ROOF):
+        return ROOF if _in(module, ROOF) else module
+    return ".".join(parts[:2]) if parts[0] == "harness" and len(parts) > 1 else parts[0]
 
 
 def _imports(source: str) -> list[tuple[str, list[str]]]:
@@ -42,22 +75,22 @@ def _imports(source: str) -> list[tuple[str, list[str]]]:
     return out
 
 
-def _in(module: str, package: str) -> bool:
-    return module == package or module.startswith(package + ".")
-
-
 def _allowed(module: str, target: str) -> bool:
-    room = module.split(".")[0]
-    if module in FLOOR:
-        return target in FLOOR
-    if room in ALLOWED:
-        return target.split(".")[0] == room or any(target == a or target.startswith(a + ".") for a in ALLOWED[room])
-    return True
+    here, there = room(module), room(target)
+    if here == ROOF:
+        return True
+    if here in FLOOR:
+        return there in FLOOR
+    if here in BARE:
+        return there == here
+    return there in FLOOR or there == here or there in ROOMS.get(here, set())
 
 
 def violations(module: str, source: str) -> set[tuple[str, str]]:
     """(module, the module or private name it should not import) for one module's source."""
     found = set()
+    if room(module) not in ROOMS and room(module) not in FLOOR and room(module) != ROOF:
+        found.add((module, "an undeclared room"))
     for target, names in _imports(source):
         if _in(target, ROOF) and not _in(module, ROOF):
             found.add((module, ROOF))
@@ -75,9 +108,15 @@ def test_the_tree_keeps_its_layers():
     found = set()
     for module, source in _tree().items():
         found |= violations(module, source)
-    new, fixed = sorted(found - KNOWN_DEBT), sorted(KNOWN_DEBT - found)
-    assert not new, f"imports against the layers: {new}"
-    assert not fixed, f"fixed, so strike them from KNOWN_DEBT: {fixed}"
+    assert not sorted(found), f"imports against the layers: {sorted(found)}"
+
+
+def test_the_rooms_have_no_circle():
+    def reaches(start: str, goal: str, seen: set) -> bool:
+        return any(r == goal or (r not in seen and reaches(r, goal, seen | {r})) for r in ROOMS.get(start, ()))
+
+    assert not [r for r in ROOMS if reaches(r, r, set())]
+    assert all(r in ROOMS for deps in ROOMS.values() for r in deps)
 
 
 def test_a_planted_violation_is_caught():
@@ -90,3 +129,10 @@ def test_a_planted_violation_is_caught():
         {("harness.sweep", "_meta_model")}
     assert violations("extensions.rope", "from harness.support import x\n") == \
         {("extensions.rope", "harness.support")}
+    # the circle this walk was written for: memory → runners → memory
+    assert violations("harness.runners.hf", "from harness.memory import PeakMemory\n") == \
+        {("harness.runners.hf", "harness.memory")}
+    assert violations("evals.lm_eval", "from harness.experiment import prepare\n") == \
+        {("evals.lm_eval", "harness.experiment")}
+    assert violations("harness.newroom", "") == {("harness.newroom", "an undeclared room")}
+    assert violations("harness.cli.grid", "from harness.sweep import dump\n") == set()

@@ -9,9 +9,11 @@ from harness.cli import build
 
 @click.command("train-baselines")
 @click.option("--out", "-o", required=True, help="directory for rope/, alibi/, mamba/ checkpoints")
-@click.option("--arch", "archs", multiple=True, help="rope | rope-conv | alibi | mamba | mamba64 (repeatable; default: all five)")
+@click.option("--arch", "archs", multiple=True,
+              help="rope | rope-conv | alibi | mamba | mamba64 (repeatable; default: all five)")
 @click.option("--train-length", default=512, show_default=True, type=int)
-@click.option("--steps", default=None, type=int, help="at most this many steps [default: 1000; --budget long or xl: 8000]")
+@click.option("--steps", default=None, type=int,
+              help="at most this many steps [default: 1000; --budget long or xl: 8000]")
 @click.option("--batch-size", default=8, show_default=True, type=int)
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--time-budget", default=None, type=float,

@@ -7,7 +7,7 @@ import click
 def tasks_path():
     """Write longctx's lm-eval task files (one per registered task) and print their directory (for lm_eval
     --include_path)."""
-    from evals.lm_eval_tasks import write_task_files
+    from harness.integrations.lm_eval_tasks import write_task_files
     from harness.models import longctx_home
 
     dest = longctx_home() / "lm_eval_tasks"

@@ -10,21 +10,8 @@ from __future__ import annotations
 import torch
 from transformers import DynamicCache
 
+from harness.profile import recurrent_layer_types
 from kernels.rotary import rotate_pairs
-
-
-def recurrent_layer_types(model_config) -> list[str]:
-    """The layer types of a hybrid model whose cached state is not keys and values (LFM2's short convolutions,
-    linear-attention and hybrid layers): a state cannot be cut back to a prefix, so prefix reuse cannot serve such a
-    model. transformers' own cache mapping decides which types keep a state; its `moe` / `mlp` placeholders stay
-    empty, so they do not count."""
-    from transformers.cache_utils import DYNAMIC_LAYER_TYPE_MAPPING, LinearAttentionCacheLayerMixin
-
-    def stateful(t: str) -> bool:
-        cls = DYNAMIC_LAYER_TYPE_MAPPING.get(t)
-        return cls is not None and issubclass(cls, LinearAttentionCacheLayerMixin) and t not in ("moe", "mlp")
-
-    return sorted({t for t in (getattr(model_config, "layer_types", None) or []) if stateful(t)})
 
 
 def check_prefix_reuse(model_config) -> None:

@@ -59,7 +59,7 @@ class KernelRunner(HFRunner):
             d.refuse(f"this {profile.model_type} model's attention does not go through transformers' attention "
                      f"interface ({profile.interface_calls} of {profile.attention_modules} attention modules call "
                      "it), so the kernel runner cannot route it; use -r hf")
-        from harness.support import unread_attention
+        from harness.profile import unread_attention
 
         if unread_attention(profile):
             d.refuse(f"{unread_attention(profile)}, so the kernel runner cannot stand in for it; use -r hf")

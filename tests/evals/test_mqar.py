@@ -143,7 +143,7 @@ def test_bad_parameters_are_one_line_user_errors(params, needle):
 
 
 def test_registered_with_an_lm_eval_task_file_of_its_budget(tmp_path):
-    from evals.lm_eval_tasks import write_task_files
+    from harness.integrations.lm_eval_tasks import write_task_files
 
     assert TASKS.get("mqar") is MultiQueryRecall
     assert "longctx_mqar" in write_task_files(tmp_path)

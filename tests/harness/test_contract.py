@@ -225,7 +225,7 @@ def test_hosting_listing_and_refusals_come_from_the_declarations(toys, tiny_llam
     # lm-eval's task files come from the registry too: the toy task gets its YAML and its dataset function
     import importlib.util
 
-    from evals.lm_eval_tasks import write_task_files
+    from harness.integrations.lm_eval_tasks import write_task_files
 
     names = write_task_files(tmp_path / "lm_eval")
     assert "longctx_toy_colour" in names and "longctx_passkey" in names

@@ -96,7 +96,7 @@ def test_task_datasets_score_their_own_targets_as_correct(fn, smollm2_path):
 
     from harness.cli import main  # noqa: F401  (the package must import without lm-eval state)
 
-    path = Path(__file__).resolve().parents[2] / "evals" / "lm_eval_tasks" / "utils.py"
+    path = Path(__file__).resolve().parents[2] / "harness" / "integrations" / "lm_eval_tasks" / "utils.py"
     spec = importlib.util.spec_from_file_location("longctx_lm_eval_utils", path)
     utils = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(utils)

@@ -4,7 +4,8 @@ import re
 import pytest
 
 from harness.records import RunDir, SampleRecord
-from reports.aggregate import accuracy_by_length, wilson_interval
+from harness.stats import wilson_interval
+from reports.aggregate import accuracy_by_length
 from reports.html import write_report
 
 

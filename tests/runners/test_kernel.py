@@ -236,7 +236,7 @@ def _decode_against_fresh_forwards(runner, seed: int, prompt: int, steps: int):
 def test_which_layer_types_keep_a_state_is_transformers_own_mapping():
     from types import SimpleNamespace
 
-    from harness.runners.cache import recurrent_layer_types
+    from harness.profile import recurrent_layer_types
 
     cfg = SimpleNamespace(layer_types=["full_attention", "conv", "sliding_attention", "hybrid", "indexed_attention",
                                        "moe", "mlp", "conv"])

@@ -52,7 +52,8 @@ def process_results(doc: dict, results: list[str]) -> dict:
 
 def task_for(function_name: str) -> str | None:
     """The registered task a YAML's `!function utils.<name>` means: niah_multikey → niah-multikey; the generated
-    YAMLs (evals.lm_eval_tasks.write_task_files) name one function per generation task of the registry."""
+    YAMLs (harness.integrations.lm_eval_tasks.write_task_files) name one function per generation task of the
+    registry."""
     from evals.registry import TASKS, task_names
 
     aliases = {"niah_single": "needle"}
