@@ -39,9 +39,14 @@ from typing import Any, Callable
 
 from harness.errors import UserError
 
-GRID_CONFIGS = ("naive", "hf", "hf+reuse", "kernel+reuse")
-REUSE_CONFIGS = ("hf+reuse", "kernel+reuse")
-CONFIGS = GRID_CONFIGS + ("kernel", "vllm", "mamba")
+# bench configuration → (runner, its options beyond float32, prompts: "grid" (every depth) or "single" (depth 0.5));
+# "naive" is transformers' generate loop, not a runner; "mamba" runs --mamba's checkpoint on its own prompts
+RUNS = {"hf": ("hf", {}, "grid"), "hf+reuse": ("hf", {"prefix_cache": True}, "grid"),
+        "kernel+reuse": ("kernel", {"prefix_cache": True}, "grid"), "kernel": ("kernel", {}, "single"),
+        "vllm": ("vllm", {}, "single"), "mamba": ("mamba", {}, "single")}
+GRID_CONFIGS = ("naive", *(k for k, (_, _, prompts) in RUNS.items() if prompts == "grid"))
+REUSE_CONFIGS = tuple(k for k, (_, opts, _) in RUNS.items() if opts.get("prefix_cache"))
+CONFIGS = ("naive", *RUNS)
 DEFAULT_LENGTHS = (2048, 4096, 8192, 16384)
 GRID_DEPTHS = (0.1, 0.3, 0.5, 0.7, 0.9)
 
@@ -238,13 +243,13 @@ def _run_runner(name: str, model_path: str, samples, task, log, runner_name: str
 
 def run_bench(plan: BenchPlan, out: Path, log: Callable[[str], None] = print) -> dict:
     """Run every configuration of `plan`, write OUT/bench.json and OUT/bench.md, return the JSON document."""
-    import importlib.util
-
     import torch
     from transformers import AutoConfig, AutoTokenizer
 
+    from harness.errors import UserError
     from harness.manifest import git_sha, machine, package_versions
     from harness.models import resolve_model
+    from harness.runners import RUNNERS
 
     out.mkdir(parents=True, exist_ok=True)
     path = resolve_model(plan.model, log=log).path
@@ -292,22 +297,22 @@ def run_bench(plan: BenchPlan, out: Path, log: Callable[[str], None] = print) ->
         log(f"{name}:")
         if name == "naive":
             results.append(_run_naive(path, grid, task, log))
-        elif name == "hf":
-            results.append(_run_runner("hf", path, grid, task, log, "hf", {"dtype": "float32"}))
-        elif name in REUSE_CONFIGS:
-            results.append(_run_runner(name, path, grid, task, log, name.split("+")[0],
-                                       {"dtype": "float32", "prefix_cache": True}))
-        elif name == "kernel":
-            results.append(_run_runner("kernel", path, single, task, log, "kernel", {"dtype": "float32"}))
-        elif name == "vllm":
-            if importlib.util.find_spec("vllm") is None:
-                results.append(ConfigResult("vllm", 0.0, skipped='not installed (pip install -e ".[vllm]")'))
-            else:
-                results.append(_run_runner("vllm", path, single, task, log, "vllm", {"dtype": "float32"}))
-        elif name == "mamba":  # its own tokenizer, so its own prompts
-            m_path = resolve_model(plan.mamba, log=log).path
-            m_samples, m_task = _samples(AutoTokenizer.from_pretrained(m_path), plan, plan.lengths, (0.5,))
-            results.append(_run_runner("mamba", m_path, m_samples, m_task, log, "mamba", {"dtype": "float32"}))
+            write()
+            continue
+        runner, opts, prompts = RUNS[name]
+        try:  # a runner whose package is missing is skipped, saying why
+            missing = getattr(RUNNERS.get(runner), "missing", lambda: None)()
+        except UserError as e:
+            missing = str(e)
+        if missing:
+            results.append(ConfigResult(name, 0.0, skipped=missing))
+            write()
+            continue
+        samples, its_task, its_path = (grid if prompts == "grid" else single), task, path
+        if name == "mamba":  # its own checkpoint and tokenizer, so its own prompts
+            its_path = resolve_model(plan.mamba, log=log).path
+            samples, its_task = _samples(AutoTokenizer.from_pretrained(its_path), plan, plan.lengths, (0.5,))
+        results.append(_run_runner(name, its_path, samples, its_task, log, runner, {"dtype": "float32", **opts}))
         write()
     return write()
 

@@ -308,12 +308,14 @@ def predict_peak(cfg, runner: str, extension, extension_config, prompt_tokens: i
 
 
 def _scores_in_one_pass(runner: str, extension, policy) -> bool:
-    """Whether token scoring runs one forward without a cache (the runners' `_one_pass`)."""
-    from extensions.base import ATTENTION_SPEC
+    """Whether token scoring runs one forward without a cache, as the runner declares it (`scores_in_one_pass`;
+    a runner without the declaration: only where the method keeps no cache policy)."""
+    from harness.runners import RUNNERS
 
-    if policy is None or (policy.chunk is None and policy.recent is None):
-        return True
-    return runner == "kernel" and policy.evicts_only and ATTENTION_SPEC in extension.mechanisms
+    declared = getattr(RUNNERS.get(runner), "scores_in_one_pass", None)
+    if declared is None:
+        return policy is None or (policy.chunk is None and policy.recent is None)
+    return declared(extension, policy)
 
 
 def _spec_kind(extension, extension_config, cfg) -> str | None:

@@ -264,11 +264,16 @@ def run_sweep(path: str, out: str | None = None, shard: tuple[int, int] | None =
                             "the Ray executor runs grids")
         check_ray_address(ray_address)
     if tensor_parallel is not None:  # every vLLM cell's engine, as its tensor_parallel_size
-        if not any(c.experiment.runner == "vllm" for c in cells):
+        from harness.runners import runner_options
+
+        def shards(c) -> bool:  # a runner that takes the option (vLLM's engine)
+            return "tensor_parallel_size" in runner_options(c.experiment.runner)
+
+        if not any(shards(c) for c in cells):
             raise UserError("--tensor-parallel shards vLLM engines; this sweep has no vllm runner")
         cells = [dataclasses.replace(c, experiment=dataclasses.replace(
             c.experiment, runner_options={**c.experiment.runner_options, "tensor_parallel_size": tensor_parallel}))
-            if c.experiment.runner == "vllm" else c for c in cells]
+            if shards(c) else c for c in cells]
     if shard is not None:
         i, n = shard
         cells = [c for c in cells if c.index % n == i]

@@ -39,7 +39,7 @@ ROOMS = {  # room → the rooms it may import besides the floor and itself
     "harness.experiment": {"kernels", "extensions", "evals", "harness.models", "harness.manifest", "harness.profile",
                            "harness.runners", "harness.support", "harness.memory"},
     "harness.search": {"harness.experiment", "harness.manifest"},
-    "harness.sweep": {"evals", "harness.experiment", "harness.search", "harness.memory"},
+    "harness.sweep": {"evals", "harness.runners", "harness.experiment", "harness.search", "harness.memory"},
     "harness.integrations": {"extensions", "evals", "harness.models", "harness.profile", "harness.runners",
                              "harness.support", "harness.experiment"},
     "harness.bench": {"extensions", "evals", "harness.models", "harness.manifest", "harness.profile",

@@ -34,7 +34,9 @@ def runner_options(kw) -> dict:
                 raise UserError(f"{key} given twice (--{key} and -R {key}=...); give it once")
             opts[key] = kw[key]
     if kw.get("tensor_parallel") is not None:
-        if kw["runner"] != "vllm":
+        from harness.runners import runner_options as options_of
+
+        if "tensor_parallel_size" not in options_of(kw["runner"]):
             raise UserError(f"--tensor-parallel shards a vLLM engine; this run uses --runner {kw['runner']}")
         if "tensor_parallel_size" in opts:
             raise UserError("tensor_parallel_size given twice (--tensor-parallel and -R ...); give it once")

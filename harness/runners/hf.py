@@ -294,10 +294,14 @@ class HFRunner:
             self._kept = (ids[0].clone(), cache)
         return new, prefill_s, cache.nbytes(), reused
 
-    def _one_pass(self, policy) -> bool:
+    @classmethod
+    def scores_in_one_pass(cls, extension, policy) -> bool:
         """Whether token scoring may run the whole text in one forward without a cache: yes unless the method's
         cache policy changes what attention sees (here, where the oracle's cost grows with all keys, sinks stream)."""
         return policy is None or (policy.chunk is None and policy.recent is None)
+
+    def _one_pass(self, policy) -> bool:
+        return self.scores_in_one_pass(self.extension, policy)
 
     def token_nll(self, ids, chunk: int = 1024, return_greedy: bool = False):
         """Negative log-likelihood of every token given its prefix: ids (1, T) → (T − 1,) float32

@@ -145,8 +145,11 @@ class KernelRunner(HFRunner):
     def _prefill_chunk(self, T: int) -> int:
         return min(T, self.OWN_MODULES_PREFILL_CHUNK) if own_modules(self.profile) else T
 
-    def _one_pass(self, policy) -> bool:
-        return super()._one_pass(policy) or (policy.evicts_only and ATTENTION_SPEC in self.extension.mechanisms)
+    @classmethod
+    def scores_in_one_pass(cls, extension, policy) -> bool:
+        """Also where the method only evicts and its attention spec already says what attention sees."""
+        return super().scores_in_one_pass(extension, policy) or (
+            policy.evicts_only and ATTENTION_SPEC in extension.mechanisms)
 
 
 def _chosen_impl(impl: str | None) -> str:

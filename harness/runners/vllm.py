@@ -43,6 +43,13 @@ class VLLMRunner:
         mechanisms=frozenset({ROPE_PARAMETERS}), batch_size=8, needs_main_guard=True,
         notes="dynamic-ntk: vLLM computes the base once for max_position_embeddings x factor")
 
+    @classmethod
+    def missing(cls) -> str | None:
+        """Why this runner cannot run in this environment (None: it can)."""
+        import importlib.util
+
+        return None if importlib.util.find_spec("vllm") else 'vllm is not installed (pip install -e ".[vllm]")'
+
     def __init__(self, device: str | None = None, dtype: str | None = None, max_model_len: int | None = None,
                  gpu_memory_utilization: float | None = None, kv_cache_gib: int | None = None,
                  enable_prefix_caching: bool = True, max_num_seqs: int = 8, tensor_parallel_size: int = 1):
