@@ -55,8 +55,8 @@ def experiment(task: str, settings: dict, kw, out_name: str | None = None):
     has = settings_of(config_class(task))
     alien = [k for k in settings if k not in has]
     if alien:
-        raise UserError(f"task {task!r} does not run from this command: it has no {', '.join(alien)} (its "
-                        f"settings: {', '.join(has)}); see `longctx --help` for its command")
+        raise UserError(f"task {task!r} has its own command: it has no {', '.join(alien)} (its settings: "
+                        f"{', '.join(has)}; `longctx --help` lists the commands)")
     return Experiment(task=task, task_config=make_config(task, settings), model=kw["model"],
                       extension=kw["extension"], extension_params=parse_params(kw["ext_params"]),
                       runner=kw["runner"], runner_options=runner_options(kw),
