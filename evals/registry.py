@@ -37,11 +37,16 @@ def config_class(name: str) -> type:
     return TASKS.get(owner).config_cls
 
 
-def make_config(name: str, values: dict, where: str = ""):
-    """A task's config from a mapping of its settings (keys and types checked, one line naming `where` + key)."""
-    from harness.config import build_config
+def make_config(name: str, values: dict, where: str = "", known_only: bool = False):
+    """A task's config from a mapping of its settings (keys and types checked, one line naming `where` + key);
+    `known_only`: the settings the task's config does not have are left out (a caller offering every task the
+    same values, such as lm-eval's glue)."""
+    from harness.config import build_config, settings_of
 
-    return build_config(config_class(name), values, where)
+    cls = config_class(name)
+    if known_only:
+        values = {k: v for k, v in values.items() if k in settings_of(cls)}
+    return build_config(cls, values, where)
 
 
 def make_task(name: str, config):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+DEFAULT_BUDGET = 32  # generation budget of a task that declares none
 ALIASES = {"needle": "niah_single"}  # lm-eval names kept from before the files were generated
 
 TEMPLATE = """task: longctx_{fn}
@@ -38,8 +39,7 @@ metadata:
 def write_task_files(dest: Path) -> list[str]:
     """Write utils.py and one longctx_<task>.yaml per registered generation task and per preset of one (mqar-keyed,
     niah-multikey-words, ...) into dest; returns task names."""
-    from evals.base import TaskConfig
-    from evals.registry import TASKS, make_task, presets, task_names
+    from evals.registry import TASKS, make_config, make_task, presets, task_names
 
     dest.mkdir(parents=True, exist_ok=True)
     for old in dest.glob("longctx_*.yaml"):
@@ -50,7 +50,8 @@ def write_task_files(dest: Path) -> list[str]:
         if TASKS.get(presets().get(name, name)).scores_tokens:
             continue
         fn = ALIASES.get(name, name.replace("-", "_"))
-        budget = make_task(name, TaskConfig(lengths=(4096,))).max_new_tokens  # a preset's own (keyed: 40)
+        task = make_task(name, make_config(name, {"lengths": (4096,)}))
+        budget = getattr(task, "max_new_tokens", None) or DEFAULT_BUDGET  # a preset's own (keyed: 40)
         (dest / f"longctx_{fn}.yaml").write_text(TEMPLATE.format(fn=fn, budget=budget))
         names.append(f"longctx_{fn}")
     return names

@@ -18,17 +18,17 @@ def _dataset(task_name: str, tokenizer: str = "smollm2", max_seq_lengths=(4096,)
              samples: int = 1, seed: int = 0, haystack: str = "noise", max_new_tokens: int | None = None, **_):
     import datasets
 
-    from evals.base import TaskConfig
-    from evals.registry import make_task
+    from evals.registry import make_config, make_task
     from harness.experiment import load_tokenizer_and_config
     from harness.models import resolve_model
 
     tok, _ = load_tokenizer_and_config(resolve_model(tokenizer).path)
     extra = {"max_new_tokens": max_new_tokens} if max_new_tokens else {}
-    cfg = TaskConfig(lengths=tuple(int(n) for n in max_seq_lengths), depths=tuple(depths), samples=samples,
-                     seed=seed, haystack=haystack, **extra)
+    cfg = make_config(task_name, {"lengths": tuple(int(n) for n in max_seq_lengths), "depths": tuple(depths),
+                                  "samples": samples, "seed": seed, "haystack": haystack, **extra}, known_only=True)
+    task = make_task(task_name, cfg)
     rows = []
-    for s in make_task(task_name, cfg).samples(tok):
+    for s in (task.sample(tok, *cell) for cell in task.cells()):
         rows.append({"prompt": s.prompt, "target": s.target, "context_length": s.context_length,
                      "depth": s.depth, "sample_id": s.sample_id, "tokens": s.tokens,
                      "references": list(s.meta.get("references", [s.target])), "task": task_name})
@@ -37,11 +37,11 @@ def _dataset(task_name: str, tokenizer: str = "smollm2", max_seq_lengths=(4096,)
 
 def process_results(doc: dict, results: list[str]) -> dict:
     """Score with the task's own scorer; strict and lenient side by side."""
-    from evals.base import Sample, TaskConfig
-    from evals.registry import make_task
+    from evals.base import Sample
+    from evals.registry import make_config, make_task
 
     pred = results[0]
-    task = make_task(doc["task"], TaskConfig(lengths=(doc["context_length"],)))
+    task = make_task(doc["task"], make_config(doc["task"], {"lengths": (doc["context_length"],)}))
     sample = Sample(task=doc["task"], context_length=doc["context_length"], depth=doc["depth"],
                     sample_id=doc["sample_id"], seed=0, prompt="", target=doc["target"], tokens=doc["tokens"],
                     max_new_tokens=0, needle_token_offset=None, haystack="",
