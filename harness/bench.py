@@ -35,7 +35,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from harness.errors import UserError
 
@@ -69,51 +69,6 @@ class BenchPlan:
 
 
 # ---------------------------------------------------------------------------------------------------------- FLOPs
-
-@dataclass(frozen=True)
-class FlopCount:
-    """FLOPs of a forward, from the model's geometry (`harness.memory.Geometry`, the one reader of a config's shapes)
-    and its weights counted on a weightless (meta-device) instance."""
-
-    geometry: Any  # harness.memory.Geometry
-    linear_params: int  # weights of the blocks' Linear modules (not the embedding, not the LM head)
-    head_params: int  # V × H
-    params: int  # every parameter (weights' bytes = params × dtype size)
-    attention: bool  # False where every layer is recurrent (the model's profile says so)
-
-    @classmethod
-    def of(cls, hf_config) -> "FlopCount":
-        import torch
-
-        from harness.memory import Geometry, meta_model, parameter_count
-        from harness.profile import read_profile
-
-        model = meta_model(hf_config)
-        head = model.get_output_embeddings()
-        linear = sum(m.weight.numel() for m in model.modules()
-                     if isinstance(m, torch.nn.Linear) and m is not head)
-        return cls(geometry=Geometry.of(hf_config), linear_params=linear, head_params=head.weight.numel(),
-                   params=parameter_count(hf_config), attention=not read_profile(hf_config).recurrent_only)
-
-    @property
-    def pair_flops(self) -> float:
-        """FLOPs of one (query, key) pair over every layer and head: q·k and p·v, 2 × head_dim each."""
-        g = self.geometry
-        return 4 * g.head_dim * g.heads * g.layers if self.attention else 0.0
-
-    def prefill_flops(self, tokens: int, cached: int = 0) -> float:
-        """FLOPs of prefilling `tokens` prompt tokens of which the first `cached` come from a kept cache."""
-        new = tokens - cached
-        pairs = (tokens * (tokens + 1) - cached * (cached + 1)) / 2  # (query, key) pairs of queries cached … T−1
-        return 2.0 * self.linear_params * new + 2.0 * self.head_params + self.pair_flops * pairs
-
-    def decode_flops(self, tokens: int, new_tokens: int) -> float:
-        """FLOPs of `new_tokens` − 1 decode steps after a `tokens`-long prompt (the first new token is the prefill's)."""
-        total = 0.0
-        for t in range(tokens, tokens + max(0, new_tokens - 1)):
-            total += 2.0 * (self.linear_params + self.head_params) + self.pair_flops * (t + 1)
-        return total
-
 
 def gemm_rate(seconds: float = 4.0, model_dims: tuple[int, int] | None = None) -> dict:
     """The machine's fp32 GEMM rate: the best of a 2048² square product and, when given (hidden, intermediate),
@@ -254,6 +209,8 @@ def run_bench(plan: BenchPlan, out: Path, log: Callable[[str], None] = print) ->
     out.mkdir(parents=True, exist_ok=True)
     path = resolve_model(plan.model, log=log).path
     hf_config = AutoConfig.from_pretrained(path)
+    from harness.memory import FlopCount
+
     shape = FlopCount.of(hf_config)
     tokenizer = AutoTokenizer.from_pretrained(path)
     rate = gemm_rate(plan.gemm_seconds, (hf_config.hidden_size, getattr(hf_config, "intermediate_size", 0) or

@@ -1,10 +1,12 @@
 """Parsing of the small value languages used on the command line and in YAML: lengths, depths, key=value params."""
 from __future__ import annotations
 
+import math
 import re
 
 from harness.errors import UserError
 
+MAX_LENGTH = 16 * 2**20  # tokens: the longest prompt longctx builds (past any model's reach today)
 _LENGTH = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([kKmM]?)\s*$", re.ASCII)
 
 
@@ -17,6 +19,8 @@ def parse_length(text: str) -> int:
     value = number * {"": 1, "k": 1024, "m": 1024 * 1024}[unit]
     if value != int(value) or value <= 0:
         raise UserError(f"bad length {text!r}: it must be a positive whole number of tokens")
+    if value > MAX_LENGTH:
+        raise UserError(f"bad length {text!r}: longctx builds prompts of at most {MAX_LENGTH // 2**20}m tokens")
     return int(value)
 
 
@@ -54,8 +58,14 @@ _NUMBER = re.compile(r"^\s*[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?
 
 
 def _ascii_number(text: str) -> float | None:
-    """A finite number written in ASCII digits, else None (no nan, inf, or other scripts' digits)."""
-    return float(text) if _NUMBER.match(text) else None
+    """A finite number written in ASCII digits, else None (no nan, inf, or other scripts' digits). A number too
+    large for a float (1e400) is an error, not infinity."""
+    if not _NUMBER.match(text):
+        return None
+    value = float(text)
+    if not math.isfinite(value):
+        raise UserError(f"bad value {text.strip()!r}: too large for a number (at most ~1.8e308)")
+    return value
 
 
 def parse_value(text: str):

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from harness.errors import UserError
-from harness.records import RunDir, SampleRecord, check_run_dir, sample_key
+from harness.records import RunDir, SampleRecord, sample_key
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,10 @@ class Prepared:
                             runner_options=exp.runner_options)
 
 
-def prepare(exp: Experiment, log: Callable[[str], None] = print) -> Prepared:
+def prepare(exp: Experiment, log: Callable[[str], None] = print, build_prompts: bool = True) -> Prepared:
+    """Check and resolve everything before a model is loaded; `build_prompts=False` leaves out the task's own check
+    (it builds the shortest length's prompt: minutes at millions of tokens), for callers that size the grid
+    first and then call `p.task.check(p.tokenizer)`."""
     from extensions import EXTENSIONS
     from evals.registry import make_task
     from harness.models import resolve_model
@@ -82,8 +85,10 @@ def prepare(exp: Experiment, log: Callable[[str], None] = print) -> Prepared:
     from harness.support import require
 
     profile = read_profile(hf_config)
+    notes = []  # said once every check has passed: a refusal is one line, not a note and then the error
     if exp.runner == "hf" and profile.recurrent_only:
-        log(f"{exp.model} is a {hf_config.model_type} checkpoint with recurrent layers only: using the mamba runner")
+        notes.append(f"{exp.model} is a {hf_config.model_type} checkpoint with recurrent layers only: using the "
+                     "mamba runner")
         exp = dataclasses.replace(exp, runner="mamba")
     runner_cls = RUNNERS.get(exp.runner)
     if task.scores_tokens and not runner_cls.capabilities.scores_tokens:
@@ -92,7 +97,7 @@ def prepare(exp: Experiment, log: Callable[[str], None] = print) -> Prepared:
     check_hostable(exp.runner, exp.extension, exp.runner_options)
     verdict = require(profile, extension, ext_config, runner_cls, exp.runner_options)  # refusals: one line
     if verdict.notes:
-        log(f"{exp.extension} on {exp.runner} for this {profile.model_type} model: {verdict.line()}")
+        notes.append(f"{exp.extension} on {exp.runner} for this {profile.model_type} model: {verdict.line()}")
     if exp.runner_options.get("prefix_cache"):  # as the runners read it (HFRunner.check)
         from harness.runners.cache import check_prefix_reuse
 
@@ -101,12 +106,15 @@ def prepare(exp: Experiment, log: Callable[[str], None] = print) -> Prepared:
         ext_config = extension.resolve(ext_config, hf_config)
     except ValueError as e:
         raise UserError(f"extension {exp.extension}: {e}") from None
-    task.check(tokenizer)
     if getattr(exp.task_config, "max_new_tokens", 0) is None:  # the task's own budget, recorded as resolved
         exp = dataclasses.replace(exp, task_config=dataclasses.replace(exp.task_config,
                                                                        max_new_tokens=task.max_new_tokens))
     p = Prepared(exp, task, extension, ext_config, runner_cls, ref.path, tokenizer, hf_config, verdict.line())
-    check_memory(p)
+    check_memory(p)  # arithmetic only: before any prompt is built (a 1M-token prompt takes minutes)
+    if build_prompts:
+        task.check(tokenizer)
+    for note in notes:
+        log(note)
     return p
 
 
@@ -169,9 +177,10 @@ def identity(p: Prepared) -> dict:
 
 
 def run(exp: Experiment, log: Callable[[str], None] = print, progress: bool = True,
-        runner: Any = None) -> Path:
-    """Run (or resume) an experiment; returns the run directory. `runner` injects an instance (tests)."""
-    p, rd, todo = open_run(exp, log)
+        runner: Any = None, confirm: Callable[[str], bool] | None = None) -> Path:
+    """Run (or resume) an experiment; returns the run directory. `runner` injects an instance (tests); `confirm`
+    is asked before a large grid starts (`check_size`)."""
+    p, rd, todo = open_run(exp, log, confirm)
     exp = p.experiment
     if not todo:
         return rd.path
@@ -195,6 +204,51 @@ def run(exp: Experiment, log: Callable[[str], None] = print, progress: bool = Tr
         runner.close()
     check_errored(written, rd.path)
     return rd.path
+
+
+LARGE_GRID_SAMPLES = 2000  # samples to do above which a command says its estimate and asks (--yes: do not ask)
+LARGE_GRID_HOURS = 12.0  # ... or hours at the machine's fp32 floor above which it does
+FLOOR_GFLOPS = 120.0  # fp32 GEMM rate of the slowest 2-core CPU measured (docs/BENCHMARKS.md); a lower bound of time
+
+
+def grid_cost(prepared: list, todos: list) -> tuple[int, float | None]:
+    """(samples still to do, hours they take at least: their FLOPs at FLOOR_GFLOPS on CPU) over experiments; hours
+    None where the FLOP count cannot be read (a model the cost model does not know) or a GPU runs them."""
+    from collections import Counter
+
+    from harness.memory import FlopCount
+
+    n, seconds = sum(len(t) for t in todos), 0.0
+    for p, todo in zip(prepared, todos):
+        if not todo:
+            continue
+        if str(p.experiment.runner_options.get("device") or "cpu").startswith("cuda"):
+            return n, None
+        try:
+            fc = FlopCount.of(p.hf_config)
+        except Exception:  # noqa: BLE001 - an estimate only; the run itself is checked elsewhere
+            return n, None
+        budget = 0 if p.task.scores_tokens else (getattr(p.experiment.task_config, "max_new_tokens", None) or 1)
+        for length, count in Counter(c[0] for c in todo).items():
+            prompt = max(1, length - budget)
+            flops = fc.prefill_flops(prompt) + (fc.decode_flops(prompt, budget) if budget else 0.0)
+            seconds += count * flops / (FLOOR_GFLOPS * 1e9)
+    return n, seconds / 3600
+
+
+def check_size(cost: tuple[int, float | None], confirm: Callable[[str], bool] | None, log) -> None:
+    """A grid over LARGE_GRID_SAMPLES samples or LARGE_GRID_HOURS hours says so before it starts, and runs only if
+    `confirm(message)` agrees (None: nobody to ask, so the estimate is said and the grid runs)."""
+    n, hours = cost
+    if n <= LARGE_GRID_SAMPLES and (hours is None or hours <= LARGE_GRID_HOURS):
+        return
+    at_least = f", at least {hours:,.1f} h at this CPU's fp32 floor ({FLOOR_GFLOPS:.0f} GFLOP/s; real runs take " \
+               "1.5-3x that)" if hours is not None else ""
+    message = f"this grid has {n:,} samples to do{at_least}"
+    if confirm is None:
+        log(message)
+    elif not confirm(message):
+        raise UserError(f"not started: {message}; shrink --lengths / --samples, or add --yes to run it")
 
 
 def check_errored(records: list, path) -> None:
@@ -222,22 +276,26 @@ def record_fields(p: Prepared, info) -> dict:
                 model_max_position=info.model_max_position)
 
 
-def open_run(exp: Experiment, log: Callable[[str], None] = print) -> tuple[Prepared, RunDir, list]:
-    """Check everything, open (or resume) the run directory, and list the cells still to do."""
+def open_run(exp: Experiment, log: Callable[[str], None] = print,
+             confirm: Callable[[str], bool] | None = None) -> tuple[Prepared, RunDir, list]:
+    """Check everything, open (or resume) the run directory, and list the cells still to do. Nothing is written
+    here (the run directory's first write comes with the runner's load), and nothing is said before every check
+    has passed."""
     from harness.manifest import git_sha, machine, package_versions
 
-    p = prepare(exp, log=log)
+    p = prepare(exp, log=log, build_prompts=False)
     exp = p.experiment  # prepare may pick the runner (Mamba checkpoints)
-    check_run_dir(Path(exp.out), identity(p))  # before the first line is printed: a refusal is one line
     grid = {k: v for k, v in dataclasses.asdict(exp.task_config).items() if k in GRID}
     settings = {k: v for k, v in dataclasses.asdict(exp.task_config).items() if k not in GRID and v is not None}
-    log(f"{exp.task}: model={exp.model} extension={p.extension.describe(p.extension_config)} runner={exp.runner} "
-        + " ".join(f"{k}={list(v) if isinstance(v, tuple) else v}" for k, v in {**grid, **settings}.items())
-        + f" -> {exp.out}")
     invocation = {"argv": sys.argv, "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                   "git_sha": git_sha(), "machine": machine(), "packages": package_versions(), "grid": grid}
     rd = RunDir.open(exp.out, identity(p), invocation)
     todo = [c for c in p.task.cells() if sample_key(p.task.name, c[0], c[1], c[2]) not in rd.done]
+    check_size(grid_cost([p], [todo]), confirm, log)
+    p.task.check(p.tokenizer)
+    log(f"{exp.task}: model={exp.model} extension={p.extension.describe(p.extension_config)} runner={exp.runner} "
+        + " ".join(f"{k}={list(v) if isinstance(v, tuple) else v}" for k, v in {**grid, **settings}.items())
+        + f" -> {exp.out}")
     total = sum(1 for _ in p.task.cells())
     if not todo:
         log(f"all {total} samples already in {rd.path}; nothing to do")

@@ -1,4 +1,4 @@
-"""Peak memory predicted before anything is loaded.
+"""Peak memory and FLOPs predicted before anything is loaded (the cost model, from the config alone).
 
 Measurement lives in `harness.measure` (`PeakMemory`).
 
@@ -164,6 +164,50 @@ def parameter_count(cfg) -> int:
     if key not in _PARAMETERS:
         _PARAMETERS[key] = sum(p.numel() for p in meta_model(cfg).parameters())
     return _PARAMETERS[key]
+
+
+@dataclass(frozen=True)
+class FlopCount:
+    """FLOPs of a forward, from the model's geometry (`Geometry`, the one reader of a config's shapes)
+    and its weights counted on a weightless (meta-device) instance."""
+
+    geometry: "Geometry"
+    linear_params: int  # weights of the blocks' Linear modules (not the embedding, not the LM head)
+    head_params: int  # V × H
+    params: int  # every parameter (weights' bytes = params × dtype size)
+    attention: bool  # False where every layer is recurrent (the model's profile says so)
+
+    @classmethod
+    def of(cls, hf_config) -> "FlopCount":
+        import torch
+
+        from harness.profile import read_profile
+
+        model = meta_model(hf_config)
+        head = model.get_output_embeddings()
+        linear = sum(m.weight.numel() for m in model.modules()
+                     if isinstance(m, torch.nn.Linear) and m is not head)
+        return cls(geometry=Geometry.of(hf_config), linear_params=linear, head_params=head.weight.numel(),
+                   params=parameter_count(hf_config), attention=not read_profile(hf_config).recurrent_only)
+
+    @property
+    def pair_flops(self) -> float:
+        """FLOPs of one (query, key) pair over every layer and head: q·k and p·v, 2 × head_dim each."""
+        g = self.geometry
+        return 4 * g.head_dim * g.heads * g.layers if self.attention else 0.0
+
+    def prefill_flops(self, tokens: int, cached: int = 0) -> float:
+        """FLOPs of prefilling `tokens` prompt tokens of which the first `cached` come from a kept cache."""
+        new = tokens - cached
+        pairs = (tokens * (tokens + 1) - cached * (cached + 1)) / 2  # (query, key) pairs of queries cached … T−1
+        return 2.0 * self.linear_params * new + 2.0 * self.head_params + self.pair_flops * pairs
+
+    def decode_flops(self, tokens: int, new_tokens: int) -> float:
+        """FLOPs of `new_tokens` − 1 decode steps after a `tokens`-long prompt (the first new token is the prefill's)."""
+        total = 0.0
+        for t in range(tokens, tokens + max(0, new_tokens - 1)):
+            total += 2.0 * (self.linear_params + self.head_params) + self.pair_flops * (t + 1)
+        return total
 
 
 def dtype_bytes(dtype: str) -> int:

@@ -54,12 +54,21 @@ KNOWN_MODELS: dict[str, PackagedGGUF] = {
 IMPORT_MARKER = "longctx_import.json"
 
 
-def longctx_home() -> Path:
-    """$LONGCTX_HOME, else $XDG_CACHE_HOME/longctx, else ~/.cache/longctx."""
+def longctx_home(writable: bool = False) -> Path:
+    """$LONGCTX_HOME, else $XDG_CACHE_HOME/longctx, else ~/.cache/longctx. A home that is a file, or (where the
+    caller will write) cannot be written, is a one-line error naming the path and the variable."""
     if os.environ.get("LONGCTX_HOME"):
-        return Path(os.environ["LONGCTX_HOME"]).expanduser()
-    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return base / "longctx"
+        home, how = Path(os.environ["LONGCTX_HOME"]).expanduser(), "$LONGCTX_HOME"
+    else:
+        home, how = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "longctx", "the cache folder"
+    if home.exists() and not home.is_dir():
+        raise UserError(f"{how} {home} is a file, not a directory; point LONGCTX_HOME at a directory")
+    if writable:
+        near = next((p for p in [home, *home.parents] if p.exists()), Path("/"))
+        if not near.is_dir() or not os.access(near, os.W_OK | os.X_OK):
+            raise UserError(f"{how} {home} cannot be written ({near} is read-only to this user); point "
+                            "LONGCTX_HOME at a writable directory")
+    return home
 
 
 def cached_path(name: str) -> Path:
@@ -78,6 +87,10 @@ def import_model(name: str, force: bool = False, log=print) -> Path:
     dest = cached_path(name)
     if is_cached(name) and not force:
         return dest
+    longctx_home(writable=True)
+    for stale in dest.parent.glob(dest.name + ".tmp*"):  # an interrupted import's half-written copy (~0.5 GB)
+        if not _alive(_pid_of(stale)):
+            shutil.rmtree(stale, ignore_errors=True)
     gguf = source.locate()
     log(f"importing {name} from {gguf} into {dest} (once) ...")
     t0 = time.perf_counter()
@@ -93,16 +106,36 @@ def import_model(name: str, force: bool = False, log=print) -> Path:
         del model.config.quantization_config
     tmp = dest.with_name(dest.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    marker = {"source": str(gguf), "source_bytes": gguf.stat().st_size, "package": source.pip_name,
-              "dtype": "float32", "seconds": round(time.perf_counter() - t0, 1)}
-    (tmp / IMPORT_MARKER).write_text(json.dumps(marker, indent=2))
-    shutil.rmtree(dest, ignore_errors=True)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(tmp, dest)  # atomic: a crash never leaves a half-written checkpoint under the final name
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        marker = {"source": str(gguf), "source_bytes": gguf.stat().st_size, "package": source.pip_name,
+                  "dtype": "float32", "seconds": round(time.perf_counter() - t0, 1)}
+        (tmp / IMPORT_MARKER).write_text(json.dumps(marker, indent=2))
+        shutil.rmtree(dest, ignore_errors=True)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, dest)  # atomic: a crash never leaves a half-written checkpoint under the final name
+    finally:  # interrupted (Ctrl-C, a full disk): the half-written copy goes; SIGKILL's is removed next time
+        shutil.rmtree(tmp, ignore_errors=True)
     log(f"imported {name} in {marker['seconds']} s")
     return dest
+
+
+def _pid_of(path: Path) -> int | None:
+    tail = path.name.rpartition(".tmp")[2]
+    return int(tail) if tail.isdigit() else None
+
+
+def _alive(pid: int | None) -> bool:
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 HUB_PREFIX = "hf:"

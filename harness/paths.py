@@ -33,3 +33,14 @@ def check_output_file(path: str | Path, flag: str = "--output") -> Path:
         raise UserError(f"{flag} {path} is not writable")
     check_output_dir(path.parent, flag=f"{flag} {path}: its folder")
     return path
+
+
+def check_apart(path: str | Path, inputs: list, flag: str) -> None:
+    """An output may not be one of the command's inputs nor lie inside a run directory it reads (a report written
+    over results.jsonl would replace every record)."""
+    out = Path(path).resolve()
+    for i in map(Path, inputs):
+        i = i.resolve()
+        if out == i or i in out.parents:
+            what = "one of its inputs" if out == i else f"inside {i}, which it reads"
+            raise UserError(f"{flag} {path} is {what}; write it elsewhere (e.g. {Path(i).parent / 'report.html'})")

@@ -132,8 +132,14 @@ def _read_jsonl(path: Path, parse) -> list:
     if not path.exists():
         return []
     records = []
-    with path.open(encoding="utf-8") as f:
-        lines = f.readlines()
+    try:
+        with path.open(encoding="utf-8") as f:
+            lines = f.readlines()
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start}): not a longctx results file") \
+            from None
+    except OSError as e:
+        raise UserError(f"{path} cannot be read ({e.strerror})") from None
     for i, line in enumerate(lines):
         if not line.strip():
             continue
@@ -156,15 +162,22 @@ def _from_legacy_perplexity(d: dict) -> SampleRecord:
 
 @dataclass
 class RunDir:
-    """A run directory opened for appending. Use `RunDir.open(path, identity, invocation)`."""
+    """A run directory opened for appending. Use `RunDir.open(path, identity, invocation)`.
+
+    Opening checks and reads only; the first write (the runner's load info, or a record) creates the directory,
+    claims it for this process, sets a torn last line aside and appends this invocation to run.json. So a command
+    refused at any point before its model has loaded leaves the directory as it found it."""
 
     path: Path
     identity: dict
     done: set = field(default_factory=set)
+    invocation: dict | None = None  # not yet written: written with the first load info or record
+    meta: dict | None = None  # run.json as found (None: a new run)
+    started: bool = False
 
     @classmethod
     def open(cls, path: str | Path, identity: dict, invocation: dict) -> "RunDir":
-        """Create or resume a run directory.
+        """Check (and read) a run directory to create or resume.
 
         `identity` is everything that makes two samples with the same key comparable (task, model, extension and
         its params, runner, dtype, seed, haystack ...). Resuming with a different identity is refused: the grid
@@ -172,19 +185,27 @@ class RunDir:
         """
         path = Path(path)
         meta = check_run_dir(path, identity)
-        path.mkdir(parents=True, exist_ok=True)
-        _claim_writer(path)
-        meta = meta or {"schema_version": SCHEMA_VERSION, "identity": identity, "invocations": []}
-        meta["identity"] = identity
-        meta["invocations"].append(invocation)
-        _atomic_write(path / RUN, json.dumps(meta, indent=2, sort_keys=True))
-        _set_aside_torn_tail(path / RESULTS)
+        _other_writer(path)  # refused now, before a model loads; claimed at the first write
         # A record with an error (a crashed request) does not count as done: resuming retries it.
         done = {r.key for r in read_records(path) if r.error is None}
-        return cls(path=path, identity=identity, done=done)
+        return cls(path=path, identity=identity, done=done, invocation=invocation, meta=meta)
+
+    def start(self) -> None:
+        """The first write: the directory, this process's claim on it, and this invocation in run.json."""
+        if self.started:
+            return
+        self.path.mkdir(parents=True, exist_ok=True)
+        _claim_writer(self.path)
+        meta = self.meta or {"schema_version": SCHEMA_VERSION, "identity": self.identity, "invocations": []}
+        meta["identity"] = self.identity
+        meta["invocations"].append(self.invocation or {})
+        _atomic_write(self.path / RUN, json.dumps(meta, indent=2, sort_keys=True))
+        _set_aside_torn_tail(self.path / RESULTS)
+        self.started = True
 
     def note_load(self, load_info: dict) -> None:
         """Attach what the runner reported on load (dtype, device, what the extension patched) to this invocation."""
+        self.start()
         run_file = self.path / RUN
         meta = json.loads(run_file.read_text())
         meta["invocations"][-1]["load"] = load_info
@@ -192,6 +213,7 @@ class RunDir:
 
     def append(self, record: SampleRecord) -> None:
         """Append one record and fsync: a crash loses at most this line."""
+        self.start()
         with (self.path / RESULTS).open("a", encoding="utf-8") as f:
             f.write(record.to_json() + "\n")
             f.flush()
@@ -210,6 +232,17 @@ def _alive(pid: int) -> bool:
     except PermissionError:  # someone else's live process
         return True
     return True
+
+
+def _other_writer(path: Path) -> None:
+    """Refuse a run directory that another live process is writing (read only: nothing is claimed)."""
+    try:
+        other = int((path / WRITER).read_text().strip())
+    except (OSError, ValueError):
+        return
+    if other != os.getpid() and _alive(other):
+        raise UserError(f"{path} is being written by another process (pid {other}); wait for it to finish or use "
+                        "another --out directory")
 
 
 def _claim_writer(path: Path) -> None:
@@ -260,19 +293,47 @@ def check_run_dir(path: Path, identity: dict) -> dict | None:
     check_output_dir(path)
     run_file = path / RUN
     if not run_file.exists():
+        check_unclaimed(path)
         return None
     try:
         meta = json.loads(run_file.read_text(encoding="utf-8"))
         if not isinstance(meta, dict) or not isinstance(meta.get("invocations"), list):
             raise ValueError("not a longctx run.json")
-    except (ValueError, UnicodeDecodeError) as e:
-        raise UserError(f"{run_file} is unreadable ({e}); move it away or use another --out directory") from None
+    except (ValueError, UnicodeDecodeError, OSError) as e:
+        why = e.strerror if isinstance(e, OSError) else e
+        raise UserError(f"{run_file} is unreadable ({why}); move it away or use another --out directory") from None
     if meta.get("identity") != identity and _has_records(path):
         old = meta.get("identity") or {}
         diff = sorted(k for k in set(identity) | set(old) if identity.get(k) != old.get(k))
         raise UserError(f"{path} holds a different experiment (differs in: {', '.join(diff)}); "
                         f"use another --out directory")
     return meta
+
+
+RUN_FILES = {RUN, RESULTS, RESULTS + ".torn", LEGACY_PERPLEXITY, WRITER, RUN + ".tmp", "search.json"}
+
+
+def check_unclaimed(path: Path, flag: str = "--out") -> None:
+    """A directory without run.json may become a run only if it is new or empty: not records without their run.json
+    (a damaged run, whose records would be rewritten), not a sweep or report directory holding runs, not a folder
+    of someone else's files. One line naming what it holds."""
+    if not path.is_dir():
+        return
+    try:
+        entries = sorted(path.iterdir())
+    except OSError as e:
+        raise UserError(f"{flag} {path} cannot be read ({e.strerror})") from None
+    if any(e.name in (RESULTS, LEGACY_PERPLEXITY) for e in entries):
+        raise UserError(f"{flag} {path} holds {RESULTS} but no {RUN}: a damaged run that longctx will not rewrite; "
+                        f"restore its {RUN} or use another {flag} directory")
+    runs = [e for e in entries if e.is_dir() and (e / RUN).exists()]
+    if runs:
+        raise UserError(f"{flag} {path} holds {len(runs)} run director{'y' if len(runs) == 1 else 'ies'} (a sweep's "
+                        f"or a search's folder); give a directory of its own, e.g. {path / 'new-run'}")
+    foreign = [e.name for e in entries if e.name not in RUN_FILES]
+    if foreign:
+        raise UserError(f"{flag} {path} holds files longctx did not write ({', '.join(foreign[:3])}"
+                        f"{', ...' if len(foreign) > 3 else ''}); give a new or empty directory")
 
 
 def _has_records(path: Path) -> bool:
@@ -332,6 +393,8 @@ def load_run_meta(run_dir: Path) -> dict[str, Any]:
         meta = json.loads(f.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as e:
         raise UserError(f"{f} is unreadable ({e})") from None
+    except OSError as e:
+        raise UserError(f"{f} cannot be read ({e.strerror})") from None
     if not isinstance(meta, dict):
         raise UserError(f"{f} is not a longctx run.json")
     return meta

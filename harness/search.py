@@ -46,6 +46,9 @@ class SearchConfig:
     step: int = 64  # probed lengths are multiples of this
 
     def __post_init__(self):
+        bad = [k for k in ("threshold", "resolution", "confidence") if not math.isfinite(getattr(self, k))]
+        if bad:
+            raise UserError(f"search {bad[0]} must be a finite number, got {getattr(self, bad[0])}")
         if not (0 < self.low < self.high):
             raise UserError(f"search range must satisfy 0 < --min < --max, got {self.low} and {self.high}")
         if not 0 < self.threshold < 1:
@@ -330,5 +333,6 @@ def run_search(exp, config: SearchConfig, log: Callable[[str], None] = print, ru
     finally:
         if state["runner"] is not None:
             state["runner"].close()
+    rd.start()
     (rd.path / SEARCH_FILE).write_text(json.dumps({"config": asdict(config), **result.to_json()}, indent=1))
     return result

@@ -97,9 +97,13 @@ def load(path: str, out: str | None = None) -> tuple[Path, list[Cell]]:
 
     where = f"{path}: "
     try:
-        doc = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        doc = yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_unique_key_loader())
     except FileNotFoundError:
         raise UserError(f"no such experiment file: {path}") from None
+    except DuplicateKey as e:
+        raise UserError(f"{path}: {e}") from None
+    except OSError as e:
+        raise UserError(f"{path} cannot be read ({e.strerror})") from None
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         first = str(e).strip().splitlines()
         raise UserError(f"{path} is not valid YAML ({' '.join(first[:2])})") from None
@@ -118,6 +122,11 @@ def load(path: str, out: str | None = None) -> tuple[Path, list[Cell]]:
     sweep_dir = Path(out or doc.get("out") or "")
     if not str(sweep_dir) or str(sweep_dir) == ".":
         raise _err(f"{where}out", "give the sweep directory here or with --out")
+    from harness.records import RESULTS, RUN
+
+    if (sweep_dir / RUN).exists() or (sweep_dir / RESULTS).exists():
+        raise _err(f"{where}out", f"{sweep_dir} is a run directory, not a sweep's; give the sweep a directory of "
+                   "its own")
     search = _search_config(doc, where)
     if search is None and not doc.get("lengths"):
         raise _err(f"{where}lengths", "required and non-empty (or give a search: mapping)")
@@ -195,6 +204,31 @@ def _task_config(task: dict, shared: dict, search, path: str):
         raise (e if msg.startswith(path) else _err(path, msg)) from None
 
 
+class DuplicateKey(Exception):
+    pass
+
+
+def _unique_key_loader():
+    """PyYAML's safe loader, refusing a key given twice in one mapping (safe_load keeps the last, silently)."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                key, line = self.construct_object(key_node, deep=True), key_node.start_mark.line + 1
+                try:
+                    if key in seen:
+                        where = f"lines {seen[key]} and {line}" if seen[key] != line else f"line {line}"
+                        raise DuplicateKey(f"key {key!r} is given twice ({where}); give it once")
+                    seen[key] = line
+                except TypeError:  # an unhashable key: PyYAML's own error follows
+                    continue
+            return super().construct_mapping(node, deep=deep)
+
+    return Loader
+
+
 def _search_config(doc: dict, where: str):
     """The `search:` mapping as a SearchConfig (None without one); it replaces the grid keys."""
     if "search" not in doc:
@@ -244,12 +278,13 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
 def run_sweep(path: str, out: str | None = None, shard: tuple[int, int] | None = None,
               log: Callable[[str], None] = print, progress: bool = True, dry_run: bool = False,
               executor: str = "local", ray_address: str | None = None, cpus_per_worker: float = 1,
-              gpus_per_worker: float = 0, max_memory: int | None = None, tensor_parallel: int | None = None) -> Path:
+              gpus_per_worker: float = 0, max_memory: int | None = None, tensor_parallel: int | None = None,
+              confirm: Callable[[str], bool] | None = None) -> Path:
     """Check every cell, then run this shard's cells: in order here, or as Ray actors (executor="ray"); either
     way each cell resumes like a single experiment and only this process writes the run directories.
     max_memory: bytes a cell's longest request may be predicted to peak at (default: the memory available when
     the sweep starts, fixed for the whole sweep)."""
-    from harness.experiment import identity, prepare, run
+    from harness.experiment import check_size, grid_cost, identity, prepare, run
     from harness.records import check_run_dir
 
     if executor not in ("local", "ray"):
@@ -280,9 +315,21 @@ def run_sweep(path: str, out: str | None = None, shard: tuple[int, int] | None =
     budget = _Budget(max_memory)
     cells = [dataclasses.replace(c, experiment=dataclasses.replace(c.experiment, max_memory=budget(c.experiment)))
              for c in cells]
+    every, prepared, todos = [], [], []
     for c in cells:  # every mistake surfaces here, before anything is written
-        p = prepare(c.experiment, log=lambda *_: None)
+        p = prepare(c.experiment, log=lambda *_: None, build_prompts=False)
         check_run_dir(Path(c.experiment.out), identity(p))
+        every.append(p)
+        if c.search is None:
+            from harness.records import read_records, sample_key
+
+            done = {r.key for r in read_records(c.experiment.out) if r.error is None}
+            prepared.append(p)
+            todos.append([x for x in p.task.cells() if sample_key(p.task.name, *x) not in done])
+    if not dry_run:
+        check_size(grid_cost(prepared, todos), confirm, log)
+    for p in every:  # the prompts of each cell's shortest length, once the grid's size is agreed
+        p.task.check(p.tokenizer)
     log(f"sweep {path}: {len(cells)} cells" + (f" (shard {shard[0]}/{shard[1]})" if shard else "")
         + f" -> {sweep_dir}")
     if dry_run:
@@ -383,7 +430,8 @@ def dump(exp, search=None) -> str:
             v != fields[k].default}
     own = {k: v for k, v in values.items() if k != "lengths" and k not in grid and k not in SHARED and
            v != fields[k].default}
-    doc = {"out": str(Path(exp.out).parent), "models": [exp.model],
+    parent = Path(exp.out).parent
+    doc = {"out": str(parent) if str(parent) != "." else f"{exp.out}-sweep", "models": [exp.model],
            "tasks": [{"name": exp.task, **{k: list(v) if isinstance(v, tuple) else v for k, v in own.items()}}],
            "extensions": [{"name": exp.extension, **({"params": dict(exp.extension_params)}
                                                      if exp.extension_params else {})}],

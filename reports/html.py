@@ -684,7 +684,7 @@ def iter_run_dirs_or_none(path) -> list[Path]:
 
 def write_report(paths: list[str], output: str, title: str = "longctx report", threshold: float = RULER_THRESHOLD,
                  relative: float = RELATIVE_THRESHOLD, save_figures: str | None = None) -> Path:
-    from harness.paths import check_output_dir, check_output_file
+    from harness.paths import check_apart, check_output_dir, check_output_file
 
     if not 0 < threshold <= 1 or not 0 < relative <= 1:
         raise UserError(f"thresholds are fractions in (0, 1], got --threshold {threshold}, --relative {relative}")
@@ -698,6 +698,10 @@ def write_report(paths: list[str], output: str, title: str = "longctx report", t
     trainings = [(f, read_training(f)) for p in training_paths for f in training_files(p)]
     rest = [p for p in paths if Path(p) not in bench_paths and Path(p) not in training_paths]
     run_dirs = list(iter_run_dirs(rest)) if rest or not (benches or trainings) else []
+    inputs = run_dirs + [p / "bench.json" for p in bench_paths] + [f for f, _ in trainings]
+    check_apart(output, inputs, "--output")
+    if save_figures:
+        check_apart(save_figures, inputs, "--save-figures")
     SAVED.clear()
     text = render(run_dirs, title=title, threshold=threshold, relative=relative, benches=benches,
                   trainings=trainings)

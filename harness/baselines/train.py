@@ -4,6 +4,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
+import shutil
 import time
 from pathlib import Path
 from typing import Callable
@@ -211,19 +213,39 @@ def train_one(arch: str, cfg: TrainConfig, out_dir: Path, log: Callable[[str], N
             torch._foreach_copy_(params, ema)  # the checkpoint is the average
     model.eval()
     dest = out_dir / arch
-    dest.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(dest, safe_serialization=True)
-    tokenizer.save_pretrained(dest)
-    info = {"architecture": arch, "model_type": model.config.model_type, "parameters": count_parameters(model),
-            "config": dataclasses.asdict(cfg), "steps_done": steps_done, "seconds": round(time.perf_counter() - t0, 1),
-            "final_loss": losses[-1], "losses_every_10": losses[::10], "stopped_by": stopped, "curve": curve}
-    (dest / "longctx_training.json").write_text(json.dumps(info, indent=2))
+    tmp = out_dir / f".{arch}.tmp{os.getpid()}"  # written whole, then put in place: a crash replaces nothing
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir(parents=True)
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        info = {"architecture": arch, "model_type": model.config.model_type, "parameters": count_parameters(model),
+                "config": dataclasses.asdict(cfg), "steps_done": steps_done,
+                "seconds": round(time.perf_counter() - t0, 1), "final_loss": losses[-1],
+                "losses_every_10": losses[::10], "stopped_by": stopped, "curve": curve}
+        (tmp / TRAINING_RECORD).write_text(json.dumps(info, indent=2))
+        if dest.exists():  # only with --overwrite (checked before training): the old one goes at the very end
+            shutil.rmtree(dest)
+        os.replace(tmp, dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return info
+
+
+TRAINING_RECORD = "longctx_training.json"
+
+
+def check_out(out: str, archs: tuple[str, ...], overwrite: bool) -> None:
+    """Before anything is trained: no trained model under --out is replaced without --overwrite."""
+    taken = [a for a in archs if (Path(out) / a).exists() and any((Path(out) / a).iterdir())]
+    if taken and not overwrite:
+        raise UserError(f"--out {out} already holds a trained {', '.join(taken)} model; add --overwrite to replace "
+                        f"{'it' if len(taken) == 1 else 'them'} when training ends, or give another --out")
 
 
 def checkpoint_record(path: str, arch: str) -> dict:
     """The training record of a train-baselines checkpoint of architecture `arch` (a UserError otherwise)."""
-    record = Path(path) / "longctx_training.json"
+    record = Path(path) / TRAINING_RECORD
     try:
         doc = json.loads(record.read_text())
     except (OSError, ValueError):
@@ -235,13 +257,17 @@ def checkpoint_record(path: str, arch: str) -> dict:
 
 
 def train_baselines(cfg: TrainConfig, out: str, archs: tuple[str, ...] = ARCHITECTURES,
-                    log: Callable[[str], None] = print) -> list[dict]:
+                    log: Callable[[str], None] = print, overwrite: bool = False) -> list[dict]:
     unknown = [a for a in archs if a not in ARCHITECTURES]
     if unknown:
         raise UserError(f"unknown architecture(s) {', '.join(unknown)}; available: {', '.join(ARCHITECTURES)}")
+    check_out(out, archs, overwrite)
     if cfg.init_from:  # checked before anything is trained or written
         if len(archs) != 1:
             raise UserError("--init-from continues one checkpoint: give exactly one --arch")
         checkpoint_record(cfg.init_from, archs[0])
+        if Path(cfg.init_from).resolve() == (Path(out) / archs[0]).resolve():
+            raise UserError(f"--init-from {cfg.init_from} is where this run would save ({out}/{archs[0]}); save the "
+                            "continued model beside it: give another --out")
     out_dir = Path(out)
     return [train_one(a, cfg, out_dir, log=log) for a in archs]

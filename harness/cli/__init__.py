@@ -32,6 +32,9 @@ COMMANDS.register("lm-eval-tasks-path", "harness.cli.lm_eval:tasks_path")
 COMMANDS.register("lm-eval-register", "harness.cli.lm_eval:register")
 
 
+INTERRUPTED = "interrupted; finished samples are saved, re-run the same command to resume"
+
+
 class RegistryGroup(click.Group):
     """A click group whose commands are the entries of `COMMANDS` (imported when listed or run)."""
 
@@ -54,9 +57,21 @@ def main(argv: list[str] | None = None) -> None:
         rv = cli.main(args=argv, prog_name="longctx", standalone_mode=False)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
+    except click.exceptions.Abort as e:  # click turns Ctrl-C (KeyboardInterrupt) into Abort
+        if isinstance(e.__cause__, KeyboardInterrupt) or isinstance(e.__context__, KeyboardInterrupt):
+            click.echo(INTERRUPTED, err=True)
+        else:
+            click.echo("aborted", err=True)
         sys.exit(130)
+    except OSError as e:  # the disk or the environment failed mid-run (a user mistake is a UserError before this)
+        import errno
+
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EACCES):
+            raise
+        where = f" writing {e.filename}" if e.filename else ""
+        click.echo(f"longctx: failed: {e.strerror}{where}; every sample written before it is kept, re-run the same "
+                   "command to resume once there is room", err=True)
+        sys.exit(1)
     except click.ClickException as e:  # usage errors, bad option values, missing arguments
         click.echo(f"longctx: error: {e.format_message()}", err=True)
         sys.exit(2)
@@ -67,6 +82,6 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(f"longctx: failed: {e}", err=True)
         sys.exit(1)
     except KeyboardInterrupt:
-        click.echo("interrupted; finished samples are saved, re-run the same command to resume", err=True)
+        click.echo(INTERRUPTED, err=True)
         sys.exit(130)
     sys.exit(rv if isinstance(rv, int) else 0)

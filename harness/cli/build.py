@@ -74,11 +74,23 @@ def dumped(exp, kw, search=None) -> bool:
     return True
 
 
+def confirm(kw):
+    """Who agrees to start a large grid: --yes, else the user at a terminal, else nobody (it starts, said)."""
+    import sys
+
+    if kw.get("yes"):
+        return lambda message: True
+    if sys.stdin.isatty():
+        return lambda message: click.confirm(f"{message}; start it?", default=False, err=True)
+    return None
+
+
 def run(exp, kw):
     """Run one experiment with the command's log and progress settings; returns its run directory."""
     from harness.experiment import run as run_experiment
 
-    return run_experiment(exp, log=functools.partial(click.echo, err=True), progress=not kw["no_progress"])
+    return run_experiment(exp, log=functools.partial(click.echo, err=True), progress=not kw["no_progress"],
+                          confirm=confirm(kw))
 
 
 def log():

@@ -10,7 +10,7 @@ def tasks_path():
     from harness.integrations.lm_eval_tasks import write_task_files
     from harness.models import longctx_home
 
-    dest = longctx_home() / "lm_eval_tasks"
+    dest = longctx_home(writable=True) / "lm_eval_tasks"
     write_task_files(dest)
     click.echo(dest)
 

@@ -7,6 +7,26 @@ import click
 LENGTH_HELP = "comma-separated target lengths in tokens; k = 1024 (e.g. 4k,8k,16k)"
 
 
+class FiniteFloat(click.ParamType):
+    """A float option that is a number: nan and inf (and 1e400, which float() makes inf) are refused in one line."""
+
+    name = "number"
+
+    def convert(self, value, param, ctx):
+        import math
+
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
+FINITE = FiniteFloat()
+
+
 def options(*stacks):
     """Apply option stacks (lists of click options) in the order given, so `--help` lists them in that order."""
 
@@ -68,12 +88,16 @@ MAX_MEMORY = [click.option(
 
 PROGRESS = [click.option("--no-progress", is_flag=True, help="no progress bar")]
 
+YES = [click.option("--yes", "-y", is_flag=True,
+                    help="start a large grid without asking (over 2,000 samples or 12 h at the CPU's fp32 floor; "
+                         "without a terminal it starts anyway, its estimate printed)")]
 
-def output(what: str) -> list:
-    """--out (its default named by the command), --max-memory, --no-progress."""
+
+def output(what: str, grid: bool = True) -> list:
+    """--out (its default named by the command), --max-memory, --no-progress and (a grid's) --yes."""
     return [click.option("--out", "-o", default=None,
                          help=f"run directory; re-running resumes it [default: runs/{what}-MODEL-EXTENSION]"),
-            *MAX_MEMORY, *PROGRESS]
+            *MAX_MEMORY, *PROGRESS, *(YES if grid else [])]
 
 
 DUMP = [click.option("--dump-config", is_flag=True,

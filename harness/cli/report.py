@@ -3,13 +3,16 @@ from __future__ import annotations
 
 import click
 
+from harness.cli.options import FINITE
+
+
 @click.command()
 @click.argument("run_dirs", nargs=-1, required=True)
 @click.option("--output", "-o", default="report.html", show_default=True, help="HTML file to write")
 @click.option("--title", default="longctx report", show_default=True)
-@click.option("--threshold", default=0.856, show_default=True, type=float,
+@click.option("--threshold", default=0.856, show_default=True, type=FINITE,
               help="score threshold of the effective length (RULER: Llama-2-7B's 4k score)")
-@click.option("--relative", default=0.9, show_default=True, type=float,
+@click.option("--relative", default=0.9, show_default=True, type=FINITE,
               help="second threshold, as a fraction of each configuration's shortest-length score")
 @click.option("--save-figures", default=None, metavar="DIR", help="also write each figure as a PNG into DIR")
 def report(run_dirs, output, title, threshold, relative, save_figures):

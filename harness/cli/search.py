@@ -4,19 +4,19 @@ from __future__ import annotations
 import click
 
 from harness.cli import build
-from harness.cli.options import DUMP, METHOD, MODEL, PROMPT, SEED, options, output
+from harness.cli.options import DUMP, FINITE, METHOD, MODEL, PROMPT, SEED, options, output
 
 
 @click.command()
 @click.option("--task", "-t", default="passkey", show_default=True, help="any generation task or preset")
 @click.option("--min", "low", default="2k", show_default=True, help="shortest length of the range (e.g. 2k)")
 @click.option("--max", "high", default="32k", show_default=True, help="longest length of the range (e.g. 128k)")
-@click.option("--threshold", default=0.856, show_default=True, type=float,
+@click.option("--threshold", default=0.856, show_default=True, type=FINITE,
               help="score a length must reach (RULER: Llama-2-7B's 4k score)")
-@click.option("--resolution", default=1.19, show_default=True, type=float,
+@click.option("--resolution", default=1.19, show_default=True, type=FINITE,
               help="stop when the bracket's ends are within this ratio")
 @click.option("--max-samples", default=48, show_default=True, type=int, help="samples per probed length at most")
-@options(MODEL, SEED, PROMPT, METHOD, output("search-TASK"), DUMP)
+@options(MODEL, SEED, PROMPT, METHOD, output("search-TASK", grid=False), DUMP)
 def search(task, low, high, threshold, resolution, max_samples, **kw):
     """Effective-length search: bisect on log length with sequential exact-bound decisions per length."""
     from harness.config import parse_length

@@ -49,6 +49,14 @@ class MambaRunner:
     def attention_path(cls, extension, hf_config, options: dict) -> str:
         return "recurrent"
 
+    @classmethod
+    def check_model(cls, profile, extension, ext_config, options: dict, d) -> None:
+        """This runner drives recurrent-only checkpoints (Mamba, Mamba-2): a model with attention layers is refused
+        before anything is predicted or loaded."""
+        if not profile.recurrent_only:
+            d.refuse(f"this {profile.model_type} checkpoint has attention layers; the mamba runner runs "
+                     "recurrent-only (Mamba, Mamba-2) checkpoints; use -r hf")
+
     def __init__(self, device: str | None = None, dtype: str | None = None, chunk: int = 2048,
                  prefill: str = "auto"):
         from harness.errors import UserError

@@ -7,7 +7,8 @@ import sys
 import pytest
 import torch
 
-from harness.bench import FlopCount, markdown, summarize
+from harness.bench import markdown, summarize
+from harness.memory import FlopCount
 
 
 def test_flop_count_matches_torch_flop_counter(tiny_llama_path):

@@ -83,7 +83,7 @@ CASES = [
     ("report-output-is-a-directory", ["report", "done-run", "-o", "adir"], "is a directory"),
     ("report-output-under-a-file", ["report", "done-run", "-o", "afile/r.html"], "is a file"),
     ("report-threshold-above-1", ["report", "done-run", "--threshold", "1.5"], "thresholds are fractions"),
-    ("report-threshold-nan", ["report", "done-run", "--threshold", "nan"], "thresholds are fractions"),
+    ("report-threshold-nan", ["report", "done-run", "--threshold", "nan"], "not a finite number"),
     ("report-corrupt-run-json", ["report", "corrupt-run"], "unreadable"),
     ("report-mistyped-record", ["report", "mistyped-run"], "results.jsonl:1:"),
     ("report-figures-at-a-file", ["report", "done-run", "--save-figures", "afile"], "is a file"),
@@ -124,6 +124,28 @@ CASES = [
     ("sweep-cell-above-max-memory", ["run", "ok.yaml", "--max-memory", "1MB"], "no length of this grid fits"),
     ("search-bad-range", ["search", "-m", M, "--min", "8k", "--max", "4k"], "0 < --min < --max"),
     ("search-bad-resolution", ["search", "-m", M, "--resolution", "1"], "--resolution must be > 1"),
+    # the second round (issue 37): data that would be lost or changed, nonsense, hangs, environment and disk
+    ("report-over-its-records", ["report", "done-run", "-o", "done-run/results.jsonl"], "which it reads"),
+    ("report-into-a-run", ["report", "done-run", "-o", "done-run/report.html"], "which it reads"),
+    ("report-figures-into-a-run", ["report", "done-run", "--save-figures", "done-run/figures"], "which it reads"),
+    ("report-utf16-records", ["report", "utf16-run"], "not UTF-8"),
+    ("report-records-are-a-directory", ["report", "dir-run"], "cannot be read"),
+    ("out-records-without-run-json", RUN + ["--out", "orphan-run"], "but no run.json"),
+    ("out-at-a-sweep", RUN + ["--out", "a-sweep"], "holds 1 run directory"),
+    ("out-at-foreign-files", RUN + ["--out", "papers"], "files longctx did not write"),
+    ("param-overflows-to-inf", RUN + ["-e", "yarn", "-E", "factor=1e400"], "too large for a number"),
+    ("length-twenty-digits", ["passkey", "-m", M, "-l", "12345678901234567890"], "at most 16m tokens"),
+    ("length-1m-above-memory", ["passkey", "-m", M, "-l", "1m", "--max-memory", "100MB"],
+     "predicted peak memory at 1048576 tokens"),
+    ("mamba-runner-on-attention", RUN + ["-r", "mamba"], "has attention layers"),
+    ("sweep-duplicate-key", ["run", "dup.yaml"], "key 'lengths' is given twice (lines 4 and 5)"),
+    ("sweep-duplicate-key-in-an-entry", ["run", "dup-entry.yaml"], "key 'max_new_tokens' is given twice"),
+    ("sweep-out-at-a-run", ["run", "into-run.yaml"], "is a run directory, not a sweep's"),
+    ("sweep-task-setting-typo", ["run", "task-typo.yaml"], "tasks[0].documnets: not a setting of this task"),
+    ("report-threshold-overflows", ["report", "done-run", "--threshold", "1e400"], "not a finite number"),
+    ("train-lr-nan", ["train-baselines", "--out", "b", "--lr", "nan", "--quick"], "not a finite number"),
+    ("train-over-a-trained-model", ["train-baselines", "--out", "trained", "--arch", "rope", "--quick"],
+     "already holds a trained rope model; add --overwrite"),
 ]
 
 
@@ -161,18 +183,43 @@ def workdir(tmp_path, monkeypatch, tiny_llama_path):
     (tmp_path / "ok.yaml").write_text(f"out: s\nmodels: [{tiny_llama_path}]\ntasks: [passkey]\nlengths: [256, 512]\n")
     (tmp_path / "ext.yaml").write_text(f"out: s\nmodels: [{tiny_llama_path}]\ntasks: [passkey]\nlengths: [1k]\n"
                                        "extensions: [yarm]\n")
+    (tmp_path / "utf16-run").mkdir()
+    (tmp_path / "utf16-run" / "run.json").write_text(json.dumps({"identity": {}, "invocations": []}))
+    (tmp_path / "utf16-run" / "results.jsonl").write_bytes((rec.to_json() + "\n").encode("utf-16"))
+    (tmp_path / "dir-run" / "results.jsonl").mkdir(parents=True)
+    (tmp_path / "dir-run" / "run.json").write_text(json.dumps({"identity": {}, "invocations": []}))
+    (tmp_path / "orphan-run").mkdir()
+    (tmp_path / "orphan-run" / "results.jsonl").write_text(rec.to_json() + "\n{\"torn")
+    (tmp_path / "a-sweep" / "cell").mkdir(parents=True)
+    (tmp_path / "a-sweep" / "cell" / "run.json").write_text(json.dumps({"identity": {}, "invocations": []}))
+    (tmp_path / "papers").mkdir()
+    (tmp_path / "papers" / "notes.txt").write_text("mine")
+    (tmp_path / "trained" / "rope").mkdir(parents=True)
+    (tmp_path / "trained" / "rope" / "config.json").write_text("{}")
+    (tmp_path / "dup.yaml").write_text(f"out: s\nmodels: [{tiny_llama_path}]\ntasks: [passkey]\nlengths: [1k]\n"
+                                       "lengths: [2k]\n")
+    (tmp_path / "dup-entry.yaml").write_text(f"out: s\nmodels: [{tiny_llama_path}]\nlengths: [1k]\n"
+                                             "tasks: [{name: passkey, max_new_tokens: 4, max_new_tokens: 8}]\n")
+    (tmp_path / "into-run.yaml").write_text(f"out: done-run\nmodels: [{tiny_llama_path}]\ntasks: [passkey]\n"
+                                            "lengths: [256]\n")
+    (tmp_path / "task-typo.yaml").write_text(f"out: s\nmodels: [{tiny_llama_path}]\nlengths: [256]\n"
+                                             "tasks: [{name: perplexity, documnets: 2}]\n")
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     return tmp_path
 
 
 def _tree(root: Path) -> dict:
+    """Every path under root with its kind, size, mtime and (files) a checksum of its bytes."""
+    import hashlib
+
     out = {}
     for dirpath, dirnames, filenames in os.walk(root):
         for name in dirnames + filenames:
             p = Path(dirpath) / name
             st = p.stat()
-            out[str(p.relative_to(root))] = (p.is_dir(), st.st_size, None if p.is_dir() else st.st_mtime_ns)
+            digest = None if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
+            out[str(p.relative_to(root))] = (p.is_dir(), st.st_size, None if p.is_dir() else st.st_mtime_ns, digest)
     return out
 
 
@@ -225,3 +272,106 @@ def test_a_model_args_mistake_is_one_line_exit_2(tiny_llama_path, capsys, args, 
         LongctxLM(**{"model": tiny_llama_path, "device": "cpu", **args})
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert exit_.value.code == 2 and len(err) == 1 and needle in err[0], err
+
+
+@pytest.mark.parametrize("home,needle", [("afile", "is a file, not a directory"),
+                                         ("readonly/home", "cannot be written")])
+def test_an_unusable_longctx_home_is_one_line(workdir, monkeypatch, capsys, home, needle):
+    """LONGCTX_HOME at a file, or under a folder this user cannot write, when the default model must be imported."""
+    from harness.cli import main
+
+    (workdir / "readonly").mkdir()
+    (workdir / "readonly").chmod(0o555)
+    if home.startswith("readonly") and os.access(workdir / "readonly", os.W_OK):
+        pytest.skip("this user writes into read-only folders (root)")
+    monkeypatch.setenv("LONGCTX_HOME", str(workdir / home))
+    before = _tree(workdir)
+    with pytest.raises(SystemExit) as exit_:
+        main(["passkey", "-m", "smollm2", "-l", "512"])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert exit_.value.code == 2 and len(err) == 1 and needle in err[0] and "LONGCTX_HOME" in err[0], err
+    assert _tree(workdir) == before
+
+
+def test_ctrl_c_says_how_to_resume(workdir, tiny_llama_path, monkeypatch, capsys):
+    import harness.experiment
+    from harness.cli import main
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(harness.experiment, "run", interrupted)
+    with pytest.raises(SystemExit) as exit_:
+        main(["passkey", "-m", tiny_llama_path, "-l", "512", "--out", "r"])
+    assert exit_.value.code == 130 and "re-run the same command to resume" in capsys.readouterr().err
+
+
+def test_a_full_disk_mid_run_is_one_line_exit_1_and_keeps_what_was_written(workdir, tiny_llama_path, monkeypatch,
+                                                                           capsys):
+    import errno
+
+    from harness.cli import main
+    from harness.records import RunDir, read_records
+
+    real, calls = RunDir.append, []
+
+    def append(self, record):
+        calls.append(record)
+        if len(calls) > 1:
+            raise OSError(errno.ENOSPC, "No space left on device", str(self.path / "results.jsonl"))
+        real(self, record)
+
+    monkeypatch.setattr(RunDir, "append", append)
+    with pytest.raises(SystemExit) as exit_:
+        main(["passkey", "-m", tiny_llama_path, "-l", "256", "-d", "0.2,0.8", "--out", "r", "--no-progress"])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("longctx")]
+    assert exit_.value.code == 1 and len(err) == 1 and "No space left" in err[0] and "resume" in err[0], err
+    assert len(read_records(workdir / "r")) == 1
+    monkeypatch.setattr(RunDir, "append", real)  # room again: the same command resumes and finishes
+    with pytest.raises(SystemExit) as exit_:
+        main(["passkey", "-m", tiny_llama_path, "-l", "256", "-d", "0.2,0.8", "--out", "r", "--no-progress"])
+    assert exit_.value.code == 0 and len(read_records(workdir / "r")) == 2
+
+
+def test_a_large_grid_says_its_estimate_and_starts_only_if_agreed(workdir, tiny_llama_path):
+    from evals.base import TaskConfig
+    from harness.errors import UserError
+    from harness.experiment import Experiment, open_run
+
+    exp = Experiment(task="passkey", task_config=TaskConfig(lengths=(256,), samples=100_000), model=tiny_llama_path,
+                     out=str(workdir / "big"))
+    asked = []
+    with pytest.raises(UserError, match="not started: this grid has 100,000 samples to do"):
+        open_run(exp, log=lambda *_: None, confirm=lambda m: asked.append(m) or False)
+    assert len(asked) == 1 and not (workdir / "big").exists()
+    said = []
+    open_run(exp, log=said.append, confirm=None)  # nobody to ask: it says so and goes on
+    assert said[0].startswith("this grid has 100,000 samples to do") and not (workdir / "big").exists()
+
+
+def test_a_refused_or_finished_resume_leaves_run_json_as_it_was(workdir, tiny_llama_path):
+    """The run directory is written at the runner's load, not at opening: a check that fails after opening (or a
+    resume with nothing to do) changes nothing."""
+    from harness.records import RunDir
+
+    before = _tree(workdir)
+    rd = RunDir.open(workdir / "new-run", {"task": "passkey"}, {"argv": ["x"]})
+    assert _tree(workdir) == before and not (workdir / "new-run").exists()
+    meta = (workdir / "done-run" / "run.json").read_text()
+    RunDir.open(workdir / "done-run", json.loads(meta)["identity"], {"argv": ["again"]})
+    assert (workdir / "done-run" / "run.json").read_text() == meta
+    rd.note_load({"dtype": "float32"})
+    assert json.loads((workdir / "new-run" / "run.json").read_text())["invocations"][0]["argv"] == ["x"]
+
+
+def test_a_dumped_config_runs_as_written(workdir, tiny_llama_path, capsys):
+    """--dump-config with --out NAME (no folder): the file's out is not '.', so `longctx run` takes it."""
+    from harness.cli import main
+    from harness.sweep import load
+
+    with pytest.raises(SystemExit):
+        main(["passkey", "-m", tiny_llama_path, "-l", "256", "--out", "pk", "--dump-config"])
+    (workdir / "pk.yaml").write_text(capsys.readouterr().out)
+    sweep_dir, (cell,) = load(str(workdir / "pk.yaml"))
+    assert str(sweep_dir) == "pk-sweep" and cell.experiment.task_config.lengths == (256,)
+

@@ -30,7 +30,11 @@ def test_resume_knows_finished_samples_and_records_invocations(tmp_path):
     assert _record(sample_id=0).key in again.done
     assert _record(sample_id=1).key not in again.done  # failed requests are retried
     meta = json.loads((tmp_path / "run.json").read_text())
+    assert [i["argv"] for i in meta["invocations"]] == [["first"]]  # opening writes nothing ...
+    again.note_load({"dtype": "float32"})  # ... the first write (the runner's load) records the invocation
+    meta = json.loads((tmp_path / "run.json").read_text())
     assert [i["argv"] for i in meta["invocations"]] == [["first"], ["second"]]
+    assert meta["invocations"][-1]["load"] == {"dtype": "float32"}
 
 
 def test_resume_with_a_different_experiment_is_refused(tmp_path):
@@ -43,8 +47,9 @@ def test_resume_with_a_different_experiment_is_refused(tmp_path):
 def test_a_directory_without_records_does_not_lock_its_experiment(tmp_path):
     """A command that stopped before its first sample (a typo found late, a crash in loading) leaves run.json but
     no record: the corrected command takes the directory over instead of being refused."""
-    RunDir.open(tmp_path, {"task": "passkey", "extension": "yarn", "dtype": "flaot32"}, {"argv": ["typo"]})
+    RunDir.open(tmp_path, {"task": "passkey", "extension": "yarn", "dtype": "flaot32"}, {"argv": ["typo"]}).start()
     rd = RunDir.open(tmp_path, {"task": "passkey", "extension": "yarn", "dtype": "float32"}, {"argv": ["fixed"]})
+    rd.start()
     meta = json.loads((tmp_path / "run.json").read_text())
     assert meta["identity"]["dtype"] == "float32" and [i["argv"] for i in meta["invocations"]] == [["typo"],
                                                                                                   ["fixed"]]
@@ -141,7 +146,7 @@ def test_a_run_directory_has_one_writing_process_at_a_time(tmp_path):
     finally:
         other.kill()
         other.wait()
-    RunDir.open(tmp_path, {"task": "passkey"}, {})  # the writer is gone: its claim is stale
+    RunDir.open(tmp_path, {"task": "passkey"}, {}).start()  # the writer is gone: its claim is stale
     assert (tmp_path / WRITER).read_text() == str(os.getpid())
 
 
