@@ -21,6 +21,7 @@ from evals.haystack import HAYSTACKS, sentence_stream
 from evals.scoring import Score
 from harness.errors import UserError
 
+MAX_SAMPLES = 10_000_000  # samples (cells) one run may hold: past it a grid is a typo, and listing it would hang
 FILL_TOLERANCE = 0.01  # a prompt may fall at most 1 % short of its token budget
 _SPARES = 256  # entries drawn beyond the budget for build_entries_prompt to trade with (more reach rarer sizes)
 
@@ -57,6 +58,10 @@ class TaskConfig:
             raise UserError(f"depths must be fractions in [0, 1], got {list(self.depths)}")
         if self.samples < 1:
             raise UserError(f"--samples must be at least 1, got {self.samples}")
+        cells = len(set(self.lengths)) * len(set(self.depths)) * self.samples
+        if cells > MAX_SAMPLES:
+            raise UserError(f"this grid has {cells:,} samples; a run holds at most {MAX_SAMPLES:,} (fewer --samples, "
+                            "lengths or depths)")
         if self.haystack not in HAYSTACKS:
             raise UserError(f"unknown haystack {self.haystack!r}; available: {', '.join(HAYSTACKS)}")
         if self.haystack_file is not None and self.haystack != "essay":

@@ -65,7 +65,8 @@ def essay_sentences(path: str | None = None) -> tuple[str, ...]:
     if path is not None:
         p = Path(path)
         if not p.is_file():
-            raise UserError(f"haystack file {path} " + ("is a directory" if p.is_dir() else "does not exist"))
+            what = "is a directory" if p.is_dir() else "is not a regular file" if p.exists() else "does not exist"
+            raise UserError(f"haystack file {path} {what}")
         try:
             text = p.read_text(encoding="utf-8")
         except UnicodeDecodeError:

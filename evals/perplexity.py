@@ -41,6 +41,11 @@ class PerplexityConfig:
             raise UserError(f"perplexity lengths must be at least 2 tokens, got {list(self.lengths)}")
         if self.documents < 1:
             raise UserError(f"--documents must be at least 1, got {self.documents}")
+        from evals.base import MAX_SAMPLES
+
+        if self.documents * len(set(self.lengths)) > MAX_SAMPLES:
+            raise UserError(f"{self.documents:,} documents x {len(set(self.lengths))} lengths is above the "
+                            f"{MAX_SAMPLES:,} samples a run holds")
         if self.stride < 1:
             raise UserError(f"--stride must be positive, got {self.stride}")
 

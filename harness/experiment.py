@@ -207,12 +207,12 @@ def run(exp: Experiment, log: Callable[[str], None] = print, progress: bool = Tr
 
 
 LARGE_GRID_SAMPLES = 2000  # samples to do above which a command says its estimate and asks (--yes: do not ask)
-LARGE_GRID_HOURS = 12.0  # ... or hours at the machine's fp32 floor above which it does
-FLOOR_GFLOPS = 120.0  # fp32 GEMM rate of the slowest 2-core CPU measured (docs/BENCHMARKS.md); a lower bound of time
+LARGE_GRID_HOURS = 12.0  # ... or hours of fp32 compute (at FLOOR_GFLOPS) above which it does
+FLOOR_GFLOPS = 120.0  # fp32 GEMM rate of the slower 2-core CPU measured (docs/BENCHMARKS.md): an estimate, not a bound
 
 
 def grid_cost(prepared: list, todos: list) -> tuple[int, float | None]:
-    """(samples still to do, hours they take at least: their FLOPs at FLOOR_GFLOPS on CPU) over experiments; hours
+    """(samples still to do, hours their FLOPs take at FLOOR_GFLOPS on CPU) over experiments; hours
     None where the FLOP count cannot be read (a model the cost model does not know) or a GPU runs them."""
     from collections import Counter
 
@@ -242,9 +242,9 @@ def check_size(cost: tuple[int, float | None], confirm: Callable[[str], bool] | 
     n, hours = cost
     if n <= LARGE_GRID_SAMPLES and (hours is None or hours <= LARGE_GRID_HOURS):
         return
-    at_least = f", at least {hours:,.1f} h at this CPU's fp32 floor ({FLOOR_GFLOPS:.0f} GFLOP/s; real runs take " \
-               "1.5-3x that)" if hours is not None else ""
-    message = f"this grid has {n:,} samples to do{at_least}"
+    about = f", about {hours:,.1f} h of fp32 compute at {FLOOR_GFLOPS:.0f} GFLOP/s (the slower of the 2-core CPUs " \
+            "measured; their rates range 120-450)" if hours is not None else ""
+    message = f"this grid has {n:,} samples to do{about}"
     if confirm is None:
         log(message)
     elif not confirm(message):

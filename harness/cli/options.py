@@ -89,7 +89,7 @@ MAX_MEMORY = [click.option(
 PROGRESS = [click.option("--no-progress", is_flag=True, help="no progress bar")]
 
 YES = [click.option("--yes", "-y", is_flag=True,
-                    help="start a large grid without asking (over 2,000 samples or 12 h at the CPU's fp32 floor; "
+                    help="start a large grid without asking (over 2,000 samples or about 12 h of fp32 compute; "
                          "without a terminal it starts anyway, its estimate printed)")]
 
 
