@@ -37,7 +37,7 @@ $(STAMP): setup.cfg pyproject.toml Makefile
 
 demo: setup
 	$(VENV)/bin/longctx passkey --model smollm2 --lengths 2k,4k,8k,16k --depths 0.2,0.5,0.8 --samples 1 --seed 0 --out $(DEMO_OUT)
-	$(VENV)/bin/longctx report $(DEMO_OUT) -o $(DEMO_OUT)/report.html
+	$(VENV)/bin/longctx report $(DEMO_OUT) -o $(DEMO_OUT).html
 
 test: setup
 	$(PY) -m pytest -q tests

@@ -43,4 +43,5 @@ def check_apart(path: str | Path, inputs: list, flag: str) -> None:
         i = i.resolve()
         if out == i or i in out.parents:
             what = "one of its inputs" if out == i else f"inside {i}, which it reads"
-            raise UserError(f"{flag} {path} is {what}; write it elsewhere (e.g. {Path(i).parent / 'report.html'})")
+            beside = Path(f"{i if i.is_dir() else i.parent}{out.suffix or ''}")
+            raise UserError(f"{flag} {path} is {what}; write it beside instead (e.g. {beside})")
