@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import UserError, unknown_name
+from harness.records import pid_alive
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,7 @@ def import_model(name: str, force: bool = False, log=print) -> Path:
         return dest
     longctx_home(writable=True)
     for stale in dest.parent.glob(dest.name + ".tmp*"):  # an interrupted import's half-written copy (~0.5 GB)
-        if not _alive(_pid_of(stale)):
+        if not pid_alive(_pid_of(stale)):
             shutil.rmtree(stale, ignore_errors=True)
     gguf = source.locate()
     log(f"importing {name} from {gguf} into {dest} (once) ...")
@@ -124,18 +125,6 @@ def import_model(name: str, force: bool = False, log=print) -> Path:
 def _pid_of(path: Path) -> int | None:
     tail = path.name.rpartition(".tmp")[2]
     return int(tail) if tail.isdigit() else None
-
-
-def _alive(pid: int | None) -> bool:
-    if pid is None:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 HUB_PREFIX = "hf:"

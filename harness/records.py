@@ -224,7 +224,10 @@ class RunDir:
 WRITER = ".writer"  # the pid of the process appending to a run directory
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int | None) -> bool:
+    """Whether a process with this pid lives (None: no process)."""
+    if pid is None:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -240,7 +243,7 @@ def _other_writer(path: Path) -> None:
         other = int((path / WRITER).read_text().strip())
     except (OSError, ValueError):
         return
-    if other != os.getpid() and _alive(other):
+    if other != os.getpid() and pid_alive(other):
         raise UserError(f"{path} is being written by another process (pid {other}); wait for it to finish or use "
                         "another --out directory")
 
@@ -259,7 +262,7 @@ def _claim_writer(path: Path) -> None:
             other = int(f.read_text().strip())
         except (OSError, ValueError):
             other = None
-        if other is not None and other != me and _alive(other):
+        if other is not None and other != me and pid_alive(other):
             raise UserError(f"{path} is being written by another process (pid {other}); wait for it to finish or "
                             "use another --out directory") from None
         _atomic_write(f, str(me))
