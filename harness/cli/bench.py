@@ -43,9 +43,18 @@ def bench(quick, long_, model, lengths, configs, mamba, out):
     if mamba:
         from harness.experiment import load_tokenizer_and_config
 
+        from harness.profile import read_profile
+        from harness.runners import RUNNERS
+        from harness.support import decide
+
         _, m_config = load_tokenizer_and_config(resolve_model(mamba, log=lambda *_: None).path)
-        if getattr(m_config, "model_type", None) not in ("mamba", "mamba2"):
-            raise UserError(f"--mamba {mamba} is a {getattr(m_config, 'model_type', '?')} checkpoint, not a Mamba one")
+        from extensions import EXTENSIONS
+
+        none = EXTENSIONS.get("none")()
+        verdict = decide(read_profile(m_config), none, none.parse({}), RUNNERS.get("mamba"))
+        if verdict.status == "refused":  # the mamba runner's own check: recurrent-only checkpoints
+            raise UserError(f"--mamba {mamba} is a {getattr(m_config, 'model_type', '?')} checkpoint, not a Mamba "
+                            f"one ({verdict.notes[0]})")
     check_output_dir(out)
     doc = run_bench(plan, Path(out), log=build.log())
     click.echo((Path(out) / "bench.md").read_text(), nl=False)
