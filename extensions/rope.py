@@ -56,6 +56,17 @@ class ScaledRopeConfig(ExtensionConfig):
                              "use e.g. factor=2 to double the context")
 
 
+# Keys of a trained scaling that must not leak into a method's own rope parameters (-E replace=true).
+SCALING_KEYS = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings", "beta_fast",
+                "beta_slow", "attention_factor", "short_factor", "long_factor", "mscale", "mscale_all_dim",
+                "truncate", "short_mscale", "long_mscale")
+
+
+def untrained(params: dict) -> dict:
+    """Rope parameters less any trained scaling's own keys (rope_theta, partial_rotary_factor ... stay)."""
+    return {k: v for k, v in params.items() if k not in SCALING_KEYS}
+
+
 def require_rope(name: str, hf_config: Any, what: str = "rescales RoPE") -> None:
     """Refuse, in one line, a rotary method on a model without rotary embeddings (Bloom, MPT, Mamba...)."""
     if not getattr(hf_config, "rope_parameters", None):

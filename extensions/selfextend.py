@@ -61,7 +61,9 @@ class SelfExtend(Extension):
     def attention_spec(self, config: SelfExtendConfig, model_config, inv_freq, length: int):
         from kernels.spec import AttentionSpec
 
-        return AttentionSpec(group=config.group, neighbor_window=config.window, inv_freq=inv_freq)
+        from kernels.spec import selfextend_map
+
+        return AttentionSpec(position_map=selfextend_map(config.group, config.window), inv_freq=inv_freq)
 
     def attach(self, model, config: SelfExtendConfig) -> dict:
         return {"usable_length": usable_length(model.config.max_position_embeddings, config.group, config.window)}

@@ -62,7 +62,10 @@ class Sinks(Extension):
     def attention_spec(self, config: SinksConfig, model_config, inv_freq, length: int):
         from kernels.spec import AttentionSpec
 
-        return AttentionSpec(sink_tokens=config.sink_tokens, window=config.window, inv_freq=inv_freq)
+        from kernels.spec import streaming_map
+
+        m = streaming_map(config.sink_tokens, config.window) if config.sink_tokens else None
+        return AttentionSpec(sink_tokens=config.sink_tokens, window=config.window, position_map=m, inv_freq=inv_freq)
 
     def kv_policy(self, config: SinksConfig, model_config) -> KVPolicy:
         """Stream the prompt; after every forward keep the S sinks and the W − 1 most recent keys (the next query

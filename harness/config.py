@@ -69,13 +69,19 @@ def _ascii_number(text: str) -> float | None:
 
 
 def parse_value(text: str):
-    """'2' → 2, '2.5' → 2.5, 'true' → True, 'none' → None; other text stays a string. Numbers are ASCII and finite:
+    """'2' → 2, '2.5' → 2.5, 'true' → True, 'none' → None, '1,2.5' → (1, 2.5); other text stays a string. Numbers are ASCII and finite:
     'nan', 'inf' and non-ASCII digits are refused (they would pass float() and mean nothing)."""
     low = text.strip().lower()
     if low in ("true", "false"):
         return low == "true"
     if low in ("none", "null"):
         return None
+    if "," in text:  # a list of numbers: '1,1.5,2' or '[1, 1.5, 2]' → (1, 1.5, 2)
+        parts = text.strip().removeprefix("[").removesuffix("]").split(",")
+        values = [parse_value(x) for x in parts]
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            return tuple(values)
+        return text
     if re.fullmatch(r"\s*[-+]?[0-9]+\s*", text, re.ASCII):
         return int(text)
     if _ascii_number(text) is not None:

@@ -26,8 +26,8 @@ def _aligned(q_pos, k_pos) -> bool:
 def _flash_attn_expresses(spec: AttentionSpec, q_pos, k_pos) -> bool:
     """flash-attn computes causal attention, ALiBi slopes and a pure sliding window (no sinks, no re-rotation),
     with positions implied by indices."""
-    if spec.group is not None or spec.sink_tokens or spec.scale is not None or spec.softcap is not None \
-            or spec.max_distance is not None or spec.sink_logits is not None:
+    if spec.position_map is not None or spec.sink_tokens or spec.scale is not None or spec.softcap is not None \
+            or spec.max_distance is not None or spec.sink_logits is not None or spec.query_scale is not None:
         return False
     contiguous = int(k_pos[-1]) - int(k_pos[0]) + 1 == k_pos.numel()
     return contiguous and int(q_pos[-1]) == int(k_pos[-1]) and int(q_pos[-1]) - int(q_pos[0]) + 1 == q_pos.numel()

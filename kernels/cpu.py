@@ -36,6 +36,8 @@ def attention_cpu(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spec: Atten
     """Same contract as `kernels.reference.attention_ref`: q (B, H, T, D), k, v (B, H_kv, S, D) → (B, H, T, D).
     float32 inputs (the CPU fused kernel's fp32 path; this CPU has no native bf16)."""
     low = lower(spec, q, k, q_pos, k_pos, scale)
+    if low.q is not None:  # the spec's temperature, applied to the queries
+        q = low.q
     block = block or (ALIBI_BLOCK if low.slopes is not None else BLOCK)
     B, H, T, D = q.shape
     aug = _Augmented(q, k, v, low) if low.slopes is not None else None
@@ -104,12 +106,17 @@ def _segments(low: Lowered, qp: torch.Tensor, kp: torch.Tensor) -> list[tuple[in
         cuts.add(at(low.alt_below, right=False))
         if low.alt_from is not None:
             cuts |= {at(qa - low.alt_from), at(qb - low.alt_from)}
+        if low.chunk is not None:  # the chunks of keys one and two before each query's own
+            s = low.chunk
+            cuts |= {at(c * s, right=False) for c in range(max(0, qa // s - 1), qb // s + 1)}
     edges = sorted(c for c in cuts if 0 <= c <= len(kp))
     return [(a, b) for a, b in zip(edges, edges[1:]) if b > a]
 
 
-def _status(low: Lowered, qa: int, qb: int, p: int) -> tuple[str, str]:
-    """(visibility, source) of a segment whose first key is at position p: each 'all', 'none' or 'mixed'."""
+def _status(low: Lowered, qp: torch.Tensor, kp: torch.Tensor) -> tuple[str, str]:
+    """(visibility, source) of a segment of keys kp for queries qp: each 'all', 'none' or 'mixed'. A query's
+    alternative pairs are a prefix of its keys (kernels.spec), so the segment's two ends decide its source."""
+    qa, qb, p = int(qp[0]), int(qp[-1]), int(kp[0])
     if p > qb:
         return "none", "none"
     vis = "all" if p <= qa else "mixed"
@@ -125,10 +132,8 @@ def _status(low: Lowered, qa: int, qb: int, p: int) -> tuple[str, str]:
             vis = "limit"  # a distance ceiling cuts this segment: computed densely
     src = "none"
     if low.q_alt is not None:
-        if p < low.alt_below:
-            src = "all"
-        elif low.alt_from is not None:
-            src = "all" if p <= qa - low.alt_from else ("mixed" if p <= qb - low.alt_from else "none")
+        ends = use_alt(low, qp, kp[[0, -1]])
+        src = "all" if bool(ends[:, 1].all()) else ("none" if not bool(ends[:, 0].any()) else "mixed")
     return vis, src
 
 
@@ -143,7 +148,7 @@ def _block_parts(q, k, v, low: Lowered, q_pos, k_pos, sl, aug: "_Augmented | Non
     contiguous_q = qb - qa + 1 == len(qp)
     runs: list[list] = []  # coalesced [a, b, vis, src]
     for a, b in _segments(low, qp, k_pos):
-        vis, src = _status(low, qa, qb, int(k_pos[a]))
+        vis, src = _status(low, qp, k_pos[a:b])
         if vis == "none":
             continue
         if runs and runs[-1][1] == a and runs[-1][2] == vis == "all" and runs[-1][3] == src:
@@ -163,7 +168,8 @@ def _block_parts(q, k, v, low: Lowered, q_pos, k_pos, sl, aug: "_Augmented | Non
             yield _fused(qs, ks, vs, low, qp, kp, None, c0)
             continue
         contiguous = qb - qa + 1 == len(qp) and int(kp[-1]) - int(kp[0]) + 1 == len(kp)
-        if vis == "all" and src == "mixed" and contiguous and low.alt_from is not None:
+        if vis == "all" and src == "mixed" and contiguous and low.alt_from is not None and low.alt_below == 0 \
+                and low.chunk is None:
             # SelfExtend's switch-over band: alternative iff p_j ≤ p_i − N, i.e. t ≤ r + δ; ordinary otherwise.
             delta = qa - low.alt_from - int(kp[0])
             yield _fused(fq_alt[:, :, sl], fk_alt[:, :, a:b], vs, low, qp, kp, delta, c0)

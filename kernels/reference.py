@@ -24,7 +24,7 @@ def attention_ref(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spec: Atten
         (B, H, T, D) in q's dtype. A query that sees no key gets zeros.
     """
     low = lower(spec, q, k, q_pos, k_pos, scale)
-    return ref_lowered(q, k, v, low, q_pos, k_pos, chunk)
+    return ref_lowered(q if low.q is None else low.q.to(q.dtype), k, v, low, q_pos, k_pos, chunk).to(q.dtype)
 
 
 def ref_lowered(q, k, v, low: Lowered, q_pos, k_pos, chunk: int = CHUNK):
@@ -72,11 +72,8 @@ def _alt_columns(low: Lowered, qp, kp) -> tuple[int, int]:
     n = len(kp)
     if low.q_alt is None:
         return 0, 0
-    if low.alt_from is None:  # sinks: by key position only
-        a = int(torch.searchsorted(kp, torch.tensor(low.alt_below, device=kp.device)))
-        return a, a
-    # by distance: alternative for all queries when p_j ≤ min(p_i) − alt_from; for none when p_j > max(p_i) − alt_from
-    # (lower() never sets both rules: sinks and SelfExtend do not combine.)
-    a = int(torch.searchsorted(kp, qp.min() - low.alt_from, right=True))
-    b = int(torch.searchsorted(kp, qp.max() - low.alt_from, right=True))
-    return a, b
+    alt = use_alt(low, qp, kp)  # (c, n)
+    every, some = alt.all(0), alt.any(0)
+    a = int((~every).nonzero()[0]) if not bool(every.all()) else n
+    b = int(some.nonzero()[-1]) + 1 if bool(some.any()) else 0
+    return a, max(a, b)

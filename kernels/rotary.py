@@ -12,6 +12,8 @@ produced from the q and k the model has already rotated, with no access to the u
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 LAYOUTS = ("half", "interleaved")
@@ -51,8 +53,10 @@ def rotate_pairs(x: torch.Tensor, angles: torch.Tensor, layout: str = "half", di
 def shift(x: torch.Tensor, delta: torch.Tensor, inv_freq: torch.Tensor, layout: str = "half",
           dim: int | None = None) -> torch.Tensor:
     """Move x (…, T, D), rotated at positions p, to positions p + delta (T,) under frequencies inv_freq (dim/2,)
-    (dim = 2·len(inv_freq) leading dimensions rotate, paired as `layout`). Computed in float32 whatever x's dtype
-    (angles of 1e5 positions lose every digit in bf16)."""
-    inv = inv_freq.to(device=x.device, dtype=torch.float32)
-    angles = delta.to(torch.float32)[:, None] * inv[None, :]
+    (dim = 2·len(inv_freq) leading dimensions rotate, paired as `layout`). The angles are computed in float64 (a
+    shift of 1e6 positions keeps its fractional turns), the rotation in float32 whatever x's dtype (angles of 1e5
+    positions lose every digit in bf16)."""
+    inv = inv_freq.to(device=x.device, dtype=torch.float64)
+    angles = (delta.to(device=x.device, dtype=torch.float64)[:, None] * inv[None, :])
+    angles = torch.remainder(angles, 2 * math.pi).to(torch.float32)
     return rotate_pairs(x.float(), angles, layout, dim if dim is not None else 2 * inv.numel())

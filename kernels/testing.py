@@ -7,7 +7,8 @@ import itertools
 import torch
 
 from kernels.rotary import rotate_pairs
-from kernels.spec import AttentionSpec, key_positions
+from kernels.spec import (AttentionSpec, QueryScale, ceiling_map, chunk_map, key_positions, leaky_map,
+                          selfextend_map, shifted_map, streaming_map)
 
 D = 16  # a power of two: the Triton kernel tiles it with tl.dot
 INV_FREQ = 1.0 / (10000.0 ** (torch.arange(0, D, 2, dtype=torch.float32) / D))
@@ -15,18 +16,29 @@ INV_FREQ = 1.0 / (10000.0 ** (torch.arange(0, D, 2, dtype=torch.float32) / D))
 
 def make_spec(kind: str, heads: int, S: int = 0, W: int | None = None, G: int | None = None,
               N: int | None = None, alibi: bool = False, cap: float | None = None, M: int | None = None,
-              layout: str = "half", rdim: int = D, sink_logits: bool = False) -> AttentionSpec:
-    """A spec of `kind` (causal / window / selfextend); cap: a logit softcap; M: a distance ceiling (a model's own
-    window under sinks); layout, rdim: re-rotation of the first rdim dimensions in that pairing (partial,
-    interleaved rotary). A window with selfextend is SelfExtend on a model's sliding layer."""
+              layout: str = "half", rdim: int = D, sink_logits: bool = False, C: int | None = None,
+              K: float | None = None, temp: tuple | None = None) -> AttentionSpec:
+    """A spec of `kind`: causal / window (sinks S + window W) / selfextend (G, N) / rerope (window N) / leaky (N, K) /
+    string (shift N, local W) / lminf (sinks S + window W, ceiling C) / dca (chunk N, local W). cap: a logit
+    softcap; M: a distance ceiling (a model's own window under sinks); layout, rdim: re-rotation of the first rdim
+    dimensions in that pairing (partial, interleaved rotary); temp: a query temperature (kind, length). A window
+    with selfextend is SelfExtend on a model's sliding layer."""
     slopes = torch.tensor([2.0 ** -(8 * (h + 1) / heads) for h in range(heads)]) if alibi else None
     z = torch.linspace(-1.0, 2.0, heads) if sink_logits else None  # learned sink logits, one per head
-    common = dict(alibi_slopes=slopes, softcap=cap, max_distance=M, rotary_layout=layout, sink_logits=z)
+    common = dict(alibi_slopes=slopes, softcap=cap, max_distance=M, rotary_layout=layout, sink_logits=z,
+                  query_scale=QueryScale(*temp) if temp else None)
     inv = INV_FREQ[: rdim // 2]
-    if kind == "selfextend":
-        return AttentionSpec(group=G, neighbor_window=N, window=W, inv_freq=inv, **common)
+    maps = {"selfextend": lambda: selfextend_map(G, N), "rerope": lambda: ceiling_map(N),
+            "leaky": lambda: leaky_map(N, K), "string": lambda: shifted_map(N, W),
+            "dca": lambda: chunk_map(N, W)}
+    if kind in maps:
+        window = W if kind == "selfextend" else None
+        return AttentionSpec(position_map=maps[kind](), window=window, inv_freq=inv, **common)
+    if kind == "lminf":
+        return AttentionSpec(sink_tokens=S, window=W, position_map=ceiling_map(C), inv_freq=inv, **common)
     if kind == "window":
-        return AttentionSpec(sink_tokens=S, window=W, inv_freq=inv, **common)
+        return AttentionSpec(sink_tokens=S, window=W, position_map=streaming_map(S, W) if S else None, inv_freq=inv,
+                             **common)
     return AttentionSpec(**common)
 
 
@@ -49,11 +61,20 @@ def _specs():
             ("selfextend", {"G": 4, "N": 24, "rdim": 4}, False),
             ("causal", {"sink_logits": True}, False), ("window", {"S": 0, "W": 24, "sink_logits": True}, False),
             ("selfextend", {"G": 2, "N": 5, "sink_logits": True, "cap": 2.0}, True)]
+    # The training-free position maps (issue 33), on small windows so every regime bites at 37 and 217 tokens.
+    out += [("rerope", {"N": 9}, False), ("rerope", {"N": 24}, True), ("leaky", {"N": 9, "K": 4.0}, False),
+            ("leaky", {"N": 16, "K": 2.5, "layout": "interleaved"}, False), ("string", {"N": 20, "W": 6}, False),
+            ("string", {"N": 11, "W": 3, "cap": 2.0}, True), ("lminf", {"S": 4, "W": 24, "C": 24}, False),
+            ("lminf", {"S": 2, "W": 9, "C": 9}, True), ("dca", {"N": 16, "W": 5}, False),
+            ("dca", {"N": 7, "W": 3, "rdim": 8}, True), ("dca", {"N": 50, "W": 20}, False),
+            ("causal", {"temp": ("logn", 16)}, False), ("causal", {"temp": ("floor", 8)}, True),
+            ("selfextend", {"G": 4, "N": 9, "temp": ("logn", 32)}, False)]
     return out
 
 
 SPECS = _specs()
-SPEC_IDS = [f"{k}-{'-'.join(f'{a}{b}' for a, b in p.items())}{'-alibi' if al else ''}" for k, p, al in SPECS]
+SPEC_IDS = [f"{k}-{'-'.join(f'{a}{b}' for a, b in p.items())}{'-alibi' if al else ''}".replace("'", "")
+            .replace(" ", "").replace(",", "_").replace("(", "").replace(")", "") for k, p, al in SPECS]
 SHAPES = [(1, 6, 2, 217), (2, 8, 2, 37), (1, 3, 3, 1)]  # (B, H, H_kv, T): GQA 3:1, 4:1, MHA; odd lengths
 SHAPE_IDS = ["b1-gqa3-t217", "b2-gqa4-t37", "b1-mha-t1"]
 

@@ -24,10 +24,11 @@ def _spec_attention_fwd(
     # strides (batch, head, position); the last dimension is contiguous
     sqb, sqh, sqt, skb, skh, skt, svb, svh, svt, sob, soh, sot,
     # sizes and runtime scalars
-    T, S, H, GROUPS, scale, sinks, window, alt_below, alt_from, softcap, max_distance,
+    T, S, H, GROUPS, scale, sinks, window, alt_below, alt_from, chunk, chunk_local, softcap, max_distance,
     # compile-time flags
     HEAD_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    HAS_WINDOW: tl.constexpr, HAS_ALT: tl.constexpr, HAS_ALT_FROM: tl.constexpr, HAS_ALIBI: tl.constexpr,
+    HAS_WINDOW: tl.constexpr, HAS_ALT: tl.constexpr, HAS_ALT_FROM: tl.constexpr, HAS_CHUNK: tl.constexpr,
+    HAS_ALIBI: tl.constexpr,
     HAS_SOFTCAP: tl.constexpr, HAS_LIMIT: tl.constexpr, HAS_SINK: tl.constexpr, IEEE: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
@@ -81,6 +82,9 @@ def _spec_attention_fwd(
                 use = kp[None, :] < alt_below
                 if HAS_ALT_FROM:
                     use = use | (dist >= alt_from)
+                if HAS_CHUNK:  # Dual Chunk Attention: two chunks back, or one back from chunk offset >= local
+                    gap = (qp // chunk)[:, None] - (kp // chunk)[None, :]
+                    use = use | (gap >= 2) | ((gap == 1) & ((qp % chunk) >= chunk_local)[:, None])
                 s = tl.where(use, s_alt, s)
             s = s * scale
             if HAS_SOFTCAP:  # c·tanh(s/c), tanh from one exp of a non-positive argument (no overflow)
@@ -129,6 +133,8 @@ def attention_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spec: At
         raise ValueError(f"positions do not match: q_pos {q_pos.numel()} for {T} queries, k_pos {k_pos.numel()} "
                          f"for {S} keys")
     low = lower(spec, q, k, q_pos, k_pos, scale)
+    if low.q is not None:  # the spec's temperature, applied to the queries
+        q = low.q.to(q.dtype)
     q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
     qa = q if low.q_alt is None else low.q_alt.to(q.dtype).contiguous()
     ka = k if low.k_alt is None else low.k_alt.to(k.dtype).contiguous()
@@ -143,9 +149,11 @@ def attention_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spec: At
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2),
         T, S, H, H // Hkv, low.scale, low.sink_tokens, low.window or 0, low.alt_below,
-        low.alt_from if low.alt_from is not None else 0, low.softcap or 1.0, low.max_distance or 0,
+        low.alt_from if low.alt_from is not None else 0, low.chunk or 1, low.chunk_local,
+        low.softcap or 1.0, low.max_distance or 0,
         HEAD_D=D, BLOCK_M=block_m, BLOCK_N=block_n,
         HAS_WINDOW=low.window is not None, HAS_ALT=low.q_alt is not None, HAS_ALT_FROM=low.alt_from is not None,
+        HAS_CHUNK=low.chunk is not None,
         HAS_ALIBI=low.slopes is not None, HAS_SOFTCAP=low.softcap is not None,
         HAS_LIMIT=low.max_distance is not None, HAS_SINK=low.sink_logits is not None, IEEE=q.dtype == torch.float32,
     )

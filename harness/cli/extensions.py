@@ -18,10 +18,16 @@ def extensions_list():
     from extensions import EXTENSIONS
     from harness.runners import hosts_of
 
-    for name in EXTENSIONS.names():
+    import textwrap
+
+    names = EXTENSIONS.names()
+    width = max(map(len, names)) + 2
+    for name in names:
         ext = EXTENSIONS.get(name)()
-        allowed = ext.config_cls.allowed()
-        click.echo(f"{name:<12} params: {', '.join(allowed) or '-':<40} runners: {', '.join(hosts_of(name))}")
+        click.echo(f"{name:<{width}}runners: {', '.join(hosts_of(name))}")
+        params = ", ".join(ext.config_cls.allowed()) or "-"
+        click.echo(textwrap.fill(params, 100, initial_indent=" " * width + "params:  ",
+                                 subsequent_indent=" " * (width + 9)))
 
 
 @extensions.command("show")

@@ -75,7 +75,7 @@ def compose(spec, window=None, softcap=None, rotary=None, sink_logits=None):
       plain causal / ALiBi      the window W_s;
       a method's window W       W ≥ W_s: the model's window alone (sinks out of its reach are never seen);
       (+ sinks S)               W < W_s: sinks + W, sinks visible only within W_s (a distance ceiling);
-      SelfExtend                its regimes inside W_s (the grouped regime only for pairs N ≤ p_i − p_j < W_s)."""
+      a position map, no window its regimes inside W_s (e.g. SelfExtend's grouped regime only for N ≤ p_i − p_j < W_s)."""
     import dataclasses
 
     changes = {}
@@ -87,10 +87,12 @@ def compose(spec, window=None, softcap=None, rotary=None, sink_logits=None):
         changes["sink_logits"] = sink_logits.detach().float()
     if window:
         w = int(window)
-        if spec.group is not None or spec.window is None:
-            changes["window"] = w if spec.window is None else min(spec.window, w)
-        elif spec.window >= w:
-            changes.update(window=w, sink_tokens=0)
+        if spec.window is None:
+            changes["window"] = w
+        elif spec.position_map is not None and spec.position_map.name not in ("sinks", "ceiling"):
+            changes["window"] = min(spec.window, w)
+        elif spec.window >= w:  # the model's window alone: the method's sinks (and their map) are out of reach
+            changes.update(window=w, sink_tokens=0, position_map=None)
         elif spec.sink_tokens:
             changes["max_distance"] = w
     return dataclasses.replace(spec, **changes) if changes else spec

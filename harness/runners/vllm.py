@@ -176,6 +176,14 @@ def vllm_overrides(extension, config, hf_config, want: int) -> tuple[dict, dict]
         overrides["max_position_embeddings"] = reach
     elif kind == "linear":
         overrides["max_position_embeddings"] = max(native, math.ceil(want / rope["factor"]))
+    elif kind == "longrope":
+        # vLLM's LongRoPE derives its temperature from max_position_embeddings / original (which we resize to fit
+        # the request) unless given per table: pass the method's own, for both tables.
+        rope["short_mscale"] = rope["long_mscale"] = float(rope["attention_factor"])
+        overrides["max_position_embeddings"] = max(native, want)
+    elif kind == "proportional" and float(rope.get("factor", 1.0)) != 1.0:
+        raise UserError("vLLM's proportional RoPE ignores factor (it has no term for it): use factor=1 on vLLM, "
+                        "or --runner hf")
     elif kind == "dynamic":
         rope["max_trained_positions"] = native
         overrides["max_position_embeddings"] = max(native, want)

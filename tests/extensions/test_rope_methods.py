@@ -216,3 +216,150 @@ def test_replace_swaps_a_trained_scaling_for_the_method():
     record = ext.configure(cfg, ext.resolve(ext.parse({"factor": 2, "replace": True}), cfg))
     assert record["rope_parameters_before"]["rope_type"] == "llama3"
     assert cfg.rope_parameters["rope_type"] == "yarn"
+
+
+# ------------------------------------------------------------------ the RoPE types production models ship (issue 33)
+@pytest.mark.parametrize("dim,base,factor", GRID)
+@pytest.mark.parametrize("low,high,orig", [(1.0, 4.0, 4096), (2.0, 8.0, 2048), (1.0, 4.0, 8192)])
+def test_llama3_equals_transformers_llama3(dim, base, factor, low, high, orig):
+    from extensions.llama3 import llama3_inv_freq
+
+    cfg = _config(dim, base, {"rope_type": "llama3", "factor": factor, "low_freq_factor": low,
+                              "high_freq_factor": high, "original_max_position_embeddings": orig})
+    ref, scale = _hf("llama3", cfg)
+    torch.testing.assert_close(llama3_inv_freq(dim, base, factor, orig, low, high), ref, rtol=1e-6, atol=0)
+    assert scale == 1.0
+
+
+def test_llama3_bands_closed_form():
+    """Wavelengths under L/high kept, over L/low divided by s, and the blend is continuous at both edges."""
+    from extensions.llama3 import llama3_inv_freq
+
+    dim, base, s, L = 128, 500000.0, 8.0, 8192
+    theta = default_inv_freq(dim, base)
+    ours = llama3_inv_freq(dim, base, s, L)
+    wl = 2 * math.pi / theta
+    torch.testing.assert_close(ours[wl < L / 4], theta[wl < L / 4])
+    torch.testing.assert_close(ours[wl > L], theta[wl > L] / s)
+    mid = (wl >= L / 4) & (wl <= L)
+    assert mid.any() and bool(((ours[mid] <= theta[mid]) & (ours[mid] >= theta[mid] / s)).all())
+
+
+@pytest.mark.parametrize("dim,base,factor", GRID)
+@pytest.mark.parametrize("seq_len", [None, 4096, 4097, 40000])
+def test_longrope_equals_transformers_longrope(dim, base, factor, seq_len):
+    """Short factors within L, long ones past it, and the attention factor sqrt(1 + ln s / ln L)."""
+    from extensions.longrope import LongRope
+
+    g = torch.Generator().manual_seed(dim)
+    long = (1 + 7 * torch.rand(dim // 2, generator=g)).tolist()
+    short = (1 + 0.1 * torch.rand(dim // 2, generator=g)).tolist()
+    cfg = _config(dim, base, {"rope_type": "longrope", "factor": factor, "long_factor": long, "short_factor": short,
+                              "original_max_position_embeddings": 4096})
+    ref, scale = _hf("longrope", cfg, seq_len=seq_len)
+    ext = LongRope()
+    plain = _config(dim, base, {"rope_type": "default"})
+    conf = ext.resolve(ext.parse({"factor": factor, "long_factor": long, "short_factor": short,
+                                  "original_max_position_embeddings": 4096}), plain)
+    ours, our_scale = ext.inv_freq(conf, plain, seq_len=seq_len)
+    torch.testing.assert_close(ours, ref, rtol=1e-6, atol=0)
+    assert our_scale == pytest.approx(scale, abs=1e-12)
+    assert scale == pytest.approx(math.sqrt(1 + math.log(factor) / math.log(4096)))
+
+
+def test_longrope_reads_a_trained_models_factors_and_refuses_a_model_without():
+    """On a model trained with LongRoPE (a tiny Phi-3 with longrope) the factors are its own; on a plain RoPE model
+    without -E long_factor the method is refused naming the number of values it needs."""
+    import transformers
+
+    from extensions.longrope import LongRope
+    from harness import zoo
+
+    long = [1.0, 1.25, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0]
+    cfg = transformers.Phi3Config(vocab_size=512, **zoo.SPECIAL_IDS, hidden_size=64, intermediate_size=128,
+                                  num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                  max_position_embeddings=512,
+                                  rope_parameters={"rope_type": "longrope", "rope_theta": 1e4, "long_factor": long,
+                                                   "short_factor": [1.0] * 8, "original_max_position_embeddings": 128})
+    ext = LongRope()
+    conf = ext.resolve(ext.parse({"factor": 4, "replace": True}), cfg)
+    assert list(conf.long_factor) == pytest.approx(cfg.rope_parameters["long_factor"])
+    assert conf.original_max_position_embeddings == cfg.rope_parameters["original_max_position_embeddings"]
+    with pytest.raises(ValueError, match=r"needs long_factor \(8 divisors"):
+        ext.resolve(ext.parse({}), _config(16, 1e4, {"rope_type": "default"}))
+    with pytest.raises(ValueError, match="has 3 values; this model has 8 rotary pairs"):
+        ext.resolve(ext.parse({"long_factor": [1, 2, 3]}), _config(16, 1e4, {"rope_type": "default"}))
+
+
+@pytest.mark.parametrize("dim,base,factor", GRID)
+def test_ntk_by_parts_is_yarn_without_its_temperature(dim, base, factor):
+    cfg = _config(dim, base, {"rope_type": "yarn", "factor": factor, "attention_factor": 1.0,
+                              "original_max_position_embeddings": 4096})
+    ref, scale = _hf("yarn", cfg)
+    ext = EXTENSIONS.get("ntk-by-parts")()
+    conf = ext.resolve(ext.parse({"factor": factor}), _config(dim, base, {"rope_type": "default"}))
+    ours, our_scale = ext.inv_freq(conf, _config(dim, base, {"rope_type": "default"}))
+    torch.testing.assert_close(ours, ref, rtol=1e-6, atol=0)
+    assert scale == our_scale == 1.0
+    torch.testing.assert_close(ours, yarn_inv_freq(dim, base, factor, 4096))
+
+
+@pytest.mark.parametrize("dim,base", [(64, 10000.0), (128, 1e6), (96, 1e5)])
+@pytest.mark.parametrize("proportion,factor", [(1.0, 1.0), (0.75, 1.0), (0.5, 2.0), (0.25, 1.0)])
+def test_proportional_equals_transformers_proportional(dim, base, proportion, factor):
+    from extensions.proportional import proportional_inv_freq
+
+    cfg = _config(dim, base, {"rope_type": "proportional", "factor": factor, "partial_rotary_factor": proportion})
+    ref, scale = _hf("proportional", cfg)
+    ours = proportional_inv_freq(dim, base, proportion, factor)
+    torch.testing.assert_close(ours, ref, rtol=1e-6, atol=0)
+    kept = int(proportion * dim // 2)
+    assert bool((ours[kept:] == 0).all()) and bool((ours[:kept] > 0).all())
+    torch.testing.assert_close(ours[:kept], default_inv_freq(dim, base)[:kept] / factor)
+
+
+@pytest.mark.parametrize("name,params", [
+    ("llama3", {"factor": 4, "low_freq_factor": 1, "high_freq_factor": 4, "original_max_position_embeddings": 256}),
+    ("ntk-by-parts", {"factor": 4}), ("proportional", {"partial_rotary_factor": 0.5}),
+    ("longrope", {"factor": 4, "original_max_position_embeddings": 256,
+                  "long_factor": [1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 8.0]})])
+def test_production_rope_types_reach_the_model(tiny_llama_path, name, params):
+    """configure() makes transformers' rotary module compute exactly our frequencies and attention factor (longrope:
+    its long factors once a sequence passes L)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    ext = EXTENSIONS.get(name)()
+    cfg = AutoConfig.from_pretrained(tiny_llama_path)
+    conf = ext.resolve(ext.parse(params), cfg)
+    record = ext.configure(cfg, conf)
+    assert record["rope_parameters"]["rope_type"] == ("yarn" if name == "ntk-by-parts" else name)
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_path, config=cfg, dtype=torch.float32)
+    rot = model.model.rotary_emb
+    x = torch.zeros(1, 1, 8)
+    pos = torch.arange(300)[None]
+    cos, _ = rot(x, pos)  # the long factors apply once max(position) + 1 > L = 256
+    inv, scaling = ext.inv_freq(conf, cfg, seq_len=300)
+    torch.testing.assert_close(rot.inv_freq, inv, rtol=1e-6, atol=0)
+    assert rot.attention_scaling == pytest.approx(scaling)
+    torch.testing.assert_close(cos[0, 299, : len(inv)], torch.cos(299 * inv) * scaling, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name,params,match", [
+    ("llama3", {"low_freq_factor": 4, "high_freq_factor": 1}, "high_freq_factor > low_freq_factor"),
+    ("llama3", {"original_max_position_embeddings": 0}, "positive integer"),
+    ("longrope", {"long_factor": 2.0}, "one divisor per rotary pair"),
+    ("longrope", {"long_factor": [1, -1]}, "positive finite"),
+    ("ntk-by-parts", {"attention_factor": 1.2}, "unknown parameter"),
+    ("proportional", {"partial_rotary_factor": 1.5}, r"in \(0, 1\]")])
+def test_production_rope_types_refuse_bad_parameters(name, params, match):
+    with pytest.raises(ValueError, match=match):
+        EXTENSIONS.get(name)().parse(params)
+
+
+def test_longrope_factors_from_the_command_line():
+    """-E long_factor=1,1.5,2 parses to a list of numbers (and a word list stays text)."""
+    from harness.config import parse_params
+
+    assert parse_params(["long_factor=1,1.5,2"]) == {"long_factor": (1, 1.5, 2)}
+    assert parse_params(["long_factor=[1, 2]"]) == {"long_factor": (1, 2)}
+    assert parse_params(["x=a,b"]) == {"x": "a,b"}

@@ -1,18 +1,56 @@
 """The fp32 oracle against the papers' definitions, evaluated pair by pair in float64 from unrotated q and k."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
 from kernels.reference import attention_ref
 from kernels.rotary import rotate, rotate_pairs
-from kernels.spec import AttentionSpec, key_positions
+from kernels.spec import AttentionSpec, PositionMap, QueryScale, key_positions, selfextend_map
 
 from kernels.testing import INV_FREQ, SHAPES, SHAPE_IDS, make_spec, qkv_at, rotary_of
 
 
-def naive(q, k, v, spec: AttentionSpec, q_pos, k_pos, scale):
+def paper_distance(kind: str, params: dict, pi: int, pj: int) -> float | None:
+    """The relative position a method scores the pair (p_i, p_j) at, written from each paper (None: the true one)."""
+    d = pi - pj
+    N, W, S = params.get("N"), params.get("W"), params.get("S", 0)
+    if kind == "selfextend" and d >= N:  # Jin et al. 2024: grouped positions past the neighbour window
+        G = params["G"]
+        return (pi // G + N - N // G) - pj // G
+    if kind == "window" and S and pj < S:  # StreamingLLM: the query at its position inside the cache
+        return min(pi, S + W - 1) - pj
+    if kind == "rerope" and d >= N:  # Su 2023: every distance past the window is the window
+        return N
+    if kind == "leaky" and d >= N:  # Su 2023: past the window, distances grow 1/k as fast
+        return N + (d - N) / params["K"]
+    if kind == "string" and d >= N:  # An et al. 2025: shift by S, add back the local window W
+        return d - N + W
+    if kind == "lminf" and d >= params["C"]:  # Han et al. 2024: a distance ceiling
+        return params["C"]
+    if kind == "dca":  # An et al. 2024: intra-chunk, successive-chunk and inter-chunk position indices
+        s, w = N, W
+        gap = pi // s - pj // s
+        if gap == 0 or (gap == 1 and pi % s < w):
+            return None
+        return (s + w - 1) - pj % s
+    return None
+
+
+def paper_temperature(params: dict, pi: int) -> float:
+    if "temp" not in params:
+        return 1.0
+    kind, L = params["temp"]
+    if kind == "logn":  # Qwen's log-n attention: log_L(p + 1) past the trained window
+        return max(1.0, math.log(pi + 1) / math.log(L))
+    return 1 + 0.1 * math.log(math.floor((pi + 1) / L) + 1)  # Llama 4's attention temperature tuning
+
+
+def naive(q, k, v, spec: AttentionSpec, q_pos, k_pos, scale, case=("causal", {})):
     """Per (i, j): is j visible to i, at which relative position, with which bias — straight from the papers."""
+    kind, params = case
     B, H, T, D = q.shape
     G = H // k.shape[1]
     out = torch.zeros(B, H, T, D, dtype=torch.float64)
@@ -25,20 +63,15 @@ def naive(q, k, v, spec: AttentionSpec, q_pos, k_pos, scale):
                 continue
             if spec.max_distance is not None and pi - pj >= spec.max_distance:  # the model's own window
                 continue
-            if spec.group is not None and pi - pj >= spec.neighbor_window:  # SelfExtend's grouped positions
-                G_, N = spec.group, spec.neighbor_window
-                rel.append((pi // G_ + N - N // G_) - pj // G_)
-            elif spec.window is not None and pj < spec.sink_tokens:  # the query at its in-cache position
-                rel.append(min(pi, spec.sink_tokens + spec.window - 1) - pj)
-            else:
-                rel.append(pi - pj)
+            moved = paper_distance(kind, params, pi, pj)
+            rel.append(pi - pj if moved is None else moved)
             cols.append(j)
         if not cols:
             continue
         for h in range(H):
             r = torch.tensor(rel, dtype=torch.float64)
             inv = spec.inv_freq if spec.inv_freq is not None else INV_FREQ
-            qi = rotate_pairs(q[:, h, i].double()[:, None].expand(B, len(cols), D),
+            qi = rotate_pairs(q[:, h, i].double()[:, None].expand(B, len(cols), D) * paper_temperature(params, pi),
                               r[:, None] * inv.double()[None], spec.rotary_layout, 2 * len(inv))
             s = (qi * k[:, h // G, cols].double()).sum(-1) * scale  # (B, n): q rotated by the relative position
             if spec.softcap is not None:  # Gemma 2's c·tanh(s/c)
@@ -62,7 +95,7 @@ def test_reference_equals_the_papers_pair_by_pair(spec_case, shape):
     spec = make_spec(kind, H, alibi=alibi, **params)
     q, k, v, qr, kr, _, pos = qkv_at(B, H, Hkv, T, **rotary_of(params))
     out = attention_ref(qr, kr, v, spec, pos, pos, scale=0.3, chunk=16)
-    expect = naive(q, k, v, spec, pos, pos, 0.3)
+    expect = naive(q, k, v, spec, pos, pos, 0.3, (kind, params))
     print(f"max abs error {(out.double() - expect).abs().max():.2e}")
     torch.testing.assert_close(out.double(), expect, atol=1e-5, rtol=1e-5)
 
@@ -75,7 +108,7 @@ def test_reference_on_a_trimmed_sink_cache_uses_in_cache_positions(S, W):
     q_pos = pos[-3:]
     k_pos = key_positions(spec, q_pos, S + W - 1 + 3)
     out = attention_ref(qr[:, :, -3:], kr[:, :, k_pos], v[:, :, k_pos], spec, q_pos, k_pos, scale=0.3)
-    expect = naive(q[:, :, -3:], k, v, spec, q_pos, pos, 0.3)  # the full cache: invisible keys are skipped
+    expect = naive(q[:, :, -3:], k, v, spec, q_pos, pos, 0.3, ("window", {"S": S, "W": W}))  # the full cache: invisible keys are skipped
     torch.testing.assert_close(out.double(), expect, atol=1e-5, rtol=1e-5)
 
 
@@ -89,11 +122,9 @@ def test_key_positions_of_a_trimmed_cache_are_sinks_then_the_recent_run():
 
 @pytest.mark.parametrize("kwargs,message", [
     ({"sink_tokens": 4}, "needs a window"),
-    ({"group": 2}, "both group and neighbor_window"),
     ({"window": 0}, "window must be an integer >= 1"),
-    ({"group": 2, "neighbor_window": 4}, "needs the rotary inv_freq"),
+    ({"position_map": selfextend_map(2, 4)}, "needs the rotary inv_freq"),
     ({"scale": float("nan")}, "positive finite"),
-    ({"window": 8, "sink_tokens": 2, "group": 2, "neighbor_window": 4, "inv_freq": INV_FREQ}, "cannot be combined"),
     ({"softcap": 0.0}, "softcap must be a positive"),
     ({"max_distance": 0}, "max_distance must be an integer >= 1"),
     ({"rotary_layout": "gptj"}, "rotary_layout must be one of"),
@@ -101,3 +132,26 @@ def test_key_positions_of_a_trimmed_cache_are_sinks_then_the_recent_run():
 def test_spec_refuses_what_it_cannot_mean(kwargs, message):
     with pytest.raises(ValueError, match=message):
         AttentionSpec(**kwargs)
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda: PositionMap("nothing"), "selects no pair"), (lambda: PositionMap("x", distance_from=0), ">= 1"),
+    (lambda: PositionMap("x", chunk=4, chunk_local=5), "chunk_local <= chunk"),
+    (lambda: QueryScale("cubic", 8), "logn or floor"), (lambda: QueryScale("logn", 1), ">= 2")])
+def test_position_maps_refuse_what_they_cannot_mean(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+def test_every_maps_alternative_pairs_are_a_prefix_of_each_querys_keys(spec_case):
+    """The CPU path plans segments on it: for each query, the alternative rule holds for keys 0..a and nowhere
+    after."""
+    from kernels.spec import use_alt_rule
+
+    kind, params, alibi = spec_case
+    m = make_spec(kind, 2, **params).position_map
+    if m is None:
+        return
+    pos = torch.arange(300)
+    alt = use_alt_rule(m.key_below, m.distance_from, m.chunk, m.chunk_local, pos, pos)
+    assert bool((alt[:, :-1] >= alt[:, 1:]).all())

@@ -13,7 +13,15 @@ from harness.runners.base import GenerationRequest
 
 CASES = [("none", {}), ("yarn", {"factor": 2}), ("dynamic-ntk", {"factor": 2}), ("pi", {"factor": 2}),
          ("sinks", {"sink_tokens": 4, "window": 64, "chunk": 96}), ("selfextend", {"group": 2, "window": 64}),
-         ("alibi", {})]
+         ("alibi", {}),
+         # issue 33: the RoPE types models ship, and the training-free position maps and temperatures
+         ("llama3", {"factor": 4, "original_max_position_embeddings": 256}), ("ntk-by-parts", {"factor": 2}),
+         ("proportional", {"partial_rotary_factor": 0.5}),
+         ("longrope", {"factor": 2, "long_factor": [1, 1.2, 1.5, 2, 2.5, 3, 3.5, 4]}),
+         ("rerope", {"window": 64}), ("leaky-rerope", {"window": 64}), ("string", {"shift": 170, "local": 16}),
+         ("lm-infinite", {"sink_tokens": 4, "window": 96, "chunk": 128}), ("dca", {"chunk": 200, "local": 64}),
+         ("logn", {"length": 128}), ("llama4-scaling", {"floor_scale": 128})]
+ROPE_TYPES = ("none", "yarn", "dynamic-ntk", "pi", "llama3", "ntk-by-parts", "proportional", "longrope")
 PROMPT = "The lake is calm and the hills are green. " * 70  # ~700 tokens: past the tiny model's 512 positions
 
 
@@ -36,7 +44,7 @@ def test_kernel_runner_generates_what_the_hf_runner_generates(tiny_llama_path, n
     (ref,) = _load(HFRunner, tiny_llama_path, name, params).generate(req)
     (ours,) = _load(KernelRunner, tiny_llama_path, name, params).generate(req)
     assert ours.text == ref.text and ours.prompt_tokens == ref.prompt_tokens > 512
-    plain = name in ("none", "yarn", "dynamic-ntk", "pi")
+    plain = name in ROPE_TYPES
     assert ours.kernel == ("sdpa" if plain else "cpu")
     assert ref.kernel == ("sdpa" if plain else "reference")
 
@@ -51,6 +59,37 @@ def test_kernel_runner_hidden_states_match_the_oracle_per_token(tiny_llama_path)
     ref = _load(HFRunner, tiny_llama_path, "selfextend", params).token_nll(ids)
     ours = _load(KernelRunner, tiny_llama_path, "selfextend", params).token_nll(ids)
     torch.testing.assert_close(ours, ref, atol=1e-4, rtol=1e-4)
+
+
+MAPS = [c for c in CASES if c[0] in ("rerope", "leaky-rerope", "string", "lm-infinite", "dca", "logn",
+                                     "llama4-scaling")]
+
+
+@pytest.mark.parametrize("name,params", MAPS, ids=[c[0] for c in MAPS])
+def test_position_maps_per_token_nll_match_the_oracle(tiny_llama_path, name, params):
+    """Every training-free method's CPU path against the fp32 oracle, per token, past the trained window."""
+    from harness.runners.hf import HFRunner
+    from harness.runners.kernel import KernelRunner
+
+    ids = torch.randint(10, 1000, (1, 700), generator=torch.Generator().manual_seed(0))
+    ref = _load(HFRunner, tiny_llama_path, name, params).token_nll(ids)
+    ours = _load(KernelRunner, tiny_llama_path, name, params).token_nll(ids)
+    torch.testing.assert_close(ours, ref, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name,params", [("rerope", {"window": 400}), ("leaky-rerope", {"window": 400, "k": 3}),
+                                         ("string", {"shift": 400, "local": 16}), ("dca", {"chunk": 400, "local": 100}),
+                                         ("lm-infinite", {"sink_tokens": 4, "window": 400, "ceiling": 300}),
+                                         ("logn", {"length": 400})])
+def test_a_window_past_the_text_changes_nothing(tiny_llama_path, name, params):
+    """With its window (shift, chunk, length) at or past the text's length a method is the plain model: the map
+    selects no pair (a known answer every method must meet; a map applied everywhere would fail it)."""
+    from harness.runners.kernel import KernelRunner
+
+    ids = torch.randint(10, 1000, (1, 400), generator=torch.Generator().manual_seed(1))
+    plain = _load(KernelRunner, tiny_llama_path, "none", {}).token_nll(ids)
+    torch.testing.assert_close(_load(KernelRunner, tiny_llama_path, name, params).token_nll(ids), plain,
+                               atol=1e-4, rtol=1e-4)
 
 
 def test_one_pass_sink_streaming_perplexity_equals_token_by_token(tiny_llama_path):

@@ -19,7 +19,15 @@ def _records(path):
     return [json.loads(line) for line in (path / "results.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("extension,params", [("none", []), ("yarn", ["-E", "factor=2"])])
+LONG_FACTOR = ",".join(f"{1 + 3 * i / 31:.3f}" for i in range(32))  # 32 pairs of head_dim 64, from 1 to 4
+
+
+@pytest.mark.parametrize("extension,params", [
+    ("none", []), ("yarn", ["-E", "factor=2"]),
+    # the RoPE types production models ship, through transformers' and vLLM's own implementations (issue 33)
+    ("llama3", ["-E", "factor=4", "-E", "original_max_position_embeddings=256"]),
+    ("ntk-by-parts", ["-E", "factor=2"]), ("proportional", ["-E", "partial_rotary_factor=0.5"]),
+    ("longrope", ["-E", "factor=4", "-E", "original_max_position_embeddings=256", "-E", f"long_factor={LONG_FACTOR}"])])
 def test_vllm_and_hf_give_the_same_greedy_answers_on_a_tiny_model(tiny_llama64_path, tmp_path, extension, params):
     preds = {}
     for runner in ("hf", "vllm"):
