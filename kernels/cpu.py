@@ -36,8 +36,10 @@ def attention_cpu(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spec: Atten
     """Same contract as `kernels.reference.attention_ref`: q (B, H, T, D), k, v (B, H_kv, S, D) → (B, H, T, D).
     float32 inputs (the CPU fused kernel's fp32 path; this CPU has no native bf16)."""
     low = lower(spec, q, k, q_pos, k_pos, scale)
-    if low.q is not None:  # the spec's temperature, applied to the queries
+    if low.q is not None:  # the spec's temperature, or q rotated anew (kernels.spec.lower)
         q = low.q
+    if low.k is not None:
+        k = low.k
     block = block or (ALIBI_BLOCK if low.slopes is not None else BLOCK)
     B, H, T, D = q.shape
     aug = _Augmented(q, k, v, low) if low.slopes is not None else None

@@ -24,7 +24,8 @@ def attention_ref(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spec: Atten
         (B, H, T, D) in q's dtype. A query that sees no key gets zeros.
     """
     low = lower(spec, q, k, q_pos, k_pos, scale)
-    return ref_lowered(q if low.q is None else low.q.to(q.dtype), k, v, low, q_pos, k_pos, chunk).to(q.dtype)
+    return ref_lowered(q if low.q is None else low.q, k if low.k is None else low.k, v, low, q_pos, k_pos,
+                       chunk).to(q.dtype)
 
 
 def ref_lowered(q, k, v, low: Lowered, q_pos, k_pos, chunk: int = CHUNK):

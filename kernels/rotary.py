@@ -60,3 +60,22 @@ def shift(x: torch.Tensor, delta: torch.Tensor, inv_freq: torch.Tensor, layout: 
     angles = (delta.to(device=x.device, dtype=torch.float64)[:, None] * inv[None, :])
     angles = torch.remainder(angles, 2 * math.pi).to(torch.float32)
     return rotate_pairs(x.float(), angles, layout, dim if dim is not None else 2 * inv.numel())
+
+
+def model_angles(pos: torch.Tensor, inv_freq: torch.Tensor) -> torch.Tensor:
+    """The angles a transformers rotary embedding uses at `pos`: the float32 product p·θ (its inv_freq @ positions
+    in float32), so an exact inverse of the model's own rotation can be taken."""
+    return pos.to(torch.float32)[:, None] * inv_freq.to(device=pos.device, dtype=torch.float32)[None, :]
+
+
+def rerotate(x: torch.Tensor, pos: torch.Tensor, new_pos: torch.Tensor, inv_freq: torch.Tensor,
+             layout: str = "half") -> torch.Tensor:
+    """x (…, T, D) as the model rotated it at `pos`, moved to `new_pos` with an error that does not grow with
+    position: the model's own float32 rotation is undone with its own float32 angles (c² + s² = 1 to rounding), and
+    the rotation to new_pos is computed from float64 angles reduced modulo 2π. (Shifting by new_pos − pos instead
+    keeps the model's angle error, fl32(p·θ) − p·θ, which reaches 0.06 rad at p = 1e6, θ = 1.)"""
+    dim = 2 * inv_freq.numel()
+    back = rotate_pairs(x.float(), -model_angles(pos.to(x.device), inv_freq), layout, dim)
+    inv = inv_freq.to(device=x.device, dtype=torch.float64)
+    angles = torch.remainder(new_pos.to(device=x.device, dtype=torch.float64)[:, None] * inv[None, :], 2 * math.pi)
+    return rotate_pairs(back, angles.to(torch.float32), layout, dim)

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 import torch
 
-from kernels.rotary import LAYOUTS, shift
+from kernels.rotary import LAYOUTS, rerotate
 
 
 @dataclass(frozen=True)
@@ -258,7 +258,8 @@ class Lowered:
     softcap: float | None = None
     max_distance: int | None = None
     sink_logits: torch.Tensor | None = None  # (H,) float32 on the queries' device
-    q: torch.Tensor | None = None  # the queries multiplied by the spec's temperature (None: the caller's q)
+    q: torch.Tensor | None = None  # the queries to use instead of the caller's (temperature, re-rotation)
+    k: torch.Tensor | None = None  # the keys to use instead of the caller's (re-rotated at float64 angles)
 
 
 def lower(spec: AttentionSpec, q: torch.Tensor, k: torch.Tensor, q_pos: torch.Tensor, k_pos: torch.Tensor,
@@ -269,22 +270,23 @@ def lower(spec: AttentionSpec, q: torch.Tensor, k: torch.Tensor, q_pos: torch.Te
     if spec.query_scale is not None:
         t = spec.query_scale(q_pos).to(q.device)
         q = q.float() * t[:, None]
-    q_alt = k_alt = None
+    q_alt = k_alt = k_new = None
+    q_new = q if spec.query_scale is not None else None
     m = spec.position_map
     if m is not None:
-        q_alt = _moved(q, q_pos, m.query, spec)
-        k_alt = k if m.key.identity else _moved(k, k_pos, m.key, spec)
+        # Both regimes from the unrotated vectors, at float64 angles: the error stays flat in stream position
+        # (kernels.rotary.rerotate). The ordinary regime is rotated anew at the true positions for that reason.
+        def at(x, pos, where):
+            return rerotate(x, pos, where(pos), spec.inv_freq, spec.rotary_layout)
+
+        q_new, k_new = at(q, q_pos, PosMap()), at(k, k_pos, PosMap())
+        q_alt = at(q, q_pos, m.query)
+        k_alt = k_new if m.key.identity else at(k, k_pos, m.key)
     return Lowered(q_alt, k_alt, m.key_below if m else 0, m.distance_from if m else None, m.chunk if m else None,
                    m.chunk_local if m else 0, spec.sink_tokens, spec.window, slopes, float(scale),
                    None if spec.softcap is None else float(spec.softcap), spec.max_distance,
                    None if spec.sink_logits is None else spec.sink_logits.to(device=q.device, dtype=torch.float32),
-                   q if spec.query_scale is not None else None)
-
-
-def _moved(x: torch.Tensor, pos: torch.Tensor, where: PosMap, spec: AttentionSpec) -> torch.Tensor:
-    """x rotated at `pos`, moved to the positions where(pos): a further rotation by where(pos) − pos."""
-    delta = where(pos) - pos.to(torch.float64)
-    return shift(x, delta, spec.inv_freq, spec.rotary_layout)
+                   q_new, k_new)
 
 
 def grouped_query_position(q_pos, group: int, neighbor_window: int):

@@ -133,8 +133,10 @@ def attention_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spec: At
         raise ValueError(f"positions do not match: q_pos {q_pos.numel()} for {T} queries, k_pos {k_pos.numel()} "
                          f"for {S} keys")
     low = lower(spec, q, k, q_pos, k_pos, scale)
-    if low.q is not None:  # the spec's temperature, applied to the queries
+    if low.q is not None:  # the spec's temperature, or q rotated anew (kernels.spec.lower)
         q = low.q.to(q.dtype)
+    if low.k is not None:
+        k = low.k.to(k.dtype)
     q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
     qa = q if low.q_alt is None else low.q_alt.to(q.dtype).contiguous()
     ka = k if low.k_alt is None else low.k_alt.to(k.dtype).contiguous()

@@ -155,3 +155,40 @@ def test_every_maps_alternative_pairs_are_a_prefix_of_each_querys_keys(spec_case
     pos = torch.arange(300)
     alt = use_alt_rule(m.key_below, m.distance_from, m.chunk, m.chunk_local, pos, pos)
     assert bool((alt[:, :-1] >= alt[:, 1:]).all())
+
+
+@pytest.mark.parametrize("method", ["sinks", "selfextend", "rerope", "dca"])
+def test_error_is_flat_in_stream_position_to_a_million_tokens(method):
+    """One query at stream position P against a float64 reference computed from the unrotated vectors (StreamingLLM's
+    own loop rotates at in-cache positions, so its error never grows). q and k arrive as a model hands them over:
+    rotated at their absolute positions in float32, whose angle error fl32(p·θ) − p·θ reaches 0.06 rad at 1M. The
+    spec's error must stay at 1e-5 at every P (issue 33 measured 4.3e-4 at 64k and 4.3e-3 at 1M before)."""
+    from kernels.cpu import attention_cpu
+    from kernels.rotary import model_angles
+    from kernels.spec import ceiling_map, chunk_map, streaming_map
+
+    D = 16
+    inv = 1.0 / (10000.0 ** (torch.arange(0, D, 2, dtype=torch.float32) / D))
+    maps = {"sinks": (dict(sink_tokens=4, window=60, position_map=streaming_map(4, 60))),
+            "selfextend": dict(position_map=selfextend_map(8, 32)), "rerope": dict(position_map=ceiling_map(48)),
+            "dca": dict(position_map=chunk_map(96, 32))}
+    errors = {}
+    for P in (1_000, 65_536, 1_000_000):
+        g = torch.Generator().manual_seed(P)
+        k_pos = torch.cat([torch.arange(4), torch.sort(torch.randperm(P - 64, generator=g)[:200] + 4).values,
+                           torch.arange(P - 63, P + 1)]).unique()
+        q_pos = torch.tensor([P])
+        q = torch.randn(1, 2, 1, D, generator=g, dtype=torch.float64)
+        k = torch.randn(1, 1, len(k_pos), D, generator=g, dtype=torch.float64)
+        v = torch.randn(1, 1, len(k_pos), D, generator=g, dtype=torch.float64)
+        spec = AttentionSpec(inv_freq=inv, **maps[method])
+        qr = rotate_pairs(q.float(), model_angles(q_pos, inv))  # as the model hands them over
+        kr = rotate_pairs(k.float(), model_angles(k_pos, inv))
+        case = {"sinks": ("window", {"S": 4, "W": 60}), "selfextend": ("selfextend", {"G": 8, "N": 32}),
+                "rerope": ("rerope", {"N": 48}), "dca": ("dca", {"N": 96, "W": 32})}[method]
+        expect = naive(q, k, v, spec, q_pos, k_pos, 0.3, case)
+        for name, run in (("reference", attention_ref), ("cpu", attention_cpu)):
+            out = run(qr, kr, v.float(), spec, q_pos, k_pos, scale=0.3)
+            errors[name, P] = float((out.double() - expect).abs().max())
+    print(errors)
+    assert max(errors.values()) < 1e-5
