@@ -78,13 +78,17 @@ def _items(doc: dict, key: str, where: str) -> list[dict]:
 
 
 def _value(path: str, v):
-    """A YAML scalar as a parameter value: finite numbers only, no nested structures."""
+    """A YAML scalar as a parameter value: finite numbers only; a list only of numbers (longrope's factors)."""
     import math
 
     if isinstance(v, float) and not math.isfinite(v):
         raise _err(path, f"numbers must be finite, got {v}")
+    if isinstance(v, list) and v and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
+        for i, x in enumerate(v):
+            _value(f"{path}[{i}]", x)
+        return tuple(v)
     if isinstance(v, (dict, list)):
-        raise _err(path, "expected a single value")
+        raise _err(path, "expected a single value or a list of numbers")
     return v
 
 
@@ -263,7 +267,14 @@ def _search_config(doc: dict, where: str):
 
 
 def _slug(name: str, params: dict) -> str:
-    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", name + "".join(f"_{k}={v}" for k, v in sorted(params.items())))
+    """A cell's directory name from its parameters; a list of numbers stands as a short digest of its values."""
+    import hashlib
+
+    def show(v):
+        if isinstance(v, (list, tuple)):
+            return f"{len(v)}v" + hashlib.sha256(repr([float(x) for x in v]).encode()).hexdigest()[:8]
+        return v
+    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", name + "".join(f"_{k}={show(v)}" for k, v in sorted(params.items())))
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
