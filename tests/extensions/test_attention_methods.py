@@ -192,3 +192,40 @@ def test_two_models_configured_differently_keep_their_own_attention(tiny_llama_p
     assert not torch.allclose(alone[0], alone[1], atol=1e-3)
     for a, b in zip(alone, together):
         torch.testing.assert_close(a, b)
+
+
+# ---------------------------------------------------------------------------- the picture (`extensions show --length`)
+def _grid(name, params, n=16):
+    from transformers import LlamaConfig
+
+    from harness.cli.extensions import pair_grid
+
+    cfg = LlamaConfig(hidden_size=64, num_attention_heads=4, max_position_embeddings=512,
+                      rope_parameters={"rope_type": "default", "rope_theta": 1e4})
+    ext = EXTENSIONS.get(name)()
+    conf = ext.resolve(ext.parse(params), cfg)
+    return pair_grid(ext, conf, cfg, n)
+
+
+def test_show_pictures_each_methods_positions_from_the_papers():
+    """Known rows: DCA (s = 6, w = 2) at query 8 — keys 0..5 of the previous chunk at 7 − (j mod 6) because the query's
+    chunk offset 2 is not below w, its own chunk's at the true distance; ReRoPE w = 3 caps at 3; LM-Infinite hides
+    the middle and caps the sink at min(W, L) − 1; sinks show in-cache positions; yarn's slowest pair moves at 1/2."""
+    assert _grid("dca", {"chunk": 6, "local": 2})[8] == [7, 6, 5, 4, 3, 2, 2, 1, 0]
+    assert _grid("dca", {"chunk": 6, "local": 2})[7] == [7, 6, 5, 4, 3, 2, 1, 0]  # offset 1 < w: true distances
+    assert _grid("rerope", {"window": 3})[7] == [3, 3, 3, 3, 3, 2, 1, 0]
+    assert _grid("leaky-rerope", {"window": 3, "k": 2})[7] == [5, 4.5, 4, 3.5, 3, 2, 1, 0]
+    assert _grid("lm-infinite", {"sink_tokens": 1, "window": 4})[7] == [3, None, None, None, 3, 2, 1, 0]
+    assert _grid("sinks", {"sink_tokens": 2, "window": 4})[7] == [5, 4, None, None, 3, 2, 1, 0]
+    assert _grid("string", {"shift": 5, "local": 1})[7] == [3, 2, 1, 4, 3, 2, 1, 0]
+    assert _grid("yarn", {"factor": 2})[4] == [2.0, 1.5, 1.0, 0.5, 0.0]
+
+
+def test_show_prints_the_picture(tiny_llama_path):
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, "-m", "harness.cli", "extensions", "show", "rerope", "-E", "window=2",
+                          "--length", "5", "--model", tiny_llama_path], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.rstrip().endswith("   4  2 2 2 1 0"), res.stdout[-300:]
