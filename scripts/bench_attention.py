@@ -17,16 +17,28 @@ import torch
 import torch.nn.functional as F
 
 from kernels import attention
-from kernels.spec import AttentionSpec
+from kernels.spec import (AttentionSpec, QueryScale, ceiling_map, chunk_map, leaky_map, selfextend_map,
+                          shifted_map, streaming_map)
 
 H, HKV, D = 9, 3, 64
 
 
-def specs(inv_freq):
+def specs(inv_freq, n: int, trained: int = 8192):
+    """Every spec, sized as issue 33's SmolLM2 grid sizes it for n tokens on an 8,192-token window."""
     slopes = torch.tensor([2.0 ** -(8 * (h + 1) / H) for h in range(H)])
-    return {"causal": AttentionSpec(), "sinks 4+4092": AttentionSpec(sink_tokens=4, window=4092, inv_freq=inv_freq),
-            "selfextend G4 N1024": AttentionSpec(group=4, neighbor_window=1024, inv_freq=inv_freq),
-            "alibi": AttentionSpec(alibi_slopes=slopes)}
+    leak = max(1.0, (n - 1 - 2048) / (trained - 1 - 2048))
+    shift = max(trained // 3, n - trained + 128)
+    return {"causal": AttentionSpec(), "alibi": AttentionSpec(alibi_slopes=slopes),
+            "sinks 4+4092": AttentionSpec(sink_tokens=4, window=4092, position_map=streaming_map(4, 4092),
+                                          inv_freq=inv_freq),
+            "selfextend G4 N1024": AttentionSpec(position_map=selfextend_map(4, 1024), inv_freq=inv_freq),
+            "rerope w2048": AttentionSpec(position_map=ceiling_map(2048), inv_freq=inv_freq),
+            f"leaky-rerope w2048 k{leak:.2f}": AttentionSpec(position_map=leaky_map(2048, leak), inv_freq=inv_freq),
+            f"string S{shift} W128": AttentionSpec(position_map=shifted_map(shift, 128), inv_freq=inv_freq),
+            "lm-infinite 10+8192": AttentionSpec(sink_tokens=10, window=8192, position_map=ceiling_map(8192, 8191),
+                                                 inv_freq=inv_freq),
+            "dca s6144 w2048": AttentionSpec(position_map=chunk_map(6144, 2048), inv_freq=inv_freq),
+            "logn": AttentionSpec(query_scale=QueryScale("logn", trained))}
 
 
 def timed(fn, repeat, device):
@@ -66,9 +78,9 @@ def main():
         dense = timed(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True),
                       args.repeat, device)
         print(f"| {n} | causal | sdpa | {dense:.3f} | 1.00 |")
-        for name, spec in specs(inv_freq).items():
+        for name, spec in specs(inv_freq, n).items():
             for impl in impls:
-                if impl == "flash-attn" and name.startswith(("sinks", "selfextend")):
+                if impl == "flash-attn" and spec.position_map is not None:
                     continue
                 t = timed(lambda: attention(q, k, v, spec, pos, pos, impl=impl), args.repeat, device)
                 print(f"| {n} | {name} | {impl} | {t:.3f} | {t / dense:.2f} |", flush=True)
