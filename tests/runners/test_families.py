@@ -122,6 +122,31 @@ def test_a_method_that_claims_to_apply_changes_the_logits(family_paths, eager_lo
     assert moved > 10 * ATOL, "a method that runs must change something: a silent no-op"
 
 
+# Issue 33's methods, on the kernel runner (its CPU path; the hf runner's oracle shares the spec and its composition
+# with each model's features, and the oracle equals the CPU path on every spec case in tests/kernels).
+MAP_IDENTITY = [("rerope", {"window": 256}), ("dca", {"chunk": 300, "local": 100}),
+                ("lm-infinite", {"sink_tokens": 4, "window": 256}), ("logn", {"length": 256}),
+                ("llama3", {"factor": 1.0})]
+MAP_APPLYING = [("rerope", {"window": 16}), ("leaky-rerope", {"window": 16, "k": 4.0}),
+                ("string", {"shift": 32, "local": 4}), ("lm-infinite", {"sink_tokens": 4, "window": 24}),
+                ("dca", {"chunk": 32, "local": 8}), ("logn", {"length": 32}), ("llama3", {"factor": 4.0})]
+
+
+@pytest.mark.parametrize("method,params", MAP_IDENTITY, ids=[m for m, _ in MAP_IDENTITY])
+@pytest.mark.parametrize("family", ATTENTION_FAMILIES)
+def test_new_methods_identity_settings_equal_the_models_own_forward(family_paths, eager_logits, family, method,
+                                                                    params):
+    """A window (chunk, length) past the 150-token prompt, or factor 1: the model's own forward, on every family."""
+    test_identity_settings_equal_the_models_own_eager_forward(family_paths, eager_logits, family, "kernel", method,
+                                                              params)
+
+
+@pytest.mark.parametrize("method,params", MAP_APPLYING, ids=[m for m, _ in MAP_APPLYING])
+@pytest.mark.parametrize("family", ATTENTION_FAMILIES)
+def test_new_methods_that_apply_change_the_logits(family_paths, eager_logits, family, method, params):
+    test_a_method_that_claims_to_apply_changes_the_logits(family_paths, eager_logits, family, "kernel", method, params)
+
+
 def family_profile(path):
     from transformers import AutoConfig
 
