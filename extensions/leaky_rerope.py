@@ -32,6 +32,9 @@ def leak_for(length: int, window: int, trained: int) -> float:
 class LeakyReRope(PositionMapExtension):
     name = "leaky-rerope"
     config_cls = LeakyReRopeConfig
+    # Without k, the leak is sized from the current sequence length (the prompt's at prefill, one more per decode
+    # step), so a prefix's deeper keys depend on what follows it: no prefix reuse.
+    static_keys = False
 
     def defaults(self, config, L):
         return {"window": L // 4}
