@@ -41,10 +41,11 @@ def check_original(value) -> None:
 
 
 def with_original(config, hf_config):
-    """config with original_max_position_embeddings filled from the model (its trained window) where unset."""
+    """config with original_max_position_embeddings filled from the model's max_position_embeddings where unset
+    (as yarn does; a config's own `original_max_position_embeddings` attribute belongs to the scaling it was trained
+    with, which these methods replace only with replace=true)."""
     if config.original_max_position_embeddings is None:
-        trained = getattr(hf_config, "original_max_position_embeddings", None) or hf_config.max_position_embeddings
-        return dataclasses.replace(config, original_max_position_embeddings=int(trained))
+        return dataclasses.replace(config, original_max_position_embeddings=int(hf_config.max_position_embeddings))
     return config
 
 

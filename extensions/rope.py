@@ -119,6 +119,13 @@ class RopeExtension(Extension):
             new, record = self.rope_parameters(config, hf_config), {}
         setattr(hf_config, ORIGINAL, before)
         hf_config.rope_parameters = new
+        own = new.get("original_max_position_embeddings")
+        attr = getattr(hf_config, "original_max_position_embeddings", None)
+        if own is not None and attr is not None and attr != own:
+            # transformers gives a config's own attribute (Phi-3's) priority over the rope parameters' value for
+            # llama3 / yarn / longrope: left as it was, the model would run another L than the method computed.
+            hf_config.original_max_position_embeddings = int(own)
+            record["original_max_position_embeddings_attribute"] = {"before": attr, "after": int(own)}
         return {"rope_parameters_before": before, "rope_parameters": dict(hf_config.rope_parameters), **record}
 
     def short_label(self, params: dict) -> str:

@@ -363,3 +363,29 @@ def test_longrope_factors_from_the_command_line():
     assert parse_params(["long_factor=1,1.5,2"]) == {"long_factor": (1, 1.5, 2)}
     assert parse_params(["long_factor=[1, 2]"]) == {"long_factor": (1, 2)}
     assert parse_params(["x=a,b"]) == {"x": "a,b"}
+
+
+@pytest.mark.parametrize("name,params", [("llama3", {"factor": 4}), ("yarn", {"factor": 4}),
+                                         ("ntk-by-parts", {"factor": 4}),
+                                         ("longrope", {"factor": 4, "long_factor": [1, 1.5, 2, 3, 4, 5, 6, 8]})])
+def test_a_configs_own_original_length_does_not_override_the_methods(name, params):
+    """Phi-3's config carries original_max_position_embeddings (4096 by default) outside its rope parameters, and
+    transformers prefers it for llama3 / yarn / longrope: the method's own L must be what the model runs (found on
+    the tiny Phi-3 of harness.zoo, whose L is 512: llama3 ×4 ran with L = 4096, moving the logits by 4e-5)."""
+    import transformers
+
+    from harness import zoo
+
+    cfg = transformers.Phi3Config(vocab_size=512, **zoo.SPECIAL_IDS, hidden_size=64, intermediate_size=128,
+                                  num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2,
+                                  max_position_embeddings=512)
+    assert cfg.original_max_position_embeddings == 4096
+    ext = EXTENSIONS.get(name)()
+    conf = ext.resolve(ext.parse(params), cfg)
+    record = ext.configure(cfg, conf)
+    assert record["original_max_position_embeddings_attribute"] == {"before": 4096, "after": 512}
+    rot = transformers.Phi3ForCausalLM(cfg).model.rotary_emb
+    rot(torch.zeros(1, 1, 8), torch.arange(600)[None])  # past L: longrope's long factors
+    inv, scaling = ext.inv_freq(conf, cfg, seq_len=600)
+    torch.testing.assert_close(rot.inv_freq, inv, rtol=1e-6, atol=0)
+    assert rot.attention_scaling == pytest.approx(scaling)
