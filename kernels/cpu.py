@@ -133,7 +133,9 @@ def _status(low: Lowered, qp: torch.Tensor, kp: torch.Tensor) -> tuple[str, str]
         if p <= qb - low.max_distance:
             vis = "limit"  # a distance ceiling cuts this segment: computed densely
     src = "none"
-    if low.q_alt is not None:
+    beyond_window = low.window is not None and p >= low.sink_tokens and low.alt_below <= p and low.chunk is None \
+        and low.alt_from is not None and low.alt_from >= low.window
+    if low.q_alt is not None and not beyond_window:  # (pairs a distance rule past the window moves are unseen here)
         ends = use_alt(low, qp, kp[[0, -1]])
         src = "all" if bool(ends[:, 1].all()) else ("none" if not bool(ends[:, 0].any()) else "mixed")
     return vis, src
