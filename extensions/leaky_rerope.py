@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass
 
 from extensions.base import ExtensionConfig
-from extensions.position_map import PositionMapExtension, positive_ints
+from extensions.position_map import PositionMapExtension, positive_ints, window_below_trained
 
 
 @dataclass(frozen=True)
@@ -40,8 +40,7 @@ class LeakyReRope(PositionMapExtension):
         return {"window": L // 4}
 
     def check(self, config, L):
-        if config.window >= L:
-            raise ValueError(f"window {config.window} must be below the model's trained window {L}")
+        window_below_trained(config, L)
 
     def position_map(self, config, length, model_config):
         from kernels.spec import leaky_map

@@ -26,6 +26,12 @@ def trained_length(hf_config) -> int:
     return int(hf_config.max_position_embeddings)
 
 
+def window_below_trained(config, L: int) -> None:
+    """A method whose `window` keeps true distances must leave room for the moved ones inside L."""
+    if config.window >= L:
+        raise ValueError(f"window {config.window} must be below the model's trained window {L}")
+
+
 class PositionMapExtension(Extension):
     mechanisms = frozenset({ATTENTION_SPEC})
     rerotates = True

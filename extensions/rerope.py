@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from extensions.base import ExtensionConfig
-from extensions.position_map import PositionMapExtension, positive_ints
+from extensions.position_map import PositionMapExtension, positive_ints, window_below_trained
 
 
 @dataclass(frozen=True)
@@ -26,8 +26,7 @@ class ReRope(PositionMapExtension):
         return {"window": L // 4}
 
     def check(self, config, L):
-        if config.window >= L:
-            raise ValueError(f"window {config.window} must be below the model's trained window {L}")
+        window_below_trained(config, L)
 
     def position_map(self, config, length, model_config):
         from kernels.spec import ceiling_map

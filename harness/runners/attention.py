@@ -87,10 +87,8 @@ def compose(spec, window=None, softcap=None, rotary=None, sink_logits=None):
         changes["sink_logits"] = sink_logits.detach().float()
     if window:
         w = int(window)
-        if spec.window is None:
+        if spec.window is None:  # a map without a window of its own: its regimes inside the model's window
             changes["window"] = w
-        elif spec.position_map is not None and spec.position_map.name not in ("sinks", "ceiling"):
-            changes["window"] = min(spec.window, w)
         elif spec.window >= w:  # the model's window alone: the method's sinks (and their map) are out of reach
             changes.update(window=w, sink_tokens=0, position_map=None)
         elif spec.sink_tokens:
