@@ -94,6 +94,34 @@ class Sample:
     def prompt_sha(self) -> str:
         return hashlib.sha256(self.prompt.encode("utf-8")).hexdigest()
 
+    @property
+    def continuation(self) -> str:
+        """The target as the model would write it after the prompt's answer prefix: after a space, unless the
+        prompt ends in one (its teacher-forced likelihood is measured against this text)."""
+        return self.target if not self.prompt or self.prompt[-1].isspace() else " " + self.target
+
+
+def needle_span(tokenizer, sample: Sample) -> tuple[int, int] | None:
+    """[start, end) token indices of the needle the sample asks about: from its first token up to the token that
+    ends the answer's first occurrence after it (the needle's words up to and including its value). None where the
+    sample has no needle or the answer does not follow it within 2,000 characters (tasks whose answer is not copied
+    from one place)."""
+    if sample.needle_token_offset is None:
+        return None
+    enc = tokenizer(sample.prompt, return_offsets_mapping=True)
+    offsets = enc["offset_mapping"]
+    start = sample.needle_token_offset
+    if start >= len(offsets):
+        return None
+    char = offsets[start][0]
+    for answer in (sample.target, *sample.meta.get("references", ())):
+        at = sample.prompt.find(str(answer), char, char + 2000) if answer else -1
+        if at >= 0:
+            end_char = at + len(str(answer))
+            end = next((i for i in range(start, len(offsets)) if offsets[i][1] >= end_char), len(offsets) - 1)
+            return start, end + 1
+    return None
+
 
 @dataclass(frozen=True)
 class Needle:

@@ -31,6 +31,7 @@ class Experiment:
     runner_options: dict = field(default_factory=dict)  # constructor keywords of the runner (dtype, device ...)
     out: str = "runs/out"
     max_memory: int | None = None  # bytes a request may peak at (refused above); None: the memory available now
+    diagnostics: str | None = None  # per-head attention diagnostics: "first" answer token's row, or every "answer" row
 
 
 @dataclass
@@ -95,6 +96,8 @@ def prepare(exp: Experiment, log: Callable[[str], None] = print, build_prompts: 
         raise UserError(f"task {exp.task!r} scores tokens, which runner {exp.runner!r} cannot; use hf or kernel")
     check_runner_options(exp.runner, exp.runner_options)
     check_hostable(exp.runner, exp.extension, exp.runner_options)
+    if exp.diagnostics:
+        check_diagnostics(exp, task, runner_cls, profile)
     verdict = require(profile, extension, ext_config, runner_cls, exp.runner_options)  # refusals: one line
     if verdict.notes:
         notes.append(f"{exp.extension} on {exp.runner} for this {profile.model_type} model: {verdict.line()}")
@@ -116,6 +119,25 @@ def prepare(exp: Experiment, log: Callable[[str], None] = print, build_prompts: 
     for note in notes:
         log(note)
     return p
+
+
+def check_diagnostics(exp: Experiment, task, runner_cls, profile) -> None:
+    """Refuse, in one line, diagnostics a run cannot give: another mode, a token-scoring task, a runner that does not
+    read attention rows (vLLM, Mamba), a model whose attention is its own code outside transformers' interface."""
+    from harness.runners.diagnostics import MODES
+
+    if exp.diagnostics not in MODES:
+        raise UserError(f"--diagnostics {exp.diagnostics!r}: choose {' or '.join(MODES)}")
+    if task.scores_tokens:
+        raise UserError(f"--diagnostics reads the rows that write an answer; task {exp.task!r} scores tokens")
+    if not runner_cls.capabilities.diagnoses:
+        raise UserError(f"runner {exp.runner!r} cannot give per-head diagnostics (its attention runs out of longctx's "
+                        "reach); use -r hf or -r kernel")
+    if profile.recurrent_only:
+        raise UserError(f"this {profile.model_type} checkpoint has no attention to diagnose")
+    if profile.attention_modules and not profile.through_interface:
+        raise UserError(f"this {profile.model_type} model's attention is its own code, outside transformers' "
+                        "attention interface: --diagnostics cannot read it")
 
 
 def check_memory(p: Prepared) -> None:
@@ -184,7 +206,9 @@ def run(exp: Experiment, log: Callable[[str], None] = print, progress: bool = Tr
     exp = p.experiment
     if not todo:
         return rd.path
-    runner = runner or p.runner_cls(**exp.runner_options)
+    runner = runner or new_runner(p)
+    if exp.diagnostics:
+        runner.diagnostics = exp.diagnostics
     info = runner.load(p.model_path, p.extension, p.extension_config, max_length=max(c[0] for c in todo))
     log(f"loaded {exp.model} on {exp.runner} ({info.dtype}, {info.device}); extension: "
         f"{p.extension.describe(p.extension_config)}")
@@ -204,6 +228,14 @@ def run(exp: Experiment, log: Callable[[str], None] = print, progress: bool = Tr
         runner.close()
     check_errored(written, rd.path)
     return rd.path
+
+
+def new_runner(p: Prepared):
+    """The runner of a prepared experiment, constructed from its options, told to diagnose where asked."""
+    runner = p.runner_cls(**p.experiment.runner_options)
+    if p.experiment.diagnostics:
+        runner.diagnostics = p.experiment.diagnostics
+    return runner
 
 
 LARGE_GRID_SAMPLES = 2000  # samples to do above which a command says its estimate and asks (--yes: do not ask)
@@ -333,7 +365,7 @@ def write_generated(p: Prepared, runner, rd: RunDir, todo: list, common: dict, b
                     log) -> list[SampleRecord]:
     """Generation tasks: write each record as it is made (and fsync). Returns the records written."""
     written = []
-    for record in generated_records(p, runner, todo, common, log):
+    for record in generated_records(p, runner, todo, common, log, on_diagnostics=rd.append_diagnostics):
         rd.append(record)
         written.append(record)
         if bar is not None:
@@ -348,9 +380,13 @@ def reuse_order(cells: list) -> list:
     return sorted(cells, key=lambda c: (c[0], c[2], -(c[1] if c[1] is not None else 0.0)))
 
 
-def generated_records(p: Prepared, runner, todo: list, common: dict, log) -> Iterator[SampleRecord]:
+def generated_records(p: Prepared, runner, todo: list, common: dict, log,
+                      on_diagnostics: Callable[[tuple, dict], None] | None = None) -> Iterator[SampleRecord]:
     """The record of every cell in `todo`: batches of prompts through the runner, each answer scored by the task.
-    A runner failure (out of memory, a backend error) is recorded on the samples it hit, and the loop goes on."""
+    A runner failure (out of memory, a backend error) is recorded on the samples it hit, and the loop goes on.
+    With --diagnostics, each sample's diagnostics go to `on_diagnostics(key, payload)` before its record is
+    yielded."""
+    from evals.base import needle_span
     from harness.runners.base import Generation, GenerationRequest
 
     batch_size = max(1, runner.capabilities.batch_size)
@@ -361,8 +397,10 @@ def generated_records(p: Prepared, runner, todo: list, common: dict, log) -> Ite
         cells = todo[start:start + batch_size]
         samples = [p.task.sample(p.tokenizer, *c) for c in cells]
         try:
-            gens = runner.generate([GenerationRequest(s.prompt, s.max_new_tokens, request_id=str(i))
-                                    for i, s in enumerate(samples)])
+            diagnose = p.experiment.diagnostics
+            gens = runner.generate([GenerationRequest(
+                s.prompt, s.max_new_tokens, request_id=str(i), answer=s.continuation if s.target else None,
+                needle=needle_span(p.tokenizer, s) if diagnose else None) for i, s in enumerate(samples)])
         except (RuntimeError, MemoryError) as e:  # out of memory, a backend failure: record it, go on
             msg = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
             log(f"runner failed on {len(samples)} sample(s) at {samples[0].context_length} tokens: {msg}")
@@ -370,6 +408,9 @@ def generated_records(p: Prepared, runner, todo: list, common: dict, log) -> Ite
                     for s in samples]
         for s, g in zip(samples, gens):
             score = p.task.score(s, g.text)
+            if g.diagnostics is not None and on_diagnostics is not None:
+                on_diagnostics(sample_key(s.task, s.context_length, s.depth, s.sample_id),
+                               diagnostics_payload(g.diagnostics, p.experiment.diagnostics))
             yield SampleRecord(
                 **{**common, "task": s.task}, context_length=s.context_length,
                 tokens=g.prompt_tokens if g.prompt_tokens is not None else s.tokens, depth=s.depth,
@@ -380,7 +421,21 @@ def generated_records(p: Prepared, runner, todo: list, common: dict, log) -> Ite
                 prefill_s=None if g.prefill_s is None else round(g.prefill_s, 4), new_tokens=g.new_tokens,
                 needle_token_offset=s.needle_token_offset, haystack=s.haystack, prompt_sha=s.prompt_sha,
                 error=g.error, score=score.value if g.error is None else 0.0, metric=score.metric,
-                cache_bytes=g.cache_bytes, cached_tokens=g.cached_tokens, kernel=g.kernel)
+                cache_bytes=g.cache_bytes, cached_tokens=g.cached_tokens, kernel=g.kernel,
+                answer_logprob=None if g.answer_logprob is None else round(g.answer_logprob, 5),
+                answer_tokens=g.answer_tokens)
+
+
+def diagnostics_payload(result: dict, mode: str) -> dict:
+    """A runner's diagnostics (field → (layers, heads) tensors) as one compact JSON object: each field base64 of
+    float16, ~0.5 kB a field for 30 layers × 9 heads."""
+    from harness.runners.diagnostics import encode
+    from kernels.diagnostics import FIELDS
+
+    L, H = result[FIELDS[0]].shape
+    return {"mode": mode, "layers": L, "heads": H, "layer_index": list(result["layers"]),
+            "rows": list(result["rows"]), "needle": None if result.get("needle") is None else list(result["needle"]),
+            **{f: encode(result[f]) for f in FIELDS}}
 
 
 class _Predicted:

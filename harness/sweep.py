@@ -38,7 +38,7 @@ from harness.errors import UserError
 SHARED = ("samples", "seed", "haystack", "haystack_file", "shared_haystack")  # grid keys a task takes if it has them
 TOP = {"out": str, "models": list, "tasks": list, "extensions": list, "runners": list, "lengths": list,
        "depths": list, "samples": int, "seed": int, "haystack": str, "haystack_file": str, "shared_haystack": bool,
-       "search": dict}
+       "search": dict, "diagnostics": str}
 SEARCH_KEYS = {"min": (str, int), "max": (str, int), "threshold": (float, int), "resolution": (float, int),
                "max_samples": (int,)}
 ITEM_KEYS = {"extensions": {"name", "params"}, "runners": {"name", "options"}}
@@ -170,7 +170,7 @@ def load(path: str, out: str | None = None) -> tuple[Path, list[Cell]]:
                                      _slug(ext["name"], params), _slug(runner["name"], options)])
                     exp = Experiment(task=task["name"], task_config=tc, model=model, extension=ext["name"],
                                      extension_params=params, runner=runner["name"], runner_options=options,
-                                     out=str(sweep_dir / name))
+                                     out=str(sweep_dir / name), diagnostics=doc.get("diagnostics"))
                     if search is not None:
                         from harness.search import search_experiment
 
@@ -447,6 +447,8 @@ def dump(exp, search=None) -> str:
            "extensions": [{"name": exp.extension, **({"params": dict(exp.extension_params)}
                                                      if exp.extension_params else {})}],
            "runners": [{"name": exp.runner, **({"options": dict(exp.runner_options)} if exp.runner_options else {})}]}
+    if exp.diagnostics:
+        doc["diagnostics"] = exp.diagnostics
     if search is None:
         doc["lengths"] = [format_length(n) for n in tc.lengths]
         doc.update(grid)
@@ -535,10 +537,10 @@ def _run_on_ray(cells: list[Cell], log, address: str | None, cpus: float, gpus: 
     @ray.remote
     class CellWorker:
         def __init__(self, exp, max_length: int):
-            from harness.experiment import prepare, record_fields
+            from harness.experiment import new_runner, prepare, record_fields
 
             self.p = prepare(exp, log=lambda *_: None)
-            self.runner = self.p.runner_cls(**self.p.experiment.runner_options)
+            self.runner = new_runner(self.p)
             self.info = self.runner.load(self.p.model_path, self.p.extension, self.p.extension_config,
                                          max_length=max_length)  # here, so that a restarted actor loads again
             self.common = record_fields(self.p, self.info)
@@ -549,8 +551,10 @@ def _run_on_ray(cells: list[Cell], log, address: str | None, cpus: float, gpus: 
         def run(self, cell) -> str:
             from harness.experiment import generated_records
 
-            (record,) = generated_records(self.p, self.runner, [cell], self.common, lambda *_: None)
-            return record.to_json()
+            diagnostics = []
+            (record,) = generated_records(self.p, self.runner, [cell], self.common, lambda *_: None,
+                                          on_diagnostics=lambda key, payload: diagnostics.append((key, payload)))
+            return json.dumps({"record": record.to_json(), "diagnostics": diagnostics})
 
     try:
         ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
@@ -587,7 +591,10 @@ def _run_on_ray(cells: list[Cell], log, address: str | None, cpus: float, gpus: 
                 cell["rd"].note_load(ray.get(cell["load"]))
                 cell["load"] = None
             while cell["load"] is None and cell["refs"] and cell["refs"][0] not in pending:  # in the cell's order
-                cell["rd"].append(SampleRecord.from_dict(json.loads(ray.get(cell["refs"].pop(0)))))
+                done = json.loads(ray.get(cell["refs"].pop(0)))
+                for key, payload in done["diagnostics"]:
+                    cell["rd"].append_diagnostics(tuple(key), payload)
+                cell["rd"].append(SampleRecord.from_dict(json.loads(done["record"])))
                 written += 1
             if cell["load"] is None and not cell["refs"]:
                 ray.kill(cells_open.pop(path)["worker"], no_restart=True)  # its slot goes to a waiting cell

@@ -5,7 +5,7 @@ import click
 
 from evals.registry import TASKS
 from harness.cli import build
-from harness.cli.options import DUMP, METHOD, MODEL, PROMPT, SEED, grid, options, output
+from harness.cli.options import DIAGNOSE, DUMP, METHOD, MODEL, PROMPT, SEED, grid, options, output
 
 
 def run_grid(task: str, kw) -> None:
@@ -37,7 +37,7 @@ def print_summary(path) -> None:
 
 def grid_command(name: str, default_depths: str, doc: str):
     @click.command(name, help=doc)
-    @options(MODEL, grid(default_depths), SEED, PROMPT, METHOD, output("TASK"), DUMP)
+    @options(MODEL, grid(default_depths), SEED, PROMPT, METHOD, DIAGNOSE, output("TASK"), DUMP)
     def command(**kw):
         run_grid(name, kw)
 
@@ -52,7 +52,7 @@ needle = grid_command("needle", "0.1,0.5,0.9", "Single needle in a haystack over
 @click.option("--task", "-t", required=True,
               help=f"a registered task ({', '.join(n for n in TASKS.names() if n not in ('passkey', 'needle'))}) "
                    "or a preset of one (`longctx tasks` lists them)")
-@options(MODEL, grid("0.5"), SEED, PROMPT, METHOD, output("TASK"), DUMP)
+@options(MODEL, grid("0.5"), SEED, PROMPT, METHOD, DIAGNOSE, output("TASK"), DUMP)
 def retrieval(task, **kw):
     """RULER-style retrieval tasks: multi-key/value/query needles, key-value JSON, phone book, variable tracking."""
     run_grid(task, kw)

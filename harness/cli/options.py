@@ -81,6 +81,11 @@ METHOD = [  # what runs: the runner, the method and their parameters
     click.option("--device", default=None, help="torch device (default: cuda if available, else cpu)"),
 ]
 
+DIAGNOSE = [click.option(
+    "--diagnostics", type=click.Choice(["first", "answer"]), default=None,
+    help="per-head attention diagnostics beside the records (needle mass, retrieval score, sink / recent mass, "
+         "entropy) of the row that writes the first answer token, or of every answer token's row (hf, kernel)")]
+
 MAX_MEMORY = [click.option(
     "--max-memory", default=None, metavar="SIZE",
     help="refuse lengths whose predicted peak memory is above SIZE (e.g. 8GiB, 500MB) before loading anything "

@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from harness.cli import build
-from harness.cli.options import DUMP, FINITE, METHOD, MODEL, PROMPT, SEED, options, output
+from harness.cli.options import DIAGNOSE, DUMP, FINITE, METHOD, MODEL, PROMPT, SEED, options, output
 
 
 @click.command()
@@ -16,7 +16,7 @@ from harness.cli.options import DUMP, FINITE, METHOD, MODEL, PROMPT, SEED, optio
 @click.option("--resolution", default=1.19, show_default=True, type=FINITE,
               help="stop when the bracket's ends are within this ratio")
 @click.option("--max-samples", default=48, show_default=True, type=int, help="samples per probed length at most")
-@options(MODEL, SEED, PROMPT, METHOD, output("search-TASK", grid=False), DUMP)
+@options(MODEL, SEED, PROMPT, METHOD, DIAGNOSE, output("search-TASK", grid=False), DUMP)
 def search(task, low, high, threshold, resolution, max_samples, **kw):
     """Effective-length search: bisect on log length with sequential exact-bound decisions per length."""
     from harness.config import parse_length

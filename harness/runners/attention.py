@@ -30,6 +30,7 @@ class SpecAttention:
         self.profile, self.impl = profile, impl
         self.rotary = {la.index: la.rotary for la in profile.attention}
         self.used: Counter = Counter()
+        self.tap = None  # harness.runners.diagnostics.Tap: reads chosen query rows' attention (--diagnostics)
         self._specs: dict = {}  # (layer, window, softcap) → spec, for the current length
         self._length = None
 
@@ -53,6 +54,8 @@ class SpecAttention:
         k_pos = key_positions(spec, q_pos, key.shape[2])
         out, used = attention(query, key, value, spec, q_pos, k_pos, scale=scaling, impl=self.impl)
         self.used[used] += 1
+        if self.tap is not None and self.tap.armed:
+            self.tap.observe(module, query, key, spec, q_pos, k_pos, scaling)
         return out.transpose(1, 2).contiguous(), None  # (B, T, H, D), what transformers' attention functions return
 
 

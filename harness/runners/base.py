@@ -18,6 +18,7 @@ class Capabilities:
     batch_size: int = 1  # requests the loop hands over at once (vLLM batches; HF on CPU gains nothing)
     needs_main_guard: bool = False  # starts worker processes (vLLM)
     scores_tokens: bool = False  # implements token_nll(ids) (perplexity, loglikelihood)
+    diagnoses: bool = False  # reads per-head attention rows (--diagnostics; harness.runners.diagnostics)
     notes: str = ""
 
 
@@ -26,6 +27,8 @@ class GenerationRequest:
     prompt: str
     max_new_tokens: int
     request_id: str = ""
+    answer: str | None = None  # the gold continuation (" 48213"): its teacher-forced log-probability is measured
+    needle: tuple[int, int] | None = None  # [start, end) token span of the needle in the prompt (diagnostics)
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,9 @@ class Generation:
     cached_tokens: int | None = None  # prompt tokens served from a prefix cache (vLLM)
     kernel: str | None = None  # attention implementation(s) that ran: sdpa / cpu / triton / flash-attn / reference
     error: str | None = None
+    answer_logprob: float | None = None  # log p(answer | prompt), teacher-forced, natural log (None: not measured)
+    answer_tokens: int | None = None  # tokens of the answer that log-probability covers
+    diagnostics: dict | None = None  # harness.runners.diagnostics.Tap.result: field → (layers, heads)
 
 
 @dataclass(frozen=True)

@@ -90,6 +90,32 @@ class RunnerCache(DynamicCache):
             layout, dim = self.rotary or ("half", 2 * delta.numel())
             layer.keys = rotate_pairs(keys.float(), angles, layout, dim).to(keys.dtype)
 
+    @property
+    def recurrent(self) -> bool:
+        """Some layer keeps a recurrent state (a hybrid's convolution / SSM states), updated in place."""
+        return any(getattr(layer, "conv_states", None) is not None for layer in self.layers)
+
+    def rewindable(self) -> bool:
+        """Whether `keep_first` returns this cache to an earlier length exactly: nothing was evicted, re-rotated
+        or trimmed by a sliding layer."""
+        from transformers.cache_utils import DynamicSlidingWindowLayer
+
+        p = self.policy
+        return not self.recurrent and (p is None or (p.recent is None and p.rerotate is None)) and \
+            not any(isinstance(layer, DynamicSlidingWindowLayer) for layer in self.layers)
+
+    def snapshot(self) -> "RunnerCache":
+        """A copy of this cache as it is now, sharing its tensors: nothing here or in transformers' layers writes a
+        cached tensor in place (an update concatenates, an eviction or re-rotation builds new ones), so the copy
+        stays as it was while this cache goes on. Recurrent layers (updated in place) cannot be copied so."""
+        import copy
+
+        if self.recurrent:
+            raise RuntimeError("a recurrent cache layer is updated in place; it cannot be snapshotted by reference")
+        new = copy.copy(self)
+        new.layers = [copy.copy(layer) for layer in self.layers]
+        return new
+
     def keep_first(self, n: int) -> None:
         """Drop every cached position from `n` on (prefix reuse: the next prompt shares only the first n tokens)."""
         for layer in self.layers:

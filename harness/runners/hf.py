@@ -37,8 +37,9 @@ def default_dtype(device: str) -> str:
 class HFRunner:
     name: ClassVar[str] = "hf"
     capabilities: ClassVar[Capabilities] = Capabilities(mechanisms=frozenset(MECHANISMS), batch_size=1,
-                                                        scores_tokens=True)
+                                                        scores_tokens=True, diagnoses=True)
     attention_impl: ClassVar[str] = "reference"  # what attention-spec extensions run on (kernels.IMPLEMENTATIONS)
+    diagnostics: str | None = None  # set before load: per-head diagnostics of "first" / "answer" rows (MODES)
 
     def __init__(self, device: str | None = None, dtype: str | None = None, attn_implementation: str = "sdpa",
                  prefix_cache: bool = False):
@@ -88,6 +89,9 @@ class HFRunner:
         ext_record.update(extension.attach(self.model, extension_config))
         self._attention = []
         ext_record.update(self._install_attention(extension, extension_config))
+        self._tap = None
+        if self.diagnostics:
+            ext_record.update(self._install_tap())
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
         gen_cfg = getattr(self.model, "generation_config", None)
         eos = getattr(gen_cfg, "eos_token_id", None) or hf_config.eos_token_id
@@ -181,6 +185,21 @@ class HFRunner:
         self._attention.append(fn)
         return record
 
+    def _install_tap(self) -> dict:
+        """A diagnostics tap on every attention call: the spec's own calls where the spec runs, else transformers'
+        attention wrapped (harness.runners.diagnostics)."""
+        from harness.runners.attention import SpecAttention
+        from harness.runners.diagnostics import Tap, install_tap
+
+        self._tap = Tap()
+        if self._attention:
+            if not all(isinstance(fn, SpecAttention) for fn in self._attention):
+                raise RuntimeError("diagnostics cannot read this model's attention modules (refused before loading)")
+            for fn in self._attention:
+                fn.tap = self._tap
+            return {"diagnostics_tap": "the attention spec's calls"}
+        return install_tap(self.model, self._tap, self.profile)
+
     def _kernels_used(self) -> str | None:
         """The attention implementations that served the last request, e.g. "cpu" or "cpu+sdpa"."""
         used = set()
@@ -196,16 +215,36 @@ class HFRunner:
         import torch
 
         ids = self.tokenizer(request.prompt, return_tensors="pt")["input_ids"].to(self.device)  # (1, T)
+        T = ids.shape[1]
+        gold = self._answer_ids(request.prompt, ids, request.answer) if request.answer else None
+        if self._tap is not None:
+            rows = range(T - 1, T - 1 + (request.max_new_tokens if self.diagnostics == "answer" else 1))
+            self._tap.arm(rows, request.needle)
         with PeakMemory(self.device) as pm:
             t0 = time.perf_counter()
-            new, prefill_s, cache_bytes, reused = self._greedy(ids, request.max_new_tokens)
+            new, prefill_s, cache_bytes, reused, answer_lp = self._greedy(ids, request.max_new_tokens, gold)
             if str(self.device).startswith("cuda"):
                 torch.cuda.synchronize()
-            latency = time.perf_counter() - t0
+            latency = time.perf_counter() - t0 - (answer_lp[1] if answer_lp else 0.0)
+        diagnostics = None
+        if self._tap is not None:
+            diagnostics = self._tap.result(ids[0], {T - 1 + i: t for i, t in enumerate(new)})
+            self._tap.arm((), None)
         text = self.tokenizer.decode(new, skip_special_tokens=True)
-        return Generation(text=text, prompt_tokens=int(ids.shape[1]), new_tokens=len(new), latency_s=latency,
+        return Generation(text=text, prompt_tokens=int(T), new_tokens=len(new), latency_s=latency,
                           prefill_s=prefill_s, peak_mem_bytes=pm.peak, mem_kind=pm.kind, cache_bytes=cache_bytes,
-                          cached_tokens=reused if self.prefix_cache else None, kernel=self._kernels_used())
+                          cached_tokens=reused if self.prefix_cache else None, kernel=self._kernels_used(),
+                          answer_logprob=None if answer_lp is None else answer_lp[0],
+                          answer_tokens=None if answer_lp is None else len(gold), diagnostics=diagnostics)
+
+    def _answer_ids(self, prompt: str, ids, answer: str) -> list[int]:
+        """The tokens of `answer` as they follow this prompt: the tail of the tokenized prompt + answer where it
+        starts with the prompt's own tokens, else the answer tokenized alone."""
+        both = self.tokenizer(prompt + answer)["input_ids"]
+        T = ids.shape[1]
+        if len(both) > T and both[:T] == ids[0].tolist():
+            return both[T:]
+        return self.tokenizer(answer, add_special_tokens=False)["input_ids"]
 
     def _new_cache(self):
         """A KV cache of the runner's own, applying the extension's policy (harness.runners.cache)."""
@@ -264,10 +303,11 @@ class HFRunner:
         cache.keep_first(shared)
         return cache, shared
 
-    def _greedy(self, ids, max_new_tokens: int) -> tuple[list[int], float, int, int]:
+    def _greedy(self, ids, max_new_tokens: int, gold: list[int] | None = None):
         """Greedy decoding over the runner's KV cache; streaming methods (sinks) get the prompt in chunks and their
         cache trimmed after every forward, so memory does not grow with the input. Returns the new tokens, the
-        prefill time, the cache's bytes and the prompt tokens served from a kept prefix."""
+        prefill time, the cache's bytes, the prompt tokens served from a kept prefix, and with `gold` (answer token
+        ids) (log p(gold | prompt), the seconds that measurement took) — else None."""
         import torch
 
         model = self.model
@@ -278,6 +318,11 @@ class HFRunner:
             t0 = time.perf_counter()
             out = self._prefill(ids, cache, start=reused)
             prefill_s = time.perf_counter() - t0
+            first = out.logits[0, -1].float().log_softmax(-1) if gold else None
+            # teacher forcing starts again from the prefilled cache: cut back to T tokens where that is exact, else a
+            # copy taken now (sharing its tensors; evicting or re-rotating policies, sliding layers)
+            kept = cache.snapshot() if gold and len(gold) > 1 and not cache.rewindable() and not cache.recurrent \
+                else None
             new: list[int] = []
             for step_i in range(max_new_tokens):
                 token = int(out.logits[0, -1].argmax())
@@ -290,9 +335,43 @@ class HFRunner:
                 out = model(input_ids=torch.tensor([[token]], device=ids.device), past_key_values=cache,
                             use_cache=True, logits_to_keep=1, **kw)
                 cache.after_forward()
+            nbytes = cache.nbytes()
+            answer = None
+            if gold:
+                if self._tap is not None:
+                    self._tap.disarm()
+                t1 = time.perf_counter()
+                lp = self._teacher_forced(cache if kept is None else kept, T, first, gold)
+                answer = None if lp is None else (lp, time.perf_counter() - t1)
         if self.prefix_cache:
             self._kept = (ids[0].clone(), cache)
-        return new, prefill_s, cache.nbytes(), reused
+        return new, prefill_s, nbytes, reused, answer
+
+    def _teacher_forced(self, cache, T: int, first, gold: list[int]) -> float | None:
+        """log p(gold | prompt): the first token's from the prefill's logits, the others by feeding the gold tokens
+        one decode step at a time through the same cache operations as greedy decoding (so a method's eviction or
+        re-rotation applies to them as it would have to its own answer). `cache` is the greedy one, cut back to T
+        tokens here, or a snapshot taken after the prefill. None where neither is possible (recurrent layers)."""
+        import torch
+
+        total = float(first[gold[0]])
+        if len(gold) == 1:
+            return total
+        if cache.recurrent:
+            return None
+        if cache.rewindable():
+            cache.keep_first(T)
+        self.extension.before_request(self.model, self.extension_config)  # a base grown past T starts again
+        device = first.device
+        for i, token in enumerate(gold[:-1]):
+            seq_len = T + i + 1
+            cache.before_decode(seq_len)
+            kw = {"position_ids": torch.tensor([[seq_len - 1]], device=device)} if cache.streams else {}
+            out = self.model(input_ids=torch.tensor([[token]], device=device), past_key_values=cache, use_cache=True,
+                             logits_to_keep=1, **kw)
+            cache.after_forward()
+            total += float(out.logits[0, -1].float().log_softmax(-1)[gold[i + 1]])
+        return total
 
     @classmethod
     def scores_in_one_pass(cls, extension, policy) -> bool:

@@ -41,7 +41,7 @@ class _Causal:
 class KernelRunner(HFRunner):
     name: ClassVar[str] = "kernel"
     capabilities: ClassVar[Capabilities] = Capabilities(
-        mechanisms=frozenset(MECHANISMS), batch_size=1, scores_tokens=True,
+        mechanisms=frozenset(MECHANISMS), batch_size=1, scores_tokens=True, diagnoses=True,
         notes="attention through kernels/: SDPA for plain causal, the CPU path or Triton / flash-attn otherwise")
 
     def __init__(self, device: str | None = None, dtype: str | None = None, impl: str | None = None,

@@ -1,0 +1,180 @@
+"""Per-head attention diagnostics gathered inside a runner's attention calls (issue 34), and the answer's
+teacher-forced likelihood.
+
+A `Tap` is armed for one request with the prompt positions whose query rows to read (the last prompt position:
+the row that writes the first answer token; with mode "answer", every row that writes an answer token) and the
+needle's token span. Each attention call of the model passes through `Tap.observe` with what the call computes
+from — the layer's rotated q and k, the composed attention spec, the positions — and the tap recomputes those rows'
+attention weights exactly as the spec scores them (`kernels.diagnostics.attention_probs`, fp32 over every cached
+key), reducing each to per-head numbers at once (a 16k row is never kept).
+
+After the request, `Tap.result(prompt_ids, written)` gives, per field, a (layers, heads) float32 tensor averaged over
+the rows read: needle mass, Wu et al.'s retrieval score (the fraction of rows whose argmax key is a needle token equal
+to the token that row writes), sink mass, recent mass and entropy (kernels/diagnostics.py defines them).
+
+Two places feed a tap: `harness.runners.attention.SpecAttention` (every attention call of the kernel runner, and of
+the HF runner for methods that define attention) and `TappedAttention` (the HF runner's own SDPA / eager attention
+for the others: transformers computes the output, the tap only reads q and k).
+"""
+from __future__ import annotations
+
+import base64
+import itertools
+
+import torch
+
+from kernels.diagnostics import FIELDS, attention_probs, head_stats
+
+MODES = ("first", "answer")  # which rows: the one writing the first answer token, or every answer token's
+SINK = 4  # the first SINK positions count as sinks (StreamingLLM's 4)
+RECENT = 64  # keys fewer than RECENT positions back count as recent
+
+
+class Tap:
+    def __init__(self, sink: int = SINK, recent: int = RECENT):
+        self.sink, self.recent = sink, recent
+        self.rows: set[int] = set()
+        self.needle: tuple[int, int] | None = None
+        self.seen: dict[tuple[int, int], dict] = {}  # (layer, row position) → field → (H,) and "top" (H,)
+        self._layer_of: dict[int, int] = {}  # id(module) → layer index, for modules without layer_idx
+
+    @property
+    def armed(self) -> bool:
+        return bool(self.rows)
+
+    def arm(self, rows, needle: tuple[int, int] | None) -> None:
+        self.rows, self.needle, self.seen = set(int(r) for r in rows), needle, {}
+
+    def add_rows(self, rows) -> None:
+        self.rows |= set(int(r) for r in rows)
+
+    def disarm(self) -> None:
+        self.rows = set()
+
+    def layer(self, module) -> int:
+        idx = getattr(module, "layer_idx", None)
+        if idx is not None:
+            return int(idx)
+        return self._layer_of.setdefault(id(module), len(self._layer_of))
+
+    def observe(self, module, query, key, spec, q_pos, k_pos, scale) -> None:
+        """Read the armed rows among this call's queries: query (B, H, T, D), key (B, H_kv, S, D) as the attention
+        function receives them (rotated at their positions), spec the call's composed spec."""
+        if not self.rows:
+            return
+        last = int(q_pos[-1])
+        if last < min(self.rows) or int(q_pos[0]) > max(self.rows):
+            return
+        pos = q_pos.tolist()
+        sel = [i for i, p in enumerate(pos) if p in self.rows]
+        if not sel:
+            return
+        idx = torch.tensor(sel, device=query.device)
+        qp = q_pos[idx]
+        with torch.no_grad():
+            probs = attention_probs(query[:1].index_select(2, idx), key[:1], spec, qp, k_pos, scale)  # (1, H, r, S)
+            stats = head_stats(probs, qp, k_pos, self.needle, sink=self.sink, recent=self.recent)
+            top = k_pos[probs.argmax(-1)]  # (1, H, r): position of each row's most attended key
+            top = torch.where(probs.amax(-1) > 0, top, torch.full_like(top, -1))
+        layer = self.layer(module)
+        for j, p in enumerate(qp.tolist()):
+            self.seen[layer, p] = {f: getattr(stats, f)[0, :, j].float().cpu() for f in FIELDS if f != "retrieval"}
+            self.seen[layer, p]["top"] = top[0, :, j].cpu()
+
+    def result(self, prompt_ids: torch.Tensor, written: dict[int, int]) -> dict | None:
+        """Per field, (layers, heads) float32 averaged over the rows read. written: row position → the token that
+        row wrote (its retrieval compares it with the needle token the head attends most). None if nothing read."""
+        if not self.seen:
+            return None
+        layers = sorted({la for la, _ in self.seen})
+        rows = sorted({p for _, p in self.seen})
+        ids = prompt_ids.reshape(-1).cpu()
+        out = {}
+        for f in FIELDS:
+            per_layer = []
+            for la in layers:
+                vals = []
+                for p in rows:
+                    s = self.seen.get((la, p))
+                    if s is None:
+                        continue
+                    vals.append(self._retrieval(s["top"], ids, written.get(p)) if f == "retrieval" else s[f])
+                per_layer.append(torch.stack(vals).mean(0))
+            out[f] = torch.stack(per_layer)
+        out["layers"], out["rows"], out["needle"] = layers, rows, self.needle
+        return out
+
+    def _retrieval(self, top: torch.Tensor, ids: torch.Tensor, token: int | None) -> torch.Tensor:
+        if self.needle is None or token is None:
+            return torch.zeros(top.shape, dtype=torch.float32)
+        s, e = self.needle
+        inside = (top >= s) & (top < e) & (top < len(ids))
+        hit = inside & (ids[top.clamp(0, len(ids) - 1)] == int(token))
+        return hit.float()
+
+
+class TappedAttention:
+    """One of transformers' own attention functions (SDPA, or the model's eager one) with a tap reading q and k:
+    the output is transformers' own, untouched."""
+
+    def __init__(self, inner, tap: Tap, profile):
+        self.inner, self.tap, self.profile = inner, tap, profile
+
+    def __call__(self, module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+        out = self.inner(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
+        if self.tap.armed:
+            from kernels.spec import AttentionSpec, key_positions
+
+            from harness.runners.attention import compose, query_positions
+
+            q_pos = query_positions(query, kwargs)
+            spec = compose(AttentionSpec(), window=kwargs.get("sliding_window"), softcap=kwargs.get("softcap"),
+                           sink_logits=kwargs.get("s_aux"))
+            k_pos = key_positions(spec, q_pos, key.shape[2])
+            self.tap.observe(module, query, key, spec, q_pos, k_pos, scaling)
+        return out
+
+
+_serial = itertools.count()
+
+
+def install_tap(model, tap: Tap, profile) -> dict:
+    """Route this model's own attention (whatever transformers runs for it: SDPA, or the model's eager function)
+    through a `TappedAttention` registered under a name of its own. Returns a record for run.json."""
+    import sys
+
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    before = model.config._attn_implementation
+    if before == "eager":
+        modules = {sys.modules[type(m).__module__] for m in model.modules()
+                   if type(m).__name__ in set(profile.attention_classes)}
+        inner = [getattr(mod, "eager_attention_forward", None) for mod in modules]
+        if len(modules) != 1 or inner[0] is None:
+            raise RuntimeError(f"cannot find this {profile.model_type} model's eager attention function to tap")
+        inner = inner[0]
+    else:
+        inner = ALL_ATTENTION_FUNCTIONS[before]
+    name = f"longctx_tap_{next(_serial)}"
+    AttentionInterface.register(name, TappedAttention(inner, tap, profile))
+    # transformers builds masks by the implementation's name, and builds none for a name it does not know: the tap's
+    # name gets the mask function of the implementation it wraps, so the model computes exactly what it did before
+    AttentionMaskInterface.register(name, ALL_MASK_ATTENTION_FUNCTIONS[before])
+    model.set_attn_implementation(name)
+    return {"diagnostics_tap": f"{before} (read by a tap)"}
+
+
+def encode(values: torch.Tensor) -> str:
+    """A (layers, heads) float tensor as base64 of little-endian float16 (2 bytes a head)."""
+    import numpy as np
+
+    return base64.b64encode(values.float().numpy().astype("<f2").tobytes()).decode("ascii")
+
+
+def decode(text: str, layers: int, heads: int) -> torch.Tensor:
+    import numpy as np
+
+    return torch.from_numpy(np.frombuffer(base64.b64decode(text), dtype="<f2").astype(np.float32).reshape(
+        layers, heads).copy())
