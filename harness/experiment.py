@@ -32,6 +32,8 @@ class Experiment:
     out: str = "runs/out"
     max_memory: int | None = None  # bytes a request may peak at (refused above); None: the memory available now
     diagnostics: str | None = None  # per-head attention diagnostics: "first" answer token's row, or every "answer" row
+    ablate_heads: str | None = None  # heads whose outputs are zeroed: "top:K" (with heads_from), "random:K[:SEED]", "L.H,..."
+    heads_from: str | None = None  # the diagnostics run whose retrieval scores rank the heads for top:K
 
 
 @dataclass
@@ -47,6 +49,7 @@ class Prepared:
     tokenizer: Any
     hf_config: Any
     support: str = ""  # harness.support's verdict for this method on this runner and model (recorded in run.json)
+    ablated: tuple = ()  # (layer, head) pairs whose outputs are zeroed, resolved from --ablate-heads
 
     def predicted_peak(self, length: int, new_tokens: int | None = None):
         """harness.memory's prediction (a MemoryEstimate, or None for runners it does not model) for a prompt of
@@ -96,8 +99,9 @@ def prepare(exp: Experiment, log: Callable[[str], None] = print, build_prompts: 
         raise UserError(f"task {exp.task!r} scores tokens, which runner {exp.runner!r} cannot; use hf or kernel")
     check_runner_options(exp.runner, exp.runner_options)
     check_hostable(exp.runner, exp.extension, exp.runner_options)
-    if exp.diagnostics:
+    if exp.diagnostics or exp.ablate_heads or exp.heads_from:
         check_diagnostics(exp, task, runner_cls, profile)
+    ablated = resolve_ablation(exp, hf_config)
     verdict = require(profile, extension, ext_config, runner_cls, exp.runner_options)  # refusals: one line
     if verdict.notes:
         notes.append(f"{exp.extension} on {exp.runner} for this {profile.model_type} model: {verdict.line()}")
@@ -112,7 +116,8 @@ def prepare(exp: Experiment, log: Callable[[str], None] = print, build_prompts: 
     if getattr(exp.task_config, "max_new_tokens", 0) is None:  # the task's own budget, recorded as resolved
         exp = dataclasses.replace(exp, task_config=dataclasses.replace(exp.task_config,
                                                                        max_new_tokens=task.max_new_tokens))
-    p = Prepared(exp, task, extension, ext_config, runner_cls, ref.path, tokenizer, hf_config, verdict.line())
+    p = Prepared(exp, task, extension, ext_config, runner_cls, ref.path, tokenizer, hf_config, verdict.line(),
+                 ablated)
     check_memory(p)  # arithmetic only: before any prompt is built (a 1M-token prompt takes minutes)
     if build_prompts:
         task.check(tokenizer)
@@ -126,18 +131,38 @@ def check_diagnostics(exp: Experiment, task, runner_cls, profile) -> None:
     read attention rows (vLLM, Mamba), a model whose attention is its own code outside transformers' interface."""
     from harness.runners.diagnostics import MODES
 
-    if exp.diagnostics not in MODES:
+    what = "--diagnostics" if exp.diagnostics else "--ablate-heads"
+    if exp.diagnostics and exp.diagnostics not in MODES:
         raise UserError(f"--diagnostics {exp.diagnostics!r}: choose {' or '.join(MODES)}")
-    if task.scores_tokens:
+    if exp.diagnostics and task.scores_tokens:
         raise UserError(f"--diagnostics reads the rows that write an answer; task {exp.task!r} scores tokens")
     if not runner_cls.capabilities.diagnoses:
-        raise UserError(f"runner {exp.runner!r} cannot give per-head diagnostics (its attention runs out of longctx's "
-                        "reach); use -r hf or -r kernel")
+        raise UserError(f"runner {exp.runner!r} cannot give per-head diagnostics or ablate heads (its attention runs "
+                        "out of longctx's reach); use -r hf or -r kernel")
     if profile.recurrent_only:
         raise UserError(f"this {profile.model_type} checkpoint has no attention to diagnose")
     if profile.attention_modules and not profile.through_interface:
         raise UserError(f"this {profile.model_type} model's attention is its own code, outside transformers' "
-                        "attention interface: --diagnostics cannot read it")
+                        f"attention interface: {what} cannot reach it")
+
+
+def resolve_ablation(exp: Experiment, hf_config) -> tuple:
+    """The (layer, head) pairs --ablate-heads names on this model, checked (one line on any mistake)."""
+    if not exp.ablate_heads:
+        if exp.heads_from:
+            raise UserError("--heads-from is read by --ablate-heads top:K only")
+        return ()
+    from harness.runners.diagnostics import chosen_heads
+
+    layers = getattr(hf_config, "num_hidden_layers", None)
+    heads = getattr(hf_config, "num_attention_heads", None)
+    if not layers or not heads:
+        raise UserError(f"this {hf_config.model_type} config does not say its layers and heads; --ablate-heads "
+                        "cannot name them")
+    try:
+        return tuple(chosen_heads(exp.ablate_heads, exp.heads_from, int(layers), int(heads)))
+    except ValueError as e:
+        raise UserError(str(e)) from None
 
 
 def check_memory(p: Prepared) -> None:
@@ -195,7 +220,12 @@ def identity(p: Prepared) -> dict:
         "extension_params": p.extension_config.params(),
         "runner": p.experiment.runner,
         "runner_options": dict(p.experiment.runner_options),
+        **({"ablate_heads": p.experiment.ablate_heads, "ablated_heads": ablated_text(p.ablated)} if p.ablated else {}),
     }
+
+
+def ablated_text(heads) -> str:
+    return ",".join(f"{la}.{h}" for la, h in heads)
 
 
 def run(exp: Experiment, log: Callable[[str], None] = print, progress: bool = True,
@@ -206,9 +236,7 @@ def run(exp: Experiment, log: Callable[[str], None] = print, progress: bool = Tr
     exp = p.experiment
     if not todo:
         return rd.path
-    runner = runner or new_runner(p)
-    if exp.diagnostics:
-        runner.diagnostics = exp.diagnostics
+    runner = configure_runner(runner, p) if runner is not None else new_runner(p)
     info = runner.load(p.model_path, p.extension, p.extension_config, max_length=max(c[0] for c in todo))
     log(f"loaded {exp.model} on {exp.runner} ({info.dtype}, {info.device}); extension: "
         f"{p.extension.describe(p.extension_config)}")
@@ -232,9 +260,18 @@ def run(exp: Experiment, log: Callable[[str], None] = print, progress: bool = Tr
 
 def new_runner(p: Prepared):
     """The runner of a prepared experiment, constructed from its options, told to diagnose where asked."""
-    runner = p.runner_cls(**p.experiment.runner_options)
+    return configure_runner(p.runner_cls(**p.experiment.runner_options), p)
+
+
+def configure_runner(runner, p: Prepared):
+    """Tell a runner, before it loads, to diagnose and which heads to ablate (runners that do neither are refused
+    before this: check_diagnostics)."""
     if p.experiment.diagnostics:
         runner.diagnostics = p.experiment.diagnostics
+    if p.ablated:
+        from harness.runners.diagnostics import by_layer
+
+        runner.ablate = by_layer(list(p.ablated))
     return runner
 
 
@@ -303,9 +340,10 @@ def record_fields(p: Prepared, info) -> dict:
     """The fields every record of this experiment shares."""
     exp = p.experiment
     params = p.extension_config.params()
+    label = p.extension.short_label(params) + (f" −heads {exp.ablate_heads}" if p.ablated else "")
     return dict(task=exp.task, model=exp.model, extension=exp.extension, extension_params=params,
-                method_label=p.extension.short_label(params), runner=exp.runner, dtype=info.dtype,
-                model_max_position=info.model_max_position)
+                method_label=label, runner=exp.runner, dtype=info.dtype, model_max_position=info.model_max_position,
+                **({"ablation": exp.ablate_heads, "ablated_heads": ablated_text(p.ablated)} if p.ablated else {}))
 
 
 def open_run(exp: Experiment, log: Callable[[str], None] = print,

@@ -25,7 +25,8 @@ SCHEMA_VERSION = 7  # 2: adds `score`, `metric` (partial credit for multi-refere
 # forward_length, text_source; prediction/target/correct/lenient empty for them) and results.jsonl;
 # 5: adds `predicted_peak_bytes` (older records read it as None); 6: adds `method_label` (the method's short label,
 # written by the method itself, so that reports never ask extensions; older records: the full parameters);
-# 7: adds `answer_logprob` and `answer_tokens` (the gold answer's teacher-forced log-probability; older: None)
+# 7: adds `answer_logprob` and `answer_tokens` (the gold answer's teacher-forced log-probability; older: None),
+# `ablation` and `ablated_heads` (--ablate-heads: the heads zeroed; None: none)
 LEGACY_PERPLEXITY = "perplexity.jsonl"  # before schema 4 perplexity wrote its own file and record type
 RESULTS = "results.jsonl"
 DIAGNOSTICS = "diagnostics.jsonl"  # per-head attention diagnostics, one line per sample (--diagnostics)
@@ -78,6 +79,8 @@ class SampleRecord:
     method_label: str | None = None  # the method's short label ("yarn ×2", "sinks 4+4092"), as the method writes it
     answer_logprob: float | None = None  # log p(target | prompt), teacher-forced (nats; None: the runner cannot)
     answer_tokens: int | None = None  # the target's tokens that log-probability covers
+    ablation: str | None = None  # --ablate-heads as given ("top:5", "random:5:1", "3.1,5.0"); None: no head zeroed
+    ablated_heads: str | None = None  # the heads it resolved to, "layer.head,..." (from 0)
     schema_version: int = SCHEMA_VERSION  # bumped whenever a field changes meaning
 
     @property

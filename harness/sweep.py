@@ -38,7 +38,7 @@ from harness.errors import UserError
 SHARED = ("samples", "seed", "haystack", "haystack_file", "shared_haystack")  # grid keys a task takes if it has them
 TOP = {"out": str, "models": list, "tasks": list, "extensions": list, "runners": list, "lengths": list,
        "depths": list, "samples": int, "seed": int, "haystack": str, "haystack_file": str, "shared_haystack": bool,
-       "search": dict, "diagnostics": str}
+       "search": dict, "diagnostics": str, "ablate_heads": str, "heads_from": str}
 SEARCH_KEYS = {"min": (str, int), "max": (str, int), "threshold": (float, int), "resolution": (float, int),
                "max_samples": (int,)}
 ITEM_KEYS = {"extensions": {"name", "params"}, "runners": {"name", "options"}}
@@ -170,7 +170,8 @@ def load(path: str, out: str | None = None) -> tuple[Path, list[Cell]]:
                                      _slug(ext["name"], params), _slug(runner["name"], options)])
                     exp = Experiment(task=task["name"], task_config=tc, model=model, extension=ext["name"],
                                      extension_params=params, runner=runner["name"], runner_options=options,
-                                     out=str(sweep_dir / name), diagnostics=doc.get("diagnostics"))
+                                     out=str(sweep_dir / name), diagnostics=doc.get("diagnostics"),
+                                     ablate_heads=doc.get("ablate_heads"), heads_from=doc.get("heads_from"))
                     if search is not None:
                         from harness.search import search_experiment
 
@@ -447,8 +448,9 @@ def dump(exp, search=None) -> str:
            "extensions": [{"name": exp.extension, **({"params": dict(exp.extension_params)}
                                                      if exp.extension_params else {})}],
            "runners": [{"name": exp.runner, **({"options": dict(exp.runner_options)} if exp.runner_options else {})}]}
-    if exp.diagnostics:
-        doc["diagnostics"] = exp.diagnostics
+    for key in ("diagnostics", "ablate_heads", "heads_from"):
+        if getattr(exp, key):
+            doc[key] = getattr(exp, key)
     if search is None:
         doc["lengths"] = [format_length(n) for n in tc.lengths]
         doc.update(grid)

@@ -10,8 +10,10 @@ from harness.stats import wilson_interval
 
 
 def config_key(r: SampleRecord) -> tuple:
-    """What distinguishes one line of a comparison: model, extension (with params), runner, task."""
-    return (r.model, extension_label(r.extension, r.extension_params), r.runner, r.task)
+    """What distinguishes one line of a comparison: model, extension (with params; and heads ablated), runner,
+    task."""
+    ablated = f" −heads {r.ablation} ({r.ablated_heads})" if r.ablated_heads else ""
+    return (r.model, extension_label(r.extension, r.extension_params) + ablated, r.runner, r.task)
 
 
 def extension_label(extension: str, params: dict) -> str:

@@ -61,7 +61,8 @@ def experiment(task: str, settings: dict, kw, out_name: str | None = None):
                       extension=kw["extension"], extension_params=parse_params(kw["ext_params"]),
                       runner=kw["runner"], runner_options=runner_options(kw),
                       out=kw["out"] or default_out(out_name or task, kw["model"], kw["extension"]),
-                      max_memory=max_memory(kw["max_memory"]), diagnostics=kw.get("diagnostics"))
+                      max_memory=max_memory(kw["max_memory"]), diagnostics=kw.get("diagnostics"),
+                      ablate_heads=kw.get("ablate_heads"), heads_from=kw.get("heads_from"))
 
 
 def dumped(exp, kw, search=None) -> bool:

@@ -84,7 +84,12 @@ METHOD = [  # what runs: the runner, the method and their parameters
 DIAGNOSE = [click.option(
     "--diagnostics", type=click.Choice(["first", "answer"]), default=None,
     help="per-head attention diagnostics beside the records (needle mass, retrieval score, sink / recent mass, "
-         "entropy) of the row that writes the first answer token, or of every answer token's row (hf, kernel)")]
+         "entropy) of the row that writes the first answer token, or of every answer token's row (hf, kernel)"),
+    click.option("--ablate-heads", default=None, metavar="top:K|random:K[:SEED]|L.H,...",
+                 help="zero these attention heads' outputs: the K best by retrieval score in --heads-from, K drawn "
+                      "at random (seeded), or a list LAYER.HEAD,... (from 0)"),
+    click.option("--heads-from", default=None, metavar="DIR",
+                 help="a run directory with diagnostics: ranks the heads for --ablate-heads top:K")]
 
 MAX_MEMORY = [click.option(
     "--max-memory", default=None, metavar="SIZE",

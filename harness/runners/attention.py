@@ -31,6 +31,7 @@ class SpecAttention:
         self.rotary = {la.index: la.rotary for la in profile.attention}
         self.used: Counter = Counter()
         self.tap = None  # harness.runners.diagnostics.Tap: reads chosen query rows' attention (--diagnostics)
+        self.ablate: dict[int, list[int]] = {}  # layer → heads whose outputs are zeroed (--ablate-heads)
         self._specs: dict = {}  # (layer, window, softcap) → spec, for the current length
         self._length = None
 
@@ -56,6 +57,11 @@ class SpecAttention:
         self.used[used] += 1
         if self.tap is not None and self.tap.armed:
             self.tap.observe(module, query, key, spec, q_pos, k_pos, scaling)
+        if self.ablate:
+            heads = self.ablate.get(getattr(module, "layer_idx", None))
+            if heads:
+                out = out.clone()
+                out[:, heads] = 0  # (B, H, T, D)
         return out.transpose(1, 2).contiguous(), None  # (B, T, H, D), what transformers' attention functions return
 
 

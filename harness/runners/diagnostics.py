@@ -114,14 +114,20 @@ class Tap:
 
 
 class TappedAttention:
-    """One of transformers' own attention functions (SDPA, or the model's eager one) with a tap reading q and k:
-    the output is transformers' own, untouched."""
+    """One of transformers' own attention functions (SDPA, or the model's eager one) with a tap reading q and k and
+    the ablated heads' outputs zeroed; otherwise its output is transformers' own, untouched."""
 
-    def __init__(self, inner, tap: Tap, profile):
-        self.inner, self.tap, self.profile = inner, tap, profile
+    def __init__(self, inner, tap: Tap, profile, ablate: dict[int, list[int]] | None = None):
+        self.inner, self.tap, self.profile, self.ablate = inner, tap, profile, ablate or {}
 
     def __call__(self, module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
         out = self.inner(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
+        heads = self.ablate.get(self.tap.layer(module)) if self.ablate else None
+        if heads:
+            attn, *rest = out
+            attn = attn.clone()
+            attn[:, :, heads] = 0  # (B, T, H, D): transformers' layout after its attention functions
+            out = (attn, *rest)
         if self.tap.armed:
             from kernels.spec import AttentionSpec, key_positions
 
@@ -138,7 +144,7 @@ class TappedAttention:
 _serial = itertools.count()
 
 
-def install_tap(model, tap: Tap, profile) -> dict:
+def install_tap(model, tap: Tap, profile, ablate: dict[int, list[int]] | None = None) -> dict:
     """Route this model's own attention (whatever transformers runs for it: SDPA, or the model's eager function)
     through a `TappedAttention` registered under a name of its own. Returns a record for run.json."""
     import sys
@@ -158,12 +164,12 @@ def install_tap(model, tap: Tap, profile) -> dict:
     else:
         inner = ALL_ATTENTION_FUNCTIONS[before]
     name = f"longctx_tap_{next(_serial)}"
-    AttentionInterface.register(name, TappedAttention(inner, tap, profile))
+    AttentionInterface.register(name, TappedAttention(inner, tap, profile, ablate))
     # transformers builds masks by the implementation's name, and builds none for a name it does not know: the tap's
     # name gets the mask function of the implementation it wraps, so the model computes exactly what it did before
     AttentionMaskInterface.register(name, ALL_MASK_ATTENTION_FUNCTIONS[before])
     model.set_attn_implementation(name)
-    return {"diagnostics_tap": f"{before} (read by a tap)"}
+    return {"diagnostics_tap": f"{before} (read by a tap{', heads ablated' if ablate else ''})"}
 
 
 def encode(values: torch.Tensor) -> str:
@@ -178,3 +184,90 @@ def decode(text: str, layers: int, heads: int) -> torch.Tensor:
 
     return torch.from_numpy(np.frombuffer(base64.b64decode(text), dtype="<f2").astype(np.float32).reshape(
         layers, heads).copy())
+
+
+# --- ablation: zeroing chosen heads' outputs (the causal check of a diagnostic) ------------------------------------
+
+def parse_ablation(text: str) -> tuple[str, int | None, int]:
+    """'top:K' → ("top", K, 0); 'random:K' or 'random:K:SEED' → ("random", K, SEED); 'L.H,L.H' → ("list", None, 0).
+    A ValueError says what is wrong."""
+    parts = text.strip().split(":")
+    if parts[0] in ("top", "random"):
+        if len(parts) not in ((2,) if parts[0] == "top" else (2, 3)) or not all(p.isdigit() for p in parts[1:]):
+            form = "top:K" if parts[0] == "top" else "random:K or random:K:SEED"
+            raise ValueError(f"--ablate-heads {text!r}: write {form} with whole numbers")
+        k = int(parts[1])
+        if k < 1:
+            raise ValueError(f"--ablate-heads {text!r}: K must be at least 1")
+        return parts[0], k, int(parts[2]) if len(parts) == 3 else 0
+    heads_of(text)
+    return "list", None, 0
+
+
+def heads_of(text: str) -> list[tuple[int, int]]:
+    """'3.1,5.0' → [(3, 1), (5, 0)] (layer.head, both from 0)."""
+    out = []
+    for item in text.split(","):
+        a, dot, b = item.strip().partition(".")
+        if not (dot and a.isdigit() and b.isdigit()):
+            raise ValueError(f"--ablate-heads: {item.strip()!r} is not LAYER.HEAD (e.g. 3.1); or give top:K / "
+                             "random:K")
+        out.append((int(a), int(b)))
+    if len(set(out)) != len(out):
+        raise ValueError("--ablate-heads names a head twice")
+    return sorted(out)
+
+
+def top_heads(run_dir, k: int, layers: int, heads: int) -> list[tuple[int, int]]:
+    """The k heads with the highest retrieval score averaged over the samples of a diagnostics run (ties: the
+    higher needle mass). A ValueError where the run has no diagnostics or another model's shape."""
+    from harness.records import read_diagnostics
+
+    lines = list(read_diagnostics(run_dir).values())
+    if not lines:
+        raise ValueError(f"--heads-from {run_dir}: no diagnostics there (run it with --diagnostics first)")
+    shapes = {(d["layers"], d["heads"]) for d in lines}
+    if shapes != {(layers, heads)}:
+        raise ValueError(f"--heads-from {run_dir}: its diagnostics have {sorted(shapes)[0][0]} layers × "
+                         f"{sorted(shapes)[0][1]} heads; this model has {layers} × {heads}")
+    retrieval = torch.stack([decode(d["retrieval"], layers, heads) for d in lines]).mean(0)
+    needle = torch.stack([decode(d["needle_mass"], layers, heads) for d in lines]).mean(0)
+    order = sorted(((float(retrieval[la, h]), float(needle[la, h]), la, h) for la in range(layers)
+                    for h in range(heads)), reverse=True)
+    return sorted((la, h) for _, _, la, h in order[:k])
+
+
+def random_heads(k: int, seed: int, layers: int, heads: int) -> list[tuple[int, int]]:
+    """k heads drawn uniformly without replacement from all layers × heads (a seeded generator of its own)."""
+    import random
+
+    pool = [(la, h) for la in range(layers) for h in range(heads)]
+    return sorted(random.Random(f"ablate|{seed}|{k}").sample(pool, k))
+
+
+def chosen_heads(text: str, heads_from: str | None, layers: int, heads: int) -> list[tuple[int, int]]:
+    """The heads an --ablate-heads value names on a model of layers × heads (ValueError: why not)."""
+    kind, k, seed = parse_ablation(text)
+    if kind == "top" and not heads_from:
+        raise ValueError("--ablate-heads top:K reads the retrieval scores of a diagnostics run: add --heads-from DIR")
+    if kind != "top" and heads_from:
+        raise ValueError("--heads-from is read by --ablate-heads top:K only")
+    if k is not None and k > layers * heads:
+        raise ValueError(f"--ablate-heads {text}: this model has {layers * heads} heads")
+    if kind == "top":
+        return top_heads(heads_from, k, layers, heads)
+    if kind == "random":
+        return random_heads(k, seed, layers, heads)
+    out = heads_of(text)
+    bad = [f"{la}.{h}" for la, h in out if la >= layers or h >= heads]
+    if bad:
+        raise ValueError(f"--ablate-heads names {', '.join(bad)}, outside this model's {layers} layers × {heads} "
+                         "heads (both counted from 0)")
+    return out
+
+
+def by_layer(heads: list[tuple[int, int]]) -> dict[int, list[int]]:
+    out: dict[int, list[int]] = {}
+    for la, h in heads:
+        out.setdefault(la, []).append(h)
+    return out

@@ -40,6 +40,7 @@ class HFRunner:
                                                         scores_tokens=True, diagnoses=True)
     attention_impl: ClassVar[str] = "reference"  # what attention-spec extensions run on (kernels.IMPLEMENTATIONS)
     diagnostics: str | None = None  # set before load: per-head diagnostics of "first" / "answer" rows (MODES)
+    ablate: dict | None = None  # set before load: layer → heads whose attention outputs are zeroed
 
     def __init__(self, device: str | None = None, dtype: str | None = None, attn_implementation: str = "sdpa",
                  prefix_cache: bool = False):
@@ -90,7 +91,7 @@ class HFRunner:
         self._attention = []
         ext_record.update(self._install_attention(extension, extension_config))
         self._tap = None
-        if self.diagnostics:
+        if self.diagnostics or self.ablate:
             ext_record.update(self._install_tap())
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
         gen_cfg = getattr(self.model, "generation_config", None)
@@ -196,9 +197,14 @@ class HFRunner:
             if not all(isinstance(fn, SpecAttention) for fn in self._attention):
                 raise RuntimeError("diagnostics cannot read this model's attention modules (refused before loading)")
             for fn in self._attention:
-                fn.tap = self._tap
-            return {"diagnostics_tap": "the attention spec's calls"}
-        return install_tap(self.model, self._tap, self.profile)
+                fn.tap, fn.ablate = self._tap, dict(self.ablate or {})
+            return {"diagnostics_tap": "the attention spec's calls", **self._ablated()}
+        return {**install_tap(self.model, self._tap, self.profile, self.ablate), **self._ablated()}
+
+    def _ablated(self) -> dict:
+        if not self.ablate:
+            return {}
+        return {"ablated_heads": ",".join(f"{la}.{h}" for la in sorted(self.ablate) for h in self.ablate[la])}
 
     def _kernels_used(self) -> str | None:
         """The attention implementations that served the last request, e.g. "cpu" or "cpu+sdpa"."""
@@ -217,7 +223,7 @@ class HFRunner:
         ids = self.tokenizer(request.prompt, return_tensors="pt")["input_ids"].to(self.device)  # (1, T)
         T = ids.shape[1]
         gold = self._answer_ids(request.prompt, ids, request.answer) if request.answer else None
-        if self._tap is not None:
+        if self._tap is not None and self.diagnostics:
             rows = range(T - 1, T - 1 + (request.max_new_tokens if self.diagnostics == "answer" else 1))
             self._tap.arm(rows, request.needle)
         with PeakMemory(self.device) as pm:
@@ -227,7 +233,7 @@ class HFRunner:
                 torch.cuda.synchronize()
             latency = time.perf_counter() - t0 - (answer_lp[1] if answer_lp else 0.0)
         diagnostics = None
-        if self._tap is not None:
+        if self._tap is not None and self.diagnostics:
             diagnostics = self._tap.result(ids[0], {T - 1 + i: t for i, t in enumerate(new)})
             self._tap.arm((), None)
         text = self.tokenizer.decode(new, skip_special_tokens=True)

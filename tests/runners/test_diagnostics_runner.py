@@ -204,3 +204,104 @@ def test_diagnostics_refused_for_token_scoring_in_an_experiment_file(tmp_path, t
     res = _cli("run", str(f), "--no-progress")
     assert res.returncode == 2 and "scores tokens" in res.stderr, res.stderr
     assert not (tmp_path / "sweep").exists()
+
+
+# --- ablation -------------------------------------------------------------------------------------------------------
+
+ABLATED = {0: [1], 1: [0, 3]}
+
+
+def _zero_o_proj_columns(r, ablate):
+    """The same heads removed another way: the output projection ignores their slice of the attention output."""
+    D = r.model.config.hidden_size // r.model.config.num_attention_heads
+    with torch.no_grad():
+        for layer, heads in ablate.items():
+            w = r.model.model.layers[layer].self_attn.o_proj.weight
+            for h in heads:
+                w[:, h * D:(h + 1) * D] = 0
+
+
+@pytest.mark.parametrize("cls,name,params", [(HFRunner, "none", {}), (KernelRunner, "none", {}),
+                                             (KernelRunner, "selfextend", {"group": 4, "window": 64}),
+                                             (HFRunner, "sinks", {"sink_tokens": 4, "window": 128})],
+                         ids=["hf", "kernel", "kernel-selfextend", "hf-sinks"])
+def test_ablating_heads_is_zeroing_their_output_projection(tiny_llama_path, cls, name, params):
+    ablated = cls(dtype="float32", device="cpu")
+    ablated.ablate = ABLATED
+    ext = EXTENSIONS.get(name)()
+    from transformers import AutoConfig
+
+    cfg = ext.resolve(ext.parse(dict(params)), AutoConfig.from_pretrained(tiny_llama_path))
+    info = ablated.load(tiny_llama_path, ext, cfg)
+    assert info.extension_record["ablated_heads"] == "0.1,1.0,1.3"
+    reference = _runner(cls, tiny_llama_path, name, params)
+    _zero_o_proj_columns(reference, ABLATED)
+    untouched = _generate(_runner(cls, tiny_llama_path, name, params))
+    a, b = _generate(ablated), _generate(reference)
+    assert a.text == b.text and a.answer_logprob == pytest.approx(b.answer_logprob, abs=1e-4)
+    assert a.answer_logprob != pytest.approx(untouched.answer_logprob, abs=1e-3)  # the heads mattered
+
+
+def _diagnostics_run(path, retrieval_by_sample, needle_by_sample):
+    from harness.records import DIAGNOSTICS
+    from harness.runners.diagnostics import encode
+
+    path.mkdir()
+    with (path / DIAGNOSTICS).open("w") as f:
+        for i, (ret, nm) in enumerate(zip(retrieval_by_sample, needle_by_sample)):
+            f.write(json.dumps({"key": ["passkey", 512, 0.5, i], "layers": 2, "heads": 4, "mode": "first",
+                                "retrieval": encode(torch.tensor(ret)), "needle_mass": encode(torch.tensor(nm)),
+                                "sink_mass": encode(torch.zeros(2, 4)), "recent_mass": encode(torch.zeros(2, 4)),
+                                "entropy": encode(torch.zeros(2, 4))}) + "\n")
+
+
+def test_top_heads_rank_by_mean_retrieval_then_needle_mass(tmp_path):
+    from harness.runners.diagnostics import chosen_heads
+
+    z = [[0.0] * 4, [0.0] * 4]
+    ret = [[[1, 0, 0, 0], [0, 1, 0, 0]], [[1, 0, 0, 0], [0, 0, 0, 0]]]  # 0.0: 2/2, 1.1: 1/2
+    nm = [z, [[0, 0, 0.5, 0], [0, 0, 0, 0.2]]]  # among the rest, 0.2 has the most needle mass
+    _diagnostics_run(tmp_path / "d", ret, nm)
+    assert chosen_heads("top:3", str(tmp_path / "d"), 2, 4) == [(0, 0), (0, 2), (1, 1)]
+    with pytest.raises(ValueError, match="this model has 3 × 4"):
+        chosen_heads("top:1", str(tmp_path / "d"), 3, 4)
+
+
+def test_random_heads_are_seeded_distinct_and_differ_by_seed():
+    from harness.runners.diagnostics import chosen_heads
+
+    a, b = chosen_heads("random:10", None, 30, 9), chosen_heads("random:10:0", None, 30, 9)
+    c = chosen_heads("random:10:1", None, 30, 9)
+    assert a == b and a != c and len(set(a)) == 10 and all(0 <= la < 30 and 0 <= h < 9 for la, h in a)
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--ablate-heads", "top:2"], "add --heads-from"),
+    (["--ablate-heads", "2.0"], "outside this model's 2 layers"),
+    (["--ablate-heads", "1.x"], "is not LAYER.HEAD"),
+    (["--ablate-heads", "random:0"], "at least 1"),
+    (["--heads-from", "somewhere"], "--ablate-heads top:K only"),
+    (["--ablate-heads", "0.1", "-r", "vllm"], "cannot give per-head diagnostics or ablate heads"),
+])
+def test_ablation_mistakes_are_one_line(tmp_path, tiny_llama_path, args, needle):
+    out = tmp_path / "run"
+    res = _cli("passkey", "-m", tiny_llama_path, "-l", "512", *args, "--no-progress", "-o", str(out))
+    assert res.returncode == 2 and needle in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert not out.exists()
+
+
+def test_an_ablated_run_is_its_own_configuration(tmp_path, tiny_llama_path):
+    from harness.records import read_records
+    from reports.aggregate import by_config
+
+    for out, extra in (("plain", []), ("ablated", ["--ablate-heads", "random:2:5"])):
+        res = _cli("passkey", "-m", tiny_llama_path, "-l", "512", *extra, "--no-progress", "-o", str(tmp_path / out))
+        assert res.returncode == 0, res.stderr
+    records = read_records(tmp_path / "plain") + read_records(tmp_path / "ablated")
+    groups = by_config(records)
+    assert len(groups) == 2
+    (r,) = read_records(tmp_path / "ablated")
+    assert r.ablation == "random:2:5" and r.ablated_heads.count(".") == 2 and "−heads random:2:5" in r.method_label
+    res = _cli("passkey", "-m", tiny_llama_path, "-l", "512", "--ablate-heads", "random:2:6", "--no-progress",
+               "-o", str(tmp_path / "ablated"))
+    assert res.returncode == 2, res.stderr  # other heads: another identity, not a resume
