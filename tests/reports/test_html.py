@@ -268,3 +268,36 @@ def test_errored_samples_are_counted_apart_from_misses(tmp_path):
     text = write_report([str(rd.path)], str(tmp_path / "r.html")).read_text()
     assert "+1 errors" in text and 'class="cell error"' in text
     assert text.count("<td") == text.count("</td>") and text.count("<tr>") == text.count("</tr>")
+
+
+def test_the_why_sections_read_answer_likelihoods_and_diagnostics(tmp_path):
+    """Records with answer log-probabilities and diagnostics lines beside them: the report states the means and
+    draws, per length, the pass / fail heatmaps, the top heads across lengths and a drill-down per failure."""
+    import json
+
+    import torch
+
+    from harness.records import DIAGNOSTICS
+    from harness.runners.diagnostics import encode
+
+    rd = RunDir.open(tmp_path / "run", {"task": "passkey"}, {"argv": ["longctx"]})
+    for length, ok, lp in ((4096, True, -0.5), (16384, False, -7.5)):
+        for sid in range(2):
+            r = dataclasses.replace(_rec(length, 0.5, sid, ok, " 12345." if ok else " 99"), answer_logprob=lp - sid,
+                                    answer_tokens=6)
+            mass = torch.zeros(2, 3)
+            mass[1, 2] = 0.8 if ok else 0.05  # head 1.2 finds the needle at 4k and loses it at 16k
+            rd.append_diagnostics(r.key, {"mode": "first", "layers": 2, "heads": 3, "needle": [10, 16],
+                                          **{f: encode(mass if f == "needle_mass" else (mass > 0.5).float()
+                                                       if f == "retrieval" else torch.zeros(2, 3))
+                                             for f in ("needle_mass", "retrieval", "sink_mass", "recent_mass",
+                                                       "entropy")}})
+            rd.append(r)
+    text = write_report([str(rd.path)], str(tmp_path / "r.html")).read_text()
+    assert "The answer&#x27;s likelihood" in text or "The answer's likelihood" in text
+    assert "<td class=\"num\">-1.00</td>" in text and "<td class=\"num\">-8.00</td>" in text  # means at 4k, 16k
+    assert "Why: attention diagnostics" in text and "failed samples, one by one (2 shown)" in text
+    # accuracy, one accuracy heatmap, cost, answer log p, 2 lengths' pass/fail heatmaps, top heads, 2 drill-downs
+    assert text.count("data:image/png;base64,") == 3 + 1 + 2 + 1 + 2
+    assert len((tmp_path / "run" / DIAGNOSTICS).read_text().splitlines()) == 4
+    assert json.loads((tmp_path / "run" / DIAGNOSTICS).read_text().splitlines()[0])["key"][0] == "passkey"
