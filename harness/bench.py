@@ -23,7 +23,9 @@ Configurations (each loaded alone, freed before the next, so resident memory is 
   hf+reuse   the HF runner with prefix reuse: correct, but transformers' SDPA attention masks the chunk after the
              cache and runs slower than a whole prefill (measured: 130 s vs 65 s at 16k) — not in the default set;
   vllm       the vLLM runner (when installed);
-  mamba      the Mamba runner on the checkpoint given with --mamba (its own tokenizer, so its own prompts).
+  mamba      the Mamba runner on the checkpoint given with --mamba (its own tokenizer, so its own prompts);
+  kernel+diagnostics  the kernel runner with --diagnostics first (per-head rows read at the answer's first token):
+             its cost against `kernel` is the diagnostics' overhead.
 The grid configurations (naive, hf, hf+reuse, kernel+reuse) run every depth; the others one depth (0.5) per length.
 bench.json is rewritten after every configuration, so a long bench that stops keeps what it measured.
 """
@@ -43,7 +45,8 @@ from harness.errors import UserError
 # "naive" is transformers' generate loop, not a runner; "mamba" runs --mamba's checkpoint on its own prompts
 RUNS = {"hf": ("hf", {}, "grid"), "hf+reuse": ("hf", {"prefix_cache": True}, "grid"),
         "kernel+reuse": ("kernel", {"prefix_cache": True}, "grid"), "kernel": ("kernel", {}, "single"),
-        "vllm": ("vllm", {}, "single"), "mamba": ("mamba", {}, "single")}
+        "vllm": ("vllm", {}, "single"), "mamba": ("mamba", {}, "single"),
+        "kernel+diagnostics": ("kernel", {"diagnostics": "first"}, "single")}
 GRID_CONFIGS = ("naive", *(k for k, (_, _, prompts) in RUNS.items() if prompts == "grid"))
 REUSE_CONFIGS = tuple(k for k, (_, opts, _) in RUNS.items() if opts.get("prefix_cache"))
 CONFIGS = ("naive", *RUNS)
@@ -175,12 +178,19 @@ def _run_runner(name: str, model_path: str, samples, task, log, runner_name: str
 
     ext_cfg = ext.resolve(ext.parse({}), AutoConfig.from_pretrained(model_path))
     t0 = time.perf_counter()
+    options = dict(options)
+    diagnostics = options.pop("diagnostics", None)
     runner = RUNNERS.get(runner_name)(**options)
+    if diagnostics:
+        runner.diagnostics = diagnostics
     runner.load(model_path, ext, ext_cfg, max_length=max(s.context_length for s in samples))
     result = ConfigResult(name, load_s=time.perf_counter() - t0)
     try:
+        from evals.base import needle_span
+
         for s in samples:
-            (g,) = runner.generate([GenerationRequest(s.prompt, s.max_new_tokens)])
+            needle = needle_span(runner.tokenizer, s) if diagnostics else None
+            (g,) = runner.generate([GenerationRequest(s.prompt, s.max_new_tokens, needle=needle)])
             if g.error:
                 raise RuntimeError(g.error)
             result.samples.append(Measured(
@@ -321,7 +331,10 @@ def summarize(doc: dict) -> dict:
         for k in GRID_CONFIGS:
             if k in g:
                 g[k]["of_floor"] = g[k]["seconds"] / g[k]["floor_s"]  # ≥ 1: how far above its own floor
-    return {"rows": rows, "grids": {str(n): g for n, g in sorted(grids.items())}}
+    by = {(r["config"], r["length"]): r for r in rows}
+    overhead = {str(n): by["kernel+diagnostics", n]["s_per_sample"] / by["kernel", n]["s_per_sample"]
+                for c, n in by if c == "kernel+diagnostics" and ("kernel", n) in by}
+    return {"rows": rows, "grids": {str(n): g for n, g in sorted(grids.items())}, "diagnostics_overhead": overhead}
 
 
 def _gib(b) -> str:
@@ -371,6 +384,9 @@ def markdown(doc: dict) -> str:
                     + (f"{rs['measured']:.2f} | {rs['flops']:.2f} | {'yes' if rs['same_answers'] else 'NO'} |"
                        if rs else "— | — | — |"))
         lines.append("")
+    for n, ratio in s.get("diagnostics_overhead", {}).items():
+        lines.append(f"- diagnostics at {format_length(int(n))}: kernel+diagnostics takes {ratio:.3f}× the kernel "
+                     "runner's time per sample")
     skipped = [c for c in doc["configs"] if c["skipped"]]
     for c in skipped:
         lines.append(f"- {c['config']}: not run — {c['skipped']}")

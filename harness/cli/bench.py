@@ -15,7 +15,8 @@ from harness.errors import UserError
 @click.option("--model", "-m", default="smollm2", show_default=True, help="model name, checkpoint dir or hf:ORG/NAME")
 @click.option("--lengths", "-l", default=None, help="prompt lengths [default: 2k,4k,8k,16k]")
 @click.option("--configs", default=None,
-              help="comma list of naive, hf, hf+reuse, kernel, vllm, mamba [default: all but mamba]")
+              help="comma list of naive, hf, hf+reuse, kernel, kernel+reuse, kernel+diagnostics, vllm, mamba "
+                   "[default: naive, hf, kernel+reuse, vllm]")
 @click.option("--mamba", default=None, help="a Mamba checkpoint of comparable size, benched beside the others")
 @click.option("--out", "-o", default="runs/bench", show_default=True, help="directory for bench.json and bench.md")
 def bench(quick, long_, model, lengths, configs, mamba, out):
