@@ -135,7 +135,7 @@ def read_records(run_dir: str | Path) -> list[SampleRecord]:
         _read_jsonl(run_dir / LEGACY_PERPLEXITY, _from_legacy_perplexity)
 
 
-def _read_jsonl(path: Path, parse) -> list:
+def _read_jsonl(path: Path, parse, what: str = "result record") -> list:
     if not path.exists():
         return []
     records = []
@@ -156,7 +156,7 @@ def _read_jsonl(path: Path, parse) -> list:
             if i == len(lines) - 1:
                 warnings.warn(f"{path}: ignoring an incomplete last line ({e})")
             else:
-                raise UserError(f"{path}:{i + 1}: not a valid result record ({e})") from None
+                raise UserError(f"{path}:{i + 1}: not a valid {what} ({e})") from None
     return records
 
 
@@ -249,23 +249,8 @@ def _diagnostics_line(d: dict) -> dict:
 def read_diagnostics(run_dir: str | Path) -> dict[tuple, dict]:
     """sample key → its diagnostics line (the last one written for it); {} where none were recorded. A torn last
     line is skipped."""
-    path = Path(run_dir) / DIAGNOSTICS
-    out: dict[tuple, dict] = {}
-    if not path.exists():
-        return out
-    lines = path.read_text(encoding="utf-8").splitlines()
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            d = _diagnostics_line(json.loads(line))
-            out[sample_key(*d["key"])] = d
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-            if i == len(lines) - 1:
-                warnings.warn(f"{path}: ignoring an incomplete last line ({e})")
-            else:
-                raise UserError(f"{path}:{i + 1}: not a valid diagnostics line ({e})") from None
-    return out
+    lines = _read_jsonl(Path(run_dir) / DIAGNOSTICS, _diagnostics_line, what="diagnostics line")
+    return {sample_key(*d["key"]): d for d in lines}
 
 
 WRITER = ".writer"  # the pid of the process appending to a run directory
