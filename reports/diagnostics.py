@@ -213,3 +213,41 @@ def _top_heads_figure(key, by_len: dict, label) -> str:
     ax.grid(alpha=.3)
     slug = "_".join(str(k).replace("/", "_").replace(" ", "") for k in key)
     return _png(fig, f"tophead_{slug}")
+
+
+def ablation_section(groups: dict) -> str:
+    """The causal check: per model × method × runner × task × length, accuracy with no head removed beside each
+    set of heads removed (--ablate-heads), with Wilson intervals and the answer's mean log-probability; '' where no
+    run ablated heads."""
+    from reports.aggregate import accuracy_by_length, extension_label
+
+    table: dict[tuple, dict] = defaultdict(dict)
+    for rs in groups.values():
+        for r in rs:
+            base = (r.model, extension_label(r.extension, r.extension_params), r.runner, r.task, r.context_length)
+            table[base].setdefault(r.ablation or "", []).append(r)
+    table = {k: v for k, v in table.items() if set(v) - {""}}
+    if not table:
+        return ""
+    rows = []
+    for (model, ext, runner, task, n), by in sorted(table.items()):
+        for ablation in sorted(by, key=lambda a: (a != "", a.split(":")[0] != "top", a)):
+            rs = [r for r in by[ablation] if r.error is None]
+            if not rs:
+                continue
+            (c,) = accuracy_by_length(rs)
+            lps = [r.answer_logprob for r in rs if r.answer_logprob is not None]
+            heads = next((r.ablated_heads for r in rs if r.ablated_heads), "")
+            rows.append(f"<tr><td>{e(Path(model).name)} · {e(ext)} · {e(runner)} · {e(task)}</td>"
+                        f"<td class=\"num\" data-v=\"{n}\">{format_length(n)}</td>"
+                        f"<td title=\"{e(heads)}\">{e(ablation or 'none removed')}</td>"
+                        f"<td class=\"num\">{c['correct']}/{c['n']}</td>"
+                        f"<td class=\"num\">{c['score']:.2f} [{c['ci_low']:.2f}, {c['ci_high']:.2f}]</td>"
+                        f"<td class=\"num\">{'' if not lps else f'{sum(lps) / len(lps):.2f}'}</td></tr>")
+    head = ("configuration", "length", "heads removed", "correct", "score [95% Wilson]", "mean log p(answer)")
+    return ("<h2>Causal check: heads removed</h2><p class=\"muted\">The same prompts with chosen attention heads' "
+            "outputs zeroed: top:K ranks heads by retrieval score in a diagnostics run, random:K draws K (seeded). A "
+            "diagnostic is evidence when removing its top heads costs more than removing as many random ones. Hover "
+            "a row for the heads.</p>"
+            '<table class="sortable"><thead><tr>' + "".join(f"<th>{h}</th>" for h in head)
+            + "</tr></thead><tbody>" + "".join(rows) + "</tbody></table>")

@@ -656,8 +656,9 @@ def render(run_dirs: list[Path], title: str = "longctx report", threshold: float
             body.append(f"<h3>{e(_label(key))}</h3>{heatmap_figure(key, rs)}")
             body.append(f"<details><summary>failed samples ({sum(not r.correct for r in rs)})</summary>"
                         f"{failures_table(rs)}</details>")
-    from reports.diagnostics import answer_section, diagnostics_section, read_all
+    from reports.diagnostics import ablation_section, answer_section, diagnostics_section, read_all
 
+    body.append(ablation_section(groups))
     body.append(answer_section(groups, _label))
     body.append(diagnostics_section(groups, read_all(run_dirs), _label))
     if ppl_records:

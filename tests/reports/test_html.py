@@ -301,3 +301,19 @@ def test_the_why_sections_read_answer_likelihoods_and_diagnostics(tmp_path):
     assert text.count("data:image/png;base64,") == 3 + 1 + 2 + 1 + 2
     assert len((tmp_path / "run" / DIAGNOSTICS).read_text().splitlines()) == 4
     assert json.loads((tmp_path / "run" / DIAGNOSTICS).read_text().splitlines()[0])["key"][0] == "passkey"
+
+
+def test_the_causal_check_sets_each_ablation_beside_no_ablation(tmp_path):
+    rd = RunDir.open(tmp_path / "run", {"task": "passkey"}, {"argv": ["longctx"]})
+    for ablation, heads, found in ((None, None, 4), ("top:2", "3.1,7.4", 1), ("random:2", "0.2,5.5", 4)):
+        for sid in range(4):
+            ok = sid < found
+            rd.append(dataclasses.replace(_rec(4096, 0.5, sid, ok, " 12345." if ok else " 99"), ablation=ablation,
+                                          ablated_heads=heads, answer_logprob=-0.5 if ok else -6.0,
+                                          method_label="none" + (f" −heads {ablation}" if ablation else "")))
+    text = write_report([str(rd.path)], str(tmp_path / "r.html")).read_text()
+    section = text.split("Causal check: heads removed")[1].split("</table>")[0]
+    rows = re.findall(r"<tr><td>.*?</tr>", section)
+    assert [re.findall(r'<td title="[^"]*">([^<]*)</td>', r)[0] for r in rows] == ["none removed", "top:2", "random:2"]
+    assert ["4/4" in rows[0], "1/4" in rows[1], "4/4" in rows[2]] == [True] * 3
+    assert 'title="3.1,7.4"' in rows[1] and "-4.62" in rows[1]  # (−0.5 − 3 × 6) / 4
