@@ -7,7 +7,7 @@ L=${LONGCTX:-longctx}
 DEPTHS6=0.1,0.26,0.42,0.58,0.74,0.9
 DEPTHS10=0.05,0.15,0.25,0.35,0.45,0.55,0.65,0.75,0.85,0.95
 # 1. the heads that retrieve at 4k, ranked on prompts of another seed than the ablation's
-$L passkey -m smollm2 -l 4k -d $DEPTHS6 --seed 1 -r kernel --diagnostics first --no-progress -o runs/issue34-rank-4k
+$L passkey -m smollm2 -l 4k -d $DEPTHS6 --seed 1 -r kernel --diagnostics answer --no-progress -o runs/issue34-rank-4k
 # 2. the causal check at 4k, n = 20 a configuration: no head removed, the top 5 / 10 by retrieval score, 5 / 10 random
 $L passkey -m smollm2 -l 4k -d $DEPTHS10 -n 2 -r kernel --no-progress -o runs/issue34-ablate/none
 for k in 5 10; do
