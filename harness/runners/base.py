@@ -74,6 +74,16 @@ class Runner(Protocol):
     def close(self) -> None: ...
 
 
+def answer_ids(tokenizer, prompt: str, prompt_ids: list[int], answer: str) -> list[int]:
+    """The tokens of `answer` as they follow this prompt: the tail of the tokenized prompt + answer where it starts
+    with the prompt's own tokens, else the answer tokenized alone."""
+    both = tokenizer(prompt + answer)["input_ids"]
+    T = len(prompt_ids)
+    if len(both) > T and both[:T] == list(prompt_ids):
+        return both[T:]
+    return tokenizer(answer, add_special_tokens=False)["input_ids"]
+
+
 @contextmanager
 def readable_checkpoint(model_path: str):
     """Turn a checkpoint that cannot be read (missing or truncated weight files, a corrupt safetensors header) into

@@ -19,7 +19,8 @@ import time
 from typing import ClassVar
 
 from harness.measure import PeakMemory
-from harness.runners.base import Capabilities, Generation, GenerationRequest, LoadInfo, readable_checkpoint
+from harness.runners.base import (Capabilities, Generation, GenerationRequest, LoadInfo, answer_ids,
+                                  readable_checkpoint)
 
 from extensions.base import ATTENTION_SPEC, MECHANISMS
 
@@ -222,7 +223,7 @@ class HFRunner:
 
         ids = self.tokenizer(request.prompt, return_tensors="pt")["input_ids"].to(self.device)  # (1, T)
         T = ids.shape[1]
-        gold = self._answer_ids(request.prompt, ids, request.answer) if request.answer else None
+        gold = answer_ids(self.tokenizer, request.prompt, ids[0].tolist(), request.answer) if request.answer else None
         if self._tap is not None and self.diagnostics:
             rows = range(T - 1, T - 1 + (request.max_new_tokens if self.diagnostics == "answer" else 1))
             self._tap.arm(rows, request.needle)
@@ -242,15 +243,6 @@ class HFRunner:
                           cached_tokens=reused if self.prefix_cache else None, kernel=self._kernels_used(),
                           answer_logprob=None if answer_lp is None else answer_lp[0],
                           answer_tokens=None if answer_lp is None else len(gold), diagnostics=diagnostics)
-
-    def _answer_ids(self, prompt: str, ids, answer: str) -> list[int]:
-        """The tokens of `answer` as they follow this prompt: the tail of the tokenized prompt + answer where it
-        starts with the prompt's own tokens, else the answer tokenized alone."""
-        both = self.tokenizer(prompt + answer)["input_ids"]
-        T = ids.shape[1]
-        if len(both) > T and both[:T] == ids[0].tolist():
-            return both[T:]
-        return self.tokenizer(answer, add_special_tokens=False)["input_ids"]
 
     def _new_cache(self):
         """A KV cache of the runner's own, applying the extension's policy (harness.runners.cache)."""

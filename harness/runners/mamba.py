@@ -14,11 +14,13 @@ The recurrent-state size is recorded as `cache_bytes`, next to the KV-cache size
 """
 from __future__ import annotations
 
+import copy
 import time
 from typing import ClassVar
 
 from harness.measure import PeakMemory
-from harness.runners.base import Capabilities, Generation, GenerationRequest, LoadInfo, readable_checkpoint
+from harness.runners.base import (Capabilities, Generation, GenerationRequest, LoadInfo, answer_ids,
+                                  readable_checkpoint)
 
 MAMBA_TYPES = ("mamba", "mamba2")
 PREFILL_MODES = ("auto", "chunked", "full", "token")
@@ -115,12 +117,16 @@ class MambaRunner:
         import torch
 
         ids = self.tokenizer(request.prompt, return_tensors="pt")["input_ids"].to(self.device)
+        gold = answer_ids(self.tokenizer, request.prompt, ids[0].tolist(), request.answer) if request.answer else None
         with PeakMemory(self.device) as pm, torch.inference_mode():
             t0 = time.perf_counter()
             cache = None
             for a, b in self._steps(ids):
                 out, cache = self._forward(ids[:, a:b], cache, logits_to_keep=1)
             prefill_s = time.perf_counter() - t0
+            first = out.logits[0, -1].float().log_softmax(-1) if gold else None
+            # the recurrent state is updated in place; a copy (its size is constant) starts the answer's measurement
+            kept = copy.deepcopy(cache) if gold and len(gold) > 1 else None
             new: list[int] = []
             for step in range(request.max_new_tokens):
                 token = int(out.logits[0, -1].argmax())
@@ -129,9 +135,17 @@ class MambaRunner:
                     break
                 out, cache = self._forward(torch.tensor([[token]], device=ids.device), cache)
             latency = time.perf_counter() - t0
+            nbytes = state_nbytes(cache)
+            answer = None
+            if gold:  # log p(gold | prompt): the same decode steps, fed the gold tokens from the prefilled state
+                answer = float(first[gold[0]])
+                for i, token in enumerate(gold[:-1]):
+                    out, kept = self._forward(torch.tensor([[token]], device=ids.device), kept)
+                    answer += float(out.logits[0, -1].float().log_softmax(-1)[gold[i + 1]])
         return Generation(text=self.tokenizer.decode(new, skip_special_tokens=True), prompt_tokens=int(ids.shape[1]),
                           new_tokens=len(new), latency_s=latency, prefill_s=prefill_s, peak_mem_bytes=pm.peak,
-                          mem_kind=pm.kind, cache_bytes=state_nbytes(cache))
+                          mem_kind=pm.kind, cache_bytes=nbytes, answer_logprob=answer,
+                          answer_tokens=None if gold is None else len(gold))
 
     def token_nll(self, ids, chunk: int | None = None, return_greedy: bool = False):
         """Per-token NLL (T − 1,), streaming the input through the recurrent state like generation does."""

@@ -68,3 +68,21 @@ def test_passkey_command_uses_the_mamba_runner_for_mamba_checkpoints(tiny_mamba2
 def test_the_mamba_runner_refuses_attention_models(tiny_llama_path):
     with pytest.raises(UserError, match="needs a Mamba or Mamba-2 checkpoint"):
         _runner(tiny_llama_path)
+
+
+@pytest.mark.parametrize("fixture,opts", [("tiny_mamba2_path", {"chunk": 50}), ("tiny_mamba_path", {"prefill": "token"})],
+                         ids=["mamba2", "mamba1"])
+def test_the_answer_logprob_is_the_full_forwards_after_any_decoding(request, fixture, opts):
+    """log p(answer | prompt) from a copy of the state after the prefill: one forward over prompt + answer gives the
+    same number, and eight greedy tokens before it change nothing."""
+    r = _runner(request.getfixturevalue(fixture), **opts)
+    prompt, answer = "The lake is calm. " * 12 + "The pass key is", " 48213"
+    ids = r.tokenizer(prompt + answer, return_tensors="pt")["input_ids"]
+    T = len(r.tokenizer(prompt)["input_ids"])
+    with torch.inference_mode():
+        logp = r.model(ids).logits[0].float().log_softmax(-1)
+    expected = sum(float(logp[t - 1, ids[0, t]]) for t in range(T, ids.shape[1]))
+    long_, short = (r.generate([GenerationRequest(prompt, m, answer=answer)])[0] for m in (8, 1))
+    assert long_.new_tokens > 1 and long_.answer_tokens == ids.shape[1] - T
+    assert long_.answer_logprob == pytest.approx(expected, abs=1e-3)
+    assert long_.answer_logprob == pytest.approx(short.answer_logprob, abs=1e-5)
