@@ -15,6 +15,8 @@ TASKS.register("kv", "evals.kv:KeyValueTask")
 TASKS.register("phonebook", "evals.phonebook:PhonebookTask")
 TASKS.register("vt", "evals.vt:VariableTracking")
 TASKS.register("mqar", "evals.mqar:MultiQueryRecall")
+TASKS.register("cwe", "evals.aggregation:CommonWords")
+TASKS.register("fwe", "evals.aggregation:FrequentWords")
 TASKS.register("perplexity", "evals.perplexity:PerplexityTask")
 
 

@@ -279,6 +279,8 @@ def search_experiment(exp, config: SearchConfig):
     cap (the lengths probed in between are added as they are chosen; a run directory's grid may grow)."""
     import dataclasses
 
+    if not hasattr(exp.task_config, "depths"):
+        raise UserError(f"search draws needle depths; task {exp.task!r} has no needle")
     return dataclasses.replace(exp, task_config=dataclasses.replace(
         exp.task_config, lengths=(config.low, config.high), depths=STRATA, samples=config.max_samples))
 

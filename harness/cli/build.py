@@ -44,6 +44,21 @@ def runner_options(kw) -> dict:
     return opts
 
 
+def given_or_known(task: str, settings: dict) -> dict:
+    """The settings a task's config has, and those the user gave (a setting left at its option's default is not
+    offered to a task without it: cwe takes no depths, but `-d` given to it is refused)."""
+    from click.core import ParameterSource
+
+    from evals.registry import config_class
+    from harness.config import settings_of
+
+    has, ctx = settings_of(config_class(task)), click.get_current_context(silent=True)
+    if ctx is None:
+        return settings
+    return {k: v for k, v in settings.items()
+            if k in has or ctx.get_parameter_source(k) not in (ParameterSource.DEFAULT, None)}
+
+
 def experiment(task: str, settings: dict, kw, out_name: str | None = None):
     """The Experiment of one command: the task's config from `settings` (its own config class; a setting the class
     does not have means the task does not run from this command), the method and runner from the METHOD stack,
@@ -55,8 +70,8 @@ def experiment(task: str, settings: dict, kw, out_name: str | None = None):
     has = settings_of(config_class(task))
     alien = [k for k in settings if k not in has]
     if alien:
-        raise UserError(f"task {task!r} has its own command: it has no {', '.join(alien)} (its settings: "
-                        f"{', '.join(has)}; `longctx --help` lists the commands)")
+        raise UserError(f"task {task!r} has no {', '.join(alien)} (its settings: {', '.join(has)}; a task with "
+                        "settings of its own has its own command: `longctx --help` lists them)")
     return Experiment(task=task, task_config=make_config(task, settings), model=kw["model"],
                       extension=kw["extension"], extension_params=parse_params(kw["ext_params"]),
                       runner=kw["runner"], runner_options=runner_options(kw),

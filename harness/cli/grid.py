@@ -15,7 +15,7 @@ def run_grid(task: str, kw) -> None:
                 "samples": kw["samples"], "seed": kw["seed"], "haystack": kw["haystack"],
                 "haystack_file": kw["haystack_file"], "max_new_tokens": kw["max_new_tokens"],
                 "shared_haystack": kw["shared_haystack"]}
-    exp = build.experiment(task, settings, kw)
+    exp = build.experiment(task, build.given_or_known(task, settings), kw)
     if not build.dumped(exp, kw):
         print_summary(build.run(exp, kw))
 
