@@ -123,3 +123,54 @@ def effective_length(rows: list[dict], threshold: float, key: str = "score") -> 
             break
         best = row["context_length"]
     return best
+
+
+# --- effective length four ways (issue 36) ----------------------------------------------------------------------
+#
+# RULER (Hsieh et al. 2024): the longest length up to which the score stays >= an absolute threshold (0.856, Llama-2-7B
+# at 4k). NoLiMa (Modarressi et al. 2025): the same against 85 % of the model's own short-context ("base") score, so a
+# model weak at every length is not called short. 100-LongBench (Yang et al. 2025): LongScore, the mean relative change
+# (S_l - base) / base over the lengths past the base lengths (base = the mean score at lengths <= 6k), a number, not a
+# length. And per depth: RULER's length for each needle depth alone. Intervals: the same definition read from the 95 %
+# Wilson bounds of every length's score (lower bounds: the length this run supports for sure; upper: at most).
+
+BASE_MAX = 6144  # 100-LongBench's base ability: the mean score at 2k, 4k and 6k
+
+
+def effective_length_interval(rows: list[dict], threshold: float) -> tuple[int | None, int | None, int | None]:
+    """(point, low, high): `effective_length` of the scores, of their Wilson lower bounds, of their upper bounds."""
+    return (effective_length(rows, threshold), effective_length(rows, threshold, key="ci_low"),
+            effective_length(rows, threshold, key="ci_high"))
+
+
+def base_score(rows: list[dict]) -> float | None:
+    """NoLiMa's base: the score at the shortest length tested (None without one)."""
+    return rows[0]["score"] if rows else None
+
+
+def long_score(rows: list[dict], base_max: int = BASE_MAX) -> dict | None:
+    """100-LongBench's LongScore over the lengths past `base_max` (base: mean score at lengths <= base_max, else at
+    the shortest length); its interval from the Wilson bounds (low: bounds' low ends against the base's high ones).
+    None where no length lies past the base or the base is 0."""
+    if not rows:
+        return None
+    base_rows = [r for r in rows if r["context_length"] <= base_max] or rows[:1]
+    longer = [r for r in rows if r["context_length"] > base_rows[-1]["context_length"]]
+    base = mean(r["score"] for r in base_rows)
+    if not longer or not base:
+        return None
+    b_lo, b_hi = mean(r["ci_low"] for r in base_rows), mean(r["ci_high"] for r in base_rows)
+    value = mean((r["score"] - base) / base for r in longer)
+    low = mean((r["ci_low"] - b_hi) / b_hi for r in longer) if b_hi else None
+    high = mean((r["ci_high"] - b_lo) / b_lo for r in longer) if b_lo else None
+    return {"value": value, "low": low, "high": high, "base": base,
+            "base_lengths": [r["context_length"] for r in base_rows], "lengths": [r["context_length"] for r in longer]}
+
+
+def effective_length_by_depth(records: Iterable[SampleRecord], threshold: float) -> dict:
+    """depth → (point, low, high) RULER effective length of that depth's samples alone (tasks with depths)."""
+    by_depth: dict = defaultdict(list)
+    for r in records:
+        if r.depth is not None:
+            by_depth[r.depth].append(r)
+    return {d: effective_length_interval(accuracy_by_length(rs), threshold) for d, rs in sorted(by_depth.items())}

@@ -16,13 +16,14 @@ from pathlib import Path
 from harness.config import format_length
 from harness.errors import UserError
 from harness.records import iter_run_dirs, load_run_meta, read_records
-from reports.aggregate import (accuracy_by_length, by_config, effective_length, extension_label, grid,
-                               non_monotone, short_keys)
+from reports.aggregate import (accuracy_by_length, base_score, by_config, effective_length,
+                               effective_length_by_depth, effective_length_interval, extension_label, grid,
+                               long_score, non_monotone, short_keys)
 
 FEW = 3  # cells with fewer samples than this are marked in heatmaps
 # RULER's convention: a length counts as effective while the score stays at or above Llama-2-7B's 4k score, 85.6 %.
 RULER_THRESHOLD = 0.856
-RELATIVE_THRESHOLD = 0.9  # ... and, relative to the configuration's own shortest-length score, 90 % of it
+RELATIVE_THRESHOLD = 0.85  # ... and NoLiMa's: 85 % of the configuration's own base (shortest-length) score
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1100px;color:#222}
@@ -182,6 +183,35 @@ def accuracy_figure(groups: dict) -> str:
     return _png(fig, "accuracy_" + "_".join(sorted({k[3] for k in groups})))
 
 
+def relative_length_figure(groups: dict) -> str:
+    """Score against length / the model's trained window, so models with different windows line up (1 = the window);
+    '' unless two or more windows are among the configurations (with one, it is the figure above rescaled)."""
+    windows = {r.model_max_position for rs in groups.values() for r in rs if r.model_max_position}
+    if len(windows) < 2:
+        return ""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 3.6))
+    for key, rs in groups.items():
+        window = next((r.model_max_position for r in rs if r.model_max_position), None)
+        if not window:
+            continue
+        rows = accuracy_by_length(rs)
+        ax.plot([r["context_length"] / window for r in rows], [r["score"] for r in rows], marker="o",
+                label=f"{_label(key)} (window {format_length(window)})")
+    ax.axvline(1.0, color="grey", linestyle=":", linewidth=1)
+    ax.set_xscale("log", base=2)
+    ax.set_ylim(-0.05, 1.1)
+    ax.set_xlabel("context length / the model's trained window")
+    ax.set_ylabel("score")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.grid(alpha=0.3)
+    return _png(fig, "relative_" + "_".join(sorted({k[3] for k in groups})))
+
+
 def comparison_figure(groups: dict) -> str:
     """Grouped bars: every configuration's score at each length (methods side by side), with Wilson CIs."""
     import matplotlib
@@ -290,28 +320,50 @@ def cost_figure(groups: dict) -> str:
 
 
 def effective_length_table(groups: dict, threshold: float, relative: float) -> str:
+    """Effective length four ways (reports.aggregate): RULER's absolute threshold, NoLiMa's fraction of the base
+    score, 100-LongBench's LongScore, and RULER's per needle depth; each with the range its Wilson bounds allow."""
     rows = []
     for key, rs in groups.items():
         by_len = accuracy_by_length(rs)
         if not by_len:  # every sample of this configuration raised
             continue
         first = by_len[0]
-        absolute = effective_length(by_len, threshold)
-        rel = effective_length(by_len, relative * first["score"]) if first["score"] else None
+        absolute = effective_length_interval(by_len, threshold)
+        base = base_score(by_len)
+        rel = effective_length_interval(by_len, relative * base) if base else (None, None, None)
+        ls = long_score(by_len)
+        depths = effective_length_by_depth(rs, threshold)
         metric = first.get("metric") or "exact"
         cells = "".join(f"<td>{e(str(x))}</td>" for x in key)
         again = non_monotone(by_len, threshold)
         flag = f'<br><span class="flag">non-monotone: passes again at {format_length(again)}</span>' if again \
             else ""
+        score = (f'{ls["value"]:+.2f}' + (f' [{ls["low"]:+.2f}, {ls["high"]:+.2f}]' if ls["low"] is not None
+                                          and ls["high"] is not None else "")
+                 + f'<br><small>base {ls["base"]:.2f} at ≤ {format_length(ls["base_lengths"][-1])}</small>'
+                 if ls else "–")
+        per_depth = ", ".join(f"{d:.0%}: {_len_or_none(v[0], by_len)}" for d, v in depths.items()) or "–"
         rows.append(f"<tr>{cells}<td>{e(metric)}</td>"
-                    f'<td class="num" data-v="{absolute or 0}">{_len_or_none(absolute, by_len)}{flag}</td>'
-                    f'<td class="num">{first["score"]:.2f} at {format_length(first["context_length"])}</td>'
-                    f'<td class="num" data-v="{rel or 0}">{_len_or_none(rel, by_len)}</td>'
+                    f'<td class="num" data-v="{absolute[0] or 0}">{_interval(absolute, by_len)}{flag}</td>'
+                    f'<td class="num" data-v="{rel[0] or 0}">{_interval(rel, by_len)}<br><small>base '
+                    f'{first["score"]:.2f} at {format_length(first["context_length"])}</small></td>'
+                    f'<td class="num" data-v="{ls["value"] if ls else 0}">{score}</td>'
+                    f'<td><small>{per_depth}</small></td>'
                     f'<td class="num">{format_length(by_len[-1]["context_length"])}</td></tr>')
     head = ("model", "extension", "runner", "task", "metric", f"effective length (score ≥ {threshold:.3g})",
-            "shortest-length score", f"effective length (≥ {relative:.0%} of shortest)", "longest tested")
+            f"effective length (≥ {relative:.0%} of base)", "LongScore", "per depth (score ≥ "
+            f"{threshold:.3g})", "longest tested")
     return ('<table class="sortable"><thead><tr>' + "".join(f"<th>{e(h)}</th>" for h in head)
             + "</tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
+
+
+def _interval(v: tuple, by_len) -> str:
+    """'8k<br>[4k, 16k]': an effective length and the range its scores' Wilson bounds allow."""
+    point, low, high = v
+    text = _len_or_none(point, by_len)
+    if (low, high) != (point, point):
+        text += f"<br><small>[{_len_or_none(low, by_len)}, {_len_or_none(high, by_len)}]</small>"
+    return text
 
 
 def _len_or_none(n, by_len) -> str:
@@ -645,11 +697,14 @@ def render(run_dirs: list[Path], title: str = "longctx report", threshold: float
             f"(RULER's convention; {RULER_THRESHOLD} is Llama-2-7B's 4k score).</p>"]
     for task, tgroups in by_task.items():
         body.append(f"<h2>{e(task)}</h2>{headline_table(tgroups, threshold)}")
-    body += [f"<h2>Effective length</h2><p class=\"muted\">Also relative to each configuration's own shortest-length "
-             f"score. A coarse grid bounds it only to the lengths that were run.</p>",
+    body += [f"<h2>Effective length</h2><p class=\"muted\">Four ways: RULER's (the score stays ≥ {threshold:.3g}); "
+             f"NoLiMa's (≥ {relative:.0%} of the configuration's own base score, its shortest length); "
+             "100-LongBench's LongScore (the mean of (score − base) / base past the base lengths, base = the mean "
+             "score at ≤ 6k; 0 = no loss, −1 = nothing left); and RULER's per needle depth. Brackets: the range the "
+             "lengths' 95 % Wilson bounds allow. A coarse grid bounds a length only to the lengths that were run.</p>",
              effective_length_table(groups, threshold, relative), "<h2>Cost</h2>", cost_figure(groups)]
     for task, tgroups in by_task.items():
-        body.append(f"<h2>{e(task)}: score vs length</h2>{accuracy_figure(tgroups)}")
+        body.append(f"<h2>{e(task)}: score vs length</h2>{accuracy_figure(tgroups)}{relative_length_figure(tgroups)}")
         if len(tgroups) > 1:
             body.append(comparison_figure(tgroups))
         for key, rs in tgroups.items():

@@ -12,8 +12,8 @@ from harness.cli.options import FINITE
 @click.option("--title", default="longctx report", show_default=True)
 @click.option("--threshold", default=0.856, show_default=True, type=FINITE,
               help="score threshold of the effective length (RULER: Llama-2-7B's 4k score)")
-@click.option("--relative", default=0.9, show_default=True, type=FINITE,
-              help="second threshold, as a fraction of each configuration's shortest-length score")
+@click.option("--relative", default=0.85, show_default=True, type=FINITE,
+              help="NoLiMa's threshold, as a fraction of each configuration's base (shortest-length) score")
 @click.option("--save-figures", default=None, metavar="DIR", help="also write each figure as a PNG into DIR")
 def report(run_dirs, output, title, threshold, relative, save_figures):
     """Render one self-contained HTML report from one or more run directories."""

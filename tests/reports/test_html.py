@@ -69,7 +69,7 @@ def test_effective_length_reads_upwards_from_the_shortest_length():
 
 
 def test_report_states_effective_lengths_and_thresholds(run_dir, tmp_path):
-    out = write_report([str(run_dir)], str(tmp_path / "r.html"), threshold=0.5, relative=0.9,
+    out = write_report([str(run_dir)], str(tmp_path / "r.html"), threshold=0.5, relative=0.85,
                        save_figures=str(tmp_path / "figs"))
     text = out.read_text()
     assert "effective length (score ≥ 0.5)" in text
@@ -317,3 +317,35 @@ def test_the_causal_check_sets_each_ablation_beside_no_ablation(tmp_path):
     assert [re.findall(r'<td title="[^"]*">([^<]*)</td>', r)[0] for r in rows] == ["none removed", "top:2", "random:2"]
     assert ["4/4" in rows[0], "1/4" in rows[1], "4/4" in rows[2]] == [True] * 3
     assert 'title="3.1,7.4"' in rows[1] and "-4.62" in rows[1]  # (−0.5 − 3 × 6) / 4
+
+
+def test_effective_length_four_ways_with_their_ranges():
+    """Scores 1.0 / 0.9 / 0.5 at 2k / 4k / 8k (n = 20): RULER 4k (the 4k Wilson bounds straddle 0.856), NoLiMa 4k,
+    LongScore over 8k alone against the mean of 2k and 4k, per depth from each depth's samples."""
+    from reports.aggregate import (accuracy_by_length, effective_length_by_depth, effective_length_interval,
+                                   long_score)
+
+    recs = []
+    for n, k in ((2048, 20), (4096, 18), (8192, 10)):
+        for i in range(20):
+            recs.append(_rec(n, 0.25 if i % 2 else 0.75, i, i < k, "x"))
+    rows = accuracy_by_length(recs)
+    point, low, high = effective_length_interval(rows, 0.856)
+    # even 20/20's Wilson lower bound (0.84) is below 0.856: this run cannot vouch for 2k; 10/20's upper end is 0.70
+    assert (point, low, high) == (4096, None, 4096)
+    assert effective_length_interval(rows, 0.85 * rows[0]["score"])[0] == 4096
+    ls = long_score(rows)
+    assert ls["base"] == pytest.approx(0.95) and ls["lengths"] == [8192]
+    assert ls["value"] == pytest.approx((0.5 - 0.95) / 0.95) and ls["low"] < ls["value"] < ls["high"]
+    by_depth = effective_length_by_depth(recs, 0.856)
+    assert set(by_depth) == {0.25, 0.75} and all(v[0] in (2048, 4096) for v in by_depth.values())
+
+
+def test_the_report_draws_scores_against_relative_length_when_windows_differ(tmp_path):
+    rd = RunDir.open(tmp_path / "run", {"task": "passkey"}, {"argv": ["longctx"]})
+    for model, window in (("a", 2048), ("b", 8192)):
+        for n in (2048, 4096, 8192):
+            rd.append(dataclasses.replace(_rec(n, 0.5, 0, n <= window, "x"), model=model, model_max_position=window))
+    text = write_report([str(rd.path)], str(tmp_path / "r.html"), save_figures=str(tmp_path / "f")).read_text()
+    assert (tmp_path / "f" / "relative_passkey.png").exists()
+    assert "LongScore" in text and "of base" in text
