@@ -42,8 +42,13 @@ class AggregationConfig:
     samples: int = 1
     seed: int = 0
     max_new_tokens: int | None = None  # generation budget, counted inside context_length; None: the task's own
+    prompt_format: str = "base"  # "chat": the tokenizer's chat template (evals.base.ChatFormat)
+    answer_prefix: bool = True  # end the prompt with the answer's opening words (chat: after the assistant header)
 
     def __post_init__(self):
+        from evals.base import check_format
+
+        check_format(self)
         if not self.lengths:
             raise UserError("no lengths given")
         if any(n <= 0 for n in self.lengths):
@@ -97,7 +102,7 @@ class AggregationTask(Task):
     def check(self, tokenizer) -> None:
         c = self.config
         try:
-            self.sample(tokenizer, min(c.lengths), None, 0)
+            self.formatted(tokenizer, min(c.lengths), None, 0)
         except UserError as e:
             raise UserError(f"{self.name} at {min(c.lengths)} tokens: {e}") from None
 
@@ -108,7 +113,7 @@ class AggregationTask(Task):
     def sample(self, tokenizer, length: int, depth, sample_id: int) -> Sample:
         c = self.config
         seed = f"{self.name}|{c.seed}|{length}|{sample_id}"
-        budget = length - self.max_new_tokens
+        budget = self.prompt_budget(length)
         floor = math.ceil((1 - FILL_TOLERANCE) * budget)
 
         def size(count: int) -> int:

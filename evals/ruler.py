@@ -136,7 +136,7 @@ class MultiNeedleTask(NeedleTask):
         require_answer_room(tokenizer, self.name, target, self.max_new_tokens)
         built = build_needles_prompt(tokenizer, self.preamble, ns.needles, ns.question,
                                      sentence_stream(c.haystack, rng, c.haystack_file),
-                                     budget=length - self.max_new_tokens)
+                                     budget=self.prompt_budget(length))
         meta = {**self.params, **ns.meta, "references": list(ns.references),
                 "needle_token_offsets": list(built.needle_token_offsets)}
         return Sample(task=self.name, context_length=length, depth=depth, sample_id=sample_id, seed=c.seed,

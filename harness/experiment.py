@@ -205,7 +205,8 @@ def load_tokenizer_and_config(path: str):
 
 
 GRID = ("lengths", "depths", "samples", "documents")  # task-config fields that may grow between invocations
-OPT_IN = ("shared_haystack",)  # flags added later: absent from the identity while off, so older runs still resume
+# settings added later → their default: absent from the identity while at it, so older runs still resume
+OPT_IN = {"shared_haystack": False, "prompt_format": "base", "answer_prefix": True}
 
 
 def identity(p: Prepared) -> dict:
@@ -213,7 +214,7 @@ def identity(p: Prepared) -> dict:
     tc = dataclasses.asdict(p.experiment.task_config)
     return {
         "task": p.experiment.task,
-        "task_config": {k: v for k, v in tc.items() if k not in GRID and not (k in OPT_IN and not v)},
+        "task_config": {k: v for k, v in tc.items() if k not in GRID and not (k in OPT_IN and v == OPT_IN[k])},
         "model": p.experiment.model,
         "model_path": p.model_path,
         "extension": p.experiment.extension,
@@ -433,7 +434,7 @@ def generated_records(p: Prepared, runner, todo: list, common: dict, log,
         todo = reuse_order(todo)
     for start in range(0, len(todo), batch_size):
         cells = todo[start:start + batch_size]
-        samples = [p.task.sample(p.tokenizer, *c) for c in cells]
+        samples = [p.task.formatted(p.tokenizer, *c) for c in cells]
         try:
             diagnose = p.experiment.diagnostics
             gens = runner.generate([GenerationRequest(

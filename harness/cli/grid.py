@@ -14,7 +14,8 @@ def run_grid(task: str, kw) -> None:
     settings = {"lengths": tuple(parse_lengths(kw["lengths"])), "depths": tuple(parse_depths(kw["depths"])),
                 "samples": kw["samples"], "seed": kw["seed"], "haystack": kw["haystack"],
                 "haystack_file": kw["haystack_file"], "max_new_tokens": kw["max_new_tokens"],
-                "shared_haystack": kw["shared_haystack"]}
+                "shared_haystack": kw["shared_haystack"], "prompt_format": kw["prompt_format"],
+                "answer_prefix": kw["answer_prefix"]}
     exp = build.experiment(task, build.given_or_known(task, settings), kw)
     if not build.dumped(exp, kw):
         print_summary(build.run(exp, kw))

@@ -65,6 +65,11 @@ PROMPT = [  # how a generation task's prompts are built
     click.option("--max-new-tokens", default=None, type=int,
                  help="generation budget, counted inside each target length [default: the task's own, sized for "
                       "its answers: passkey 12, kv 48 ...]"),
+    click.option("--prompt-format", type=click.Choice(["base", "chat"]), default="base", show_default=True,
+                 help="chat: the context and question as a user message in the tokenizer's chat template, the "
+                      "answer's opening words after the assistant header (RULER's convention)"),
+    click.option("--no-answer-prefix", "answer_prefix", flag_value=False, default=True,
+                 help="end the prompt before the answer's opening words (models that think first)"),
 ]
 
 METHOD = [  # what runs: the runner, the method and their parameters

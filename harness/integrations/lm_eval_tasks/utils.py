@@ -15,7 +15,8 @@ except ImportError:  # pragma: no cover - lm-eval missing means nobody is loadin
 
 
 def _dataset(task_name: str, tokenizer: str = "smollm2", max_seq_lengths=(4096,), depths=(0.25, 0.5, 0.75),
-             samples: int = 1, seed: int = 0, haystack: str = "noise", max_new_tokens: int | None = None, **_):
+             samples: int = 1, seed: int = 0, haystack: str = "noise", max_new_tokens: int | None = None,
+             prompt_format: str = "base", answer_prefix: bool = True, **_):
     import datasets
 
     from evals.registry import make_config, make_task
@@ -25,10 +26,11 @@ def _dataset(task_name: str, tokenizer: str = "smollm2", max_seq_lengths=(4096,)
     tok, _ = load_tokenizer_and_config(resolve_model(tokenizer).path)
     extra = {"max_new_tokens": max_new_tokens} if max_new_tokens else {}
     cfg = make_config(task_name, {"lengths": tuple(int(n) for n in max_seq_lengths), "depths": tuple(depths),
-                                  "samples": samples, "seed": seed, "haystack": haystack, **extra}, known_only=True)
+                                  "samples": samples, "seed": seed, "haystack": haystack, "prompt_format": prompt_format,
+                                  "answer_prefix": answer_prefix, **extra}, known_only=True)
     task = make_task(task_name, cfg)
     rows = []
-    for s in (task.sample(tok, *cell) for cell in task.cells()):
+    for s in (task.formatted(tok, *cell) for cell in task.cells()):
         rows.append({"prompt": s.prompt, "target": s.target, "context_length": s.context_length,
                      "depth": s.depth, "sample_id": s.sample_id, "tokens": s.tokens,
                      "references": list(s.meta.get("references", [s.target])), "task": task_name})
