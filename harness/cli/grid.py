@@ -9,7 +9,13 @@ from harness.cli.options import DIAGNOSE, DUMP, METHOD, MODEL, PROMPT, SEED, gri
 
 
 def run_grid(task: str, kw) -> None:
+    from evals.registry import TASKS, presets
     from harness.config import parse_depths, parse_lengths
+    from harness.errors import UserError
+
+    owner = presets().get(task, task)
+    if owner in TASKS and TASKS.get(owner).scores_tokens:
+        raise UserError(f"task {task!r} scores tokens and has its own command: longctx {task} --help")
 
     settings = {"lengths": tuple(parse_lengths(kw["lengths"])), "depths": tuple(parse_depths(kw["depths"])),
                 "samples": kw["samples"], "seed": kw["seed"], "haystack": kw["haystack"],
