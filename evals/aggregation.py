@@ -46,15 +46,9 @@ class AggregationConfig:
     answer_prefix: bool = True  # end the prompt with the answer's opening words (chat: after the assistant header)
 
     def __post_init__(self):
-        from evals.base import check_format
+        from evals.base import check_grid
 
-        check_format(self)
-        if not self.lengths:
-            raise UserError("no lengths given")
-        if any(n <= 0 for n in self.lengths):
-            raise UserError(f"lengths must be positive, got {list(self.lengths)}")
-        if self.samples < 1:
-            raise UserError(f"--samples must be at least 1, got {self.samples}")
+        check_grid(self)
         if len(set(self.lengths)) * self.samples > MAX_SAMPLES:
             raise UserError(f"this grid has more than {MAX_SAMPLES:,} samples (fewer --samples or lengths)")
         if self.max_new_tokens is not None and not 1 <= self.max_new_tokens < min(self.lengths):

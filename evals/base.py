@@ -52,15 +52,9 @@ class TaskConfig:
     answer_prefix: bool = True  # end the prompt with the answer's opening words (chat: after the assistant header)
 
     def __post_init__(self):
-        check_format(self)
-        if not self.lengths:
-            raise UserError("no lengths given")
-        if any(n <= 0 for n in self.lengths):
-            raise UserError(f"lengths must be positive, got {list(self.lengths)}")
+        check_grid(self)
         if not self.depths or any(not 0.0 <= d <= 1.0 for d in self.depths):
             raise UserError(f"depths must be fractions in [0, 1], got {list(self.depths)}")
-        if self.samples < 1:
-            raise UserError(f"--samples must be at least 1, got {self.samples}")
         cells = len(set(self.lengths)) * len(set(self.depths)) * self.samples
         if cells > MAX_SAMPLES:
             raise UserError(f"this grid has {cells:,} samples; a run holds at most {MAX_SAMPLES:,} (fewer --samples, "
@@ -372,6 +366,17 @@ def require_answer_room(tokenizer, task: str, answer: str, max_new_tokens: int) 
 
 
 PROMPT_FORMATS = ("base", "chat")
+
+
+def check_grid(config) -> None:
+    """What every generation task's config checks: its lengths, samples and prompt format."""
+    if not config.lengths:
+        raise UserError("no lengths given")
+    if any(n <= 0 for n in config.lengths):
+        raise UserError(f"lengths must be positive, got {list(config.lengths)}")
+    if config.samples < 1:
+        raise UserError(f"--samples must be at least 1, got {config.samples}")
+    check_format(config)
 
 
 def check_format(config) -> None:
