@@ -124,6 +124,9 @@ def _heatmaps(title: str, panels: list[tuple[str, object]], name: str, vmax: dic
         im = ax.imshow(values, aspect="auto", cmap="viridis", vmin=0, vmax=vmax.get(field, 1.0),
                        interpolation="nearest")
         ax.set_title(sub, fontsize=8)
+        L, H = values.shape
+        ax.set_xticks(range(0, H, max(1, H // 8)))
+        ax.set_yticks(range(0, L, max(1, L // 6)))
         ax.set_xlabel("head")
         ax.set_ylabel("layer")
         fig.colorbar(im, ax=ax, fraction=0.05, pad=0.03)
