@@ -159,7 +159,10 @@ def install_tap(model, tap: Tap, profile, ablate: dict[int, list[int]] | None = 
                    if type(m).__name__ in set(profile.attention_classes)}
         inner = [getattr(mod, "eager_attention_forward", None) for mod in modules]
         if len(modules) != 1 or inner[0] is None:
-            raise RuntimeError(f"cannot find this {profile.model_type} model's eager attention function to tap")
+            from harness.errors import UserError  # raised while loading, before the run directory is written
+
+            raise UserError(f"this {profile.model_type} model's eager attention is not transformers' shared "
+                            "`eager_attention_forward`, so --diagnostics / --ablate-heads cannot wrap it; use -r kernel")
         inner = inner[0]
     else:
         inner = ALL_ATTENTION_FUNCTIONS[before]
