@@ -245,6 +245,24 @@ def _diagnostics_line(d: dict) -> dict:
     sample_key(*d["key"])
     return d
 
+def encode_heads(values) -> str:
+    """A (layers, heads) array of floats as base64 of little-endian float16 (2 bytes a head): diagnostics.jsonl's
+    storage of a per-head field."""
+    import base64
+
+    import numpy as np
+
+    return base64.b64encode(np.asarray(values, dtype=np.float32).astype("<f2").tobytes()).decode("ascii")
+
+
+def decode_heads(text: str, layers: int, heads: int):
+    """encode_heads' inverse: a float32 numpy array of shape (layers, heads)."""
+    import base64
+
+    import numpy as np
+
+    return np.frombuffer(base64.b64decode(text), dtype="<f2").astype(np.float32).reshape(layers, heads).copy()
+
 
 def read_diagnostics(run_dir: str | Path) -> dict[tuple, dict]:
     """sample key → its diagnostics line (the last one written for it); {} where none were recorded. A torn last

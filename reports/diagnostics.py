@@ -16,7 +16,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from harness.config import format_length
-from harness.records import read_diagnostics, read_records
+from harness.records import decode_heads, read_diagnostics, read_records
 from reports.aggregate import config_key
 
 e = html.escape
@@ -38,9 +38,7 @@ def read_all(run_dirs: list[Path]) -> dict[tuple, dict]:
 
 
 def _fields(line: dict, *names):
-    from harness.runners.diagnostics import decode
-
-    return [decode(line[n], line["layers"], line["heads"]).numpy() for n in names]
+    return [decode_heads(line[n], line["layers"], line["heads"]) for n in names]
 
 
 def answer_section(groups: dict, label) -> str:
@@ -54,7 +52,7 @@ def answer_section(groups: dict, label) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from reports.html import _png
+    from reports.html import png
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.8))
     for key, rs in have.items():
@@ -100,7 +98,7 @@ def answer_section(groups: dict, label) -> str:
     head = ("configuration", "length", "n", "mean log p", "per token", "passing samples", "failing samples")
     return ("<h2>The answer's likelihood</h2><p class=\"muted\">log p of the target after the prompt, teacher-forced "
             "(natural log, summed over the answer's tokens): how far a miss was from the answer, how sure a pass "
-            "was.</p>" + _png(fig, "answer_logprob")
+            "was.</p>" + png(fig, "answer_logprob")
             + '<table class="sortable"><thead><tr>' + "".join(f"<th>{h}</th>" for h in head)
             + "</tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
 
@@ -111,7 +109,7 @@ def _heatmaps(title: str, panels: list[tuple[str, object]], name: str, vmax: dic
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from reports.html import _png
+    from reports.html import png
 
     fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels) + 0.6, 3.4), squeeze=False)
     for ax, (sub, values) in zip(axes[0], panels):
@@ -131,7 +129,7 @@ def _heatmaps(title: str, panels: list[tuple[str, object]], name: str, vmax: dic
         ax.set_ylabel("layer")
         fig.colorbar(im, ax=ax, fraction=0.05, pad=0.03)
     fig.suptitle(title, fontsize=9)
-    return _png(fig, name)
+    return png(fig, name)
 
 
 def diagnostics_section(groups: dict, diag: dict, label) -> str:
@@ -193,7 +191,7 @@ def _top_heads_figure(key, by_len: dict, label) -> str:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from reports.html import _png
+    from reports.html import png
 
     lengths = sorted(by_len)
     if len(lengths) < 2:
@@ -215,7 +213,7 @@ def _top_heads_figure(key, by_len: dict, label) -> str:
     ax.legend(fontsize=7, title="layer.head", title_fontsize=7)
     ax.grid(alpha=.3)
     slug = "_".join(str(k).replace("/", "_").replace(" ", "") for k in key)
-    return _png(fig, f"tophead_{slug}")
+    return png(fig, f"tophead_{slug}")
 
 
 def ablation_section(groups: dict) -> str:

@@ -65,7 +65,7 @@ e = html.escape
 SAVED: dict[str, bytes] = {}  # figure name → PNG, for `--save-figures`
 
 
-def _png(fig, name: str = "figure") -> str:
+def png(fig, name: str = "figure") -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     import matplotlib.pyplot as plt
@@ -180,7 +180,7 @@ def accuracy_figure(groups: dict) -> str:
     ax.set_ylabel("score (the task's metric), 95% Wilson CI")
     ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(alpha=0.3)
-    return _png(fig, "accuracy_" + "_".join(sorted({k[3] for k in groups})))
+    return png(fig, "accuracy_" + "_".join(sorted({k[3] for k in groups})))
 
 
 def relative_length_figure(groups: dict) -> str:
@@ -209,7 +209,7 @@ def relative_length_figure(groups: dict) -> str:
     ax.set_ylabel("score")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(alpha=0.3)
-    return _png(fig, "relative_" + "_".join(sorted({k[3] for k in groups})))
+    return png(fig, "relative_" + "_".join(sorted({k[3] for k in groups})))
 
 
 def comparison_figure(groups: dict) -> str:
@@ -239,7 +239,7 @@ def comparison_figure(groups: dict) -> str:
     ax.set_ylabel("score (the task's metric)")
     ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(alpha=0.3, axis="y")
-    return _png(fig, "comparison_" + "_".join(sorted({k[3] for k in groups})))
+    return png(fig, "comparison_" + "_".join(sorted({k[3] for k in groups})))
 
 
 def heatmap_figure(key: tuple, rs: list) -> str:
@@ -274,7 +274,7 @@ def heatmap_figure(key: tuple, rs: list) -> str:
     ax.set_ylabel("needle depth")
     ax.set_title(_label(key), fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="score")
-    return _png(fig, "heatmap_" + "_".join(str(k).replace("/", "_").replace(" ", "") for k in key))
+    return png(fig, "heatmap_" + "_".join(str(k).replace("/", "_").replace(" ", "") for k in key))
 
 
 def cost_labels(groups: dict) -> dict:
@@ -316,7 +316,7 @@ def cost_figure(groups: dict) -> str:
     if handles:  # one legend for the three panels, outside them
         fig.legend(handles, labels, fontsize=9, loc="upper left", bbox_to_anchor=(1.0, 0.95))
     fig.tight_layout()
-    return _png(fig, "cost")
+    return png(fig, "cost")
 
 
 def effective_length_table(groups: dict, threshold: float, relative: float) -> str:
@@ -483,7 +483,7 @@ def perplexity_section(ppl_records: list) -> str:
              + "</tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
     return ("<h2>Perplexity vs length</h2><p class=\"muted\">one-pass: mean loss of the tokens in each position "
             "bucket, from one forward at the largest length; sliding: YaRN-style windows of the given length.</p>"
-            + _png(fig, "perplexity") + table)
+            + png(fig, "perplexity") + table)
 
 
 # undecided at the cap is neither; a check outside the bracket that can no longer contradict it is plain
@@ -582,7 +582,7 @@ def bench_section(benches: list[tuple[Path, dict]]) -> str:
             f"<h3>{e(str(path))}</h3><p class=\"muted\">{e(str(doc.get('model')))} on {e(str(mach.get('cpu', '?')))} "
             f"({mach.get('cpu_count')} cores); fp32 GEMM {doc['gemm']['gflops']} GFLOP/s measured in the run. "
             "Fraction of the floor: the prefill's FLOPs at that rate over its measured time (1 = the floor).</p>"
-            + _png(fig, f"bench-{i}")
+            + png(fig, f"bench-{i}")
             + '<table class="sortable"><thead><tr><th>config</th><th>length</th><th>floor fraction</th>'
             "<th>prefill tok/s</th><th>s / sample</th><th>found</th><th>peak GiB</th></tr></thead><tbody>"
             + table + "</tbody></table>" + (f"<p>Depth grids:</p><ul>{grids}</ul>" if grids else ""))
@@ -661,7 +661,7 @@ def training_section(trainings: list[tuple[Path, dict]]) -> str:
     fig.tight_layout()
     return ("<h2>Training (longctx train-baselines)</h2><p class=\"muted\">Recall: the share of 16 held-out prompts at "
             "the training length answered exactly (teacher-forced argmax over the answer = greedy decoding).</p>"
-            + _png(fig, "training")
+            + png(fig, "training")
             + '<table class="sortable"><thead><tr><th>model</th><th>parameters</th><th>steps</th><th>stopped by</th>'
               "<th>seconds</th><th>mqar(8)</th><th>passkey</th><th>phone book</th><th>recipe</th></tr></thead><tbody>"
             + "".join(rows) + "</tbody></table>")

@@ -18,11 +18,11 @@ for the others: transformers computes the output, the tap only reads q and k).
 """
 from __future__ import annotations
 
-import base64
 import itertools
 
 import torch
 
+from harness.records import decode_heads, encode_heads
 from kernels.diagnostics import FIELDS, attention_probs, head_stats
 
 MODES = ("first", "answer")  # which rows: the one writing the first answer token, or every answer token's
@@ -177,16 +177,11 @@ def install_tap(model, tap: Tap, profile, ablate: dict[int, list[int]] | None = 
 
 def encode(values: torch.Tensor) -> str:
     """A (layers, heads) float tensor as base64 of little-endian float16 (2 bytes a head)."""
-    import numpy as np
-
-    return base64.b64encode(values.float().numpy().astype("<f2").tobytes()).decode("ascii")
+    return encode_heads(values.detach().float().cpu().numpy())
 
 
 def decode(text: str, layers: int, heads: int) -> torch.Tensor:
-    import numpy as np
-
-    return torch.from_numpy(np.frombuffer(base64.b64decode(text), dtype="<f2").astype(np.float32).reshape(
-        layers, heads).copy())
+    return torch.from_numpy(decode_heads(text, layers, heads))
 
 
 # --- ablation: zeroing chosen heads' outputs (the causal check of a diagnostic) ------------------------------------
