@@ -17,6 +17,7 @@ TASKS.register("vt", "evals.vt:VariableTracking")
 TASKS.register("mqar", "evals.mqar:MultiQueryRecall")
 TASKS.register("cwe", "evals.aggregation:CommonWords")
 TASKS.register("fwe", "evals.aggregation:FrequentWords")
+TASKS.register("qa", "evals.qa:QATask")
 TASKS.register("perplexity", "evals.perplexity:PerplexityTask")
 
 

@@ -21,7 +21,7 @@ def run_grid(task: str, kw) -> None:
                 "samples": kw["samples"], "seed": kw["seed"], "haystack": kw["haystack"],
                 "haystack_file": kw["haystack_file"], "max_new_tokens": kw["max_new_tokens"],
                 "shared_haystack": kw["shared_haystack"], "prompt_format": kw["prompt_format"],
-                "answer_prefix": kw["answer_prefix"]}
+                "answer_prefix": kw["answer_prefix"], "qa_file": kw["qa_file"]}
     exp = build.experiment(task, build.given_or_known(task, settings), kw)
     if not build.dumped(exp, kw):
         print_summary(build.run(exp, kw))
@@ -61,5 +61,6 @@ needle = grid_command("needle", "0.1,0.5,0.9", "Single needle in a haystack over
                    "or a preset of one (`longctx tasks` lists them)")
 @options(MODEL, grid("0.5"), SEED, PROMPT, METHOD, DIAGNOSE, output("TASK"), DUMP)
 def retrieval(task, **kw):
-    """RULER-style retrieval tasks: multi-key/value/query needles, key-value JSON, phone book, variable tracking."""
+    """RULER-style tasks: multi-key/value/query needles, key-value JSON, phone book, variable tracking, common and
+    frequent words, question answering over distractor documents."""
     run_grid(task, kw)

