@@ -44,6 +44,7 @@ class AggregationConfig:
     max_new_tokens: int | None = None  # generation budget, counted inside context_length; None: the task's own
     prompt_format: str = "base"  # "chat": the tokenizer's chat template (evals.base.ChatFormat)
     answer_prefix: bool = True  # end the prompt with the answer's opening words (chat: after the assistant header)
+    thinking_tokens: int = 0  # tokens to think in before the answer (--thinking-budget); 0: none
 
     def __post_init__(self):
         from evals.base import check_grid

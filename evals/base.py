@@ -50,6 +50,7 @@ class TaskConfig:
     shared_haystack: bool = False  # the depths of one (length, sample) share one haystack (prefix reuse, bench)
     prompt_format: str = "base"  # "chat": the tokenizer's chat template (ChatFormat)
     answer_prefix: bool = True  # end the prompt with the answer's opening words (chat: after the assistant header)
+    thinking_tokens: int = 0  # tokens to think in before the answer (its budget added to the answer's); 0: none
 
     def __post_init__(self):
         check_grid(self)
@@ -366,6 +367,23 @@ def require_answer_room(tokenizer, task: str, answer: str, max_new_tokens: int) 
 
 
 PROMPT_FORMATS = ("base", "chat")
+THINK_OPEN = ("<think>", "<thinking>")
+THINK_CLOSE = ("</think>", "</thinking>")
+
+
+def split_thinking(prompt: str, text: str) -> tuple[str, bool | None]:
+    """(the answer, truncated) of an output that may think first. The answer is what follows the last closing
+    thinking tag; a thinking block opened (in the output, or by a chat template that ends the prompt with the
+    opening tag) and never closed within the budget means the answer never arrived: ("", True). An output with no
+    thinking tag is all answer, truncated None (the model did not think)."""
+    close = max(((text.rfind(tag), tag) for tag in THINK_CLOSE), key=lambda x: x[0])
+    if close[0] >= 0:
+        return text[close[0] + len(close[1]):], False
+    tail = prompt[-64:]
+    opened_by_prompt = any(tail.rfind(o) > max(tail.rfind(c) for c in THINK_CLOSE) for o in THINK_OPEN)
+    if opened_by_prompt or any(o in text for o in THINK_OPEN):
+        return "", True
+    return text, None
 
 
 def check_grid(config) -> None:
@@ -377,6 +395,12 @@ def check_grid(config) -> None:
     if config.samples < 1:
         raise UserError(f"--samples must be at least 1, got {config.samples}")
     check_format(config)
+    thinking = getattr(config, "thinking_tokens", 0)
+    if not isinstance(thinking, int) or isinstance(thinking, bool) or thinking < 0:
+        raise UserError(f"--thinking-budget must be a whole number of tokens, 0 or more, got {thinking!r}")
+    if thinking and thinking + (config.max_new_tokens or 0) >= min(config.lengths):
+        raise UserError(f"--thinking-budget {thinking} leaves no room for a prompt in a {min(config.lengths)}-token "
+                        "context (the budget counts inside each length)")
 
 
 def check_format(config) -> None:
@@ -464,9 +488,30 @@ class Task:
     def cells(self) -> Iterator[tuple[int, float | None, int]]:
         raise NotImplementedError
 
+    @property
+    def thinking(self) -> int:
+        """Tokens granted to think before answering (--thinking-budget), on top of the answer's budget; 0: none."""
+        return getattr(self.config, "thinking_tokens", 0) or 0
+
     def prompt_budget(self, length: int) -> int:
-        """Tokens a prompt may take at `length`: the length less the generation budget and any template's share."""
-        return length - self.max_new_tokens - self.reserve
+        """Tokens a prompt may take at `length`: the length less the generation budget (thinking included) and any
+        template's share."""
+        return length - self.max_new_tokens - self.thinking - self.reserve
+
+    def _with_thinking(self, sample: "Sample") -> "Sample":
+        import dataclasses
+
+        if not self.thinking:
+            return sample
+        return dataclasses.replace(sample, max_new_tokens=sample.max_new_tokens + self.thinking,
+                                   meta={**sample.meta, "thinking_tokens": self.thinking})
+
+    def answer_of(self, sample: "Sample", text: str) -> tuple[str, bool | None]:
+        """(the part of the output that is scored, truncated): with a thinking budget, the text after the thinking
+        block (`split_thinking`); otherwise all of it, truncated None."""
+        if not self.thinking:
+            return text, None
+        return split_thinking(sample.prompt, text)
 
     def formatted(self, tokenizer, length: int, depth, sample_id: int) -> "Sample":
         """The sample in the config's prompt format (base: `sample` itself). Chat: the prompt is fitted to the budget
@@ -474,12 +519,12 @@ class Task:
         template's edges), it is refitted with that much less."""
         fmt = getattr(self.config, "prompt_format", "base")
         if fmt == "base":
-            return self.sample(tokenizer, length, depth, sample_id)
+            return self._with_thinking(self.sample(tokenizer, length, depth, sample_id))
         chat = ChatFormat.of(tokenizer, self.config.answer_prefix)
         self.reserve = chat.overhead(tokenizer)
         try:
             for _ in range(4):
-                s = chat.apply(self.sample(tokenizer, length, depth, sample_id), tokenizer)
+                s = self._with_thinking(chat.apply(self.sample(tokenizer, length, depth, sample_id), tokenizer))
                 excess = s.tokens + s.max_new_tokens - length
                 if excess <= 0:
                     return s

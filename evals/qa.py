@@ -44,6 +44,7 @@ class QAConfig:
     max_new_tokens: int | None = None  # generation budget, counted inside context_length; None: 32
     prompt_format: str = "base"
     answer_prefix: bool = True
+    thinking_tokens: int = 0  # tokens to think in before the answer (--thinking-budget); 0: none
 
     def __post_init__(self):
         from evals.base import check_grid

@@ -15,6 +15,7 @@ past 1), spread evenly over the haystack.
 """
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import random
 import uuid
@@ -22,8 +23,8 @@ from dataclasses import dataclass, field
 
 from evals.base import NeedleTask, Sample, TaskConfig, build_needles_prompt, require_answer_room
 from evals.haystack import sentence_stream
-from evals.scoring import (Score, first_number, first_uuid, first_word, score_all_references,
-                           score_any_reference)
+from evals.scoring import (Score, all_numbers, first_number, first_uuid, first_word, score_absent,
+                           score_all_references, score_any_reference, score_references_in_order)
 from harness.errors import UserError, unknown_name
 
 VALUE_KINDS = ("numbers", "words", "uuids")
@@ -87,7 +88,7 @@ class NeedleSet:
     needles: list[tuple[str, float]]  # (needle sentence, depth), in the order build_needles_prompt receives them
     question: str  # ends in the answer prefix
     references: list[str]  # the answers, in the order `target` lists them
-    anchor: int  # index in `needles` of the needle at the requested depth (the sample's needle_token_offset)
+    anchor: int | None  # index in `needles` of the asked-for needle (the sample's needle_token_offset); None: absent
     meta: dict = field(default_factory=dict)
 
 
@@ -141,7 +142,8 @@ class MultiNeedleTask(NeedleTask):
                 "needle_token_offsets": list(built.needle_token_offsets)}
         return Sample(task=self.name, context_length=length, depth=depth, sample_id=sample_id, seed=c.seed,
                       prompt=built.prompt, target=target, tokens=built.tokens, max_new_tokens=self.max_new_tokens,
-                      needle_token_offset=built.needle_token_offsets[ns.anchor], haystack=c.haystack, meta=meta)
+                      needle_token_offset=None if ns.anchor is None else built.needle_token_offsets[ns.anchor],
+                      haystack=c.haystack, meta=meta)
 
 
 def _check_kind(value_kind: str) -> None:
@@ -154,11 +156,26 @@ def _check_count(what: str, n: int, least: int) -> None:
         raise UserError(f"{what} must be in [{least}, {len(ADJECTIVES) * len(NOUNS)}], got {n}")
 
 
+ORDINALS = ("first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth")
+
+
 class MultiKeyNeedle(MultiNeedleTask):
     """One asked-for key → value needle among `num_keys - 1` distractor needles with other keys and values.
 
+    Harder variants in the spirit of RULERv2 (NVIDIA NeMo-Skills' second RULER), at most one at a time:
+    - `absent_rate` (preset niah-multikey-absent, 0.5): in that share of the samples (drawn per sample, seeded) the
+      asked key is in no needle and the right answer is "none"; the question says so in every sample, so a model
+      that always answers "none" scores about 1 − absent_rate. Absent samples have no needle offset.
+    - `copies` (preset niah-multikey-ordinal, 3): the asked key holds `copies` values at spread depths, and the
+      question asks for the k-th of them in reading order (k drawn per sample); strict and score both want that
+      value as the first number written (listing every value is not an answer).
+    - `compute` (preset niah-multikey-compute): copy-then-compute; the answer is the value, then the value plus one.
+      Scored as all-references, so 0.5 means the value was found and the arithmetic failed, 1.0 both: retrieval
+      and the computation on what was retrieved are told apart.
+
     Generation budget (answer + full stop, SmolLM2's tokenizer): a number takes 9 tokens and a word at most 4, so the
-    default --max-new-tokens 12 suffices; a UUID takes up to 38: use --max-new-tokens 48 for niah-multikey-uuids.
+    default --max-new-tokens 12 suffices; a UUID takes up to 38: use --max-new-tokens 48 for niah-multikey-uuids;
+    copy-then-compute writes two numbers and a few words (32).
     """
 
     name = "niah-multikey"
@@ -166,30 +183,82 @@ class MultiKeyNeedle(MultiNeedleTask):
         "niah-multikey": {},
         "niah-multikey-words": {"value_kind": "words"},
         "niah-multikey-uuids": {"value_kind": "uuids"},
+        "niah-multikey-absent": {"absent_rate": 0.5},
+        "niah-multikey-ordinal": {"copies": 3},
+        "niah-multikey-compute": {"compute": True},
     }
 
-    def __init__(self, config: TaskConfig, *, num_keys: int = 4, value_kind: str = "numbers"):
+    def __init__(self, config: TaskConfig, *, num_keys: int = 4, value_kind: str = "numbers",
+                 absent_rate: float = 0.0, copies: int = 1, compute: bool = False):
         _check_kind(value_kind)
         _check_count("num_keys", num_keys, 1)
-        super().__init__(config, num_keys=num_keys, value_kind=value_kind)
+        if not 0.0 <= absent_rate <= 1.0:
+            raise UserError(f"absent_rate must be in [0, 1], got {absent_rate}")
+        if not 1 <= copies <= len(ORDINALS):
+            raise UserError(f"copies must be in [1, {len(ORDINALS)}], got {copies}")
+        if sum((absent_rate > 0, copies > 1, bool(compute))) > 1:
+            raise UserError("niah-multikey takes one of absent_rate, copies and compute at a time")
+        if compute and value_kind != "numbers":
+            raise UserError("compute (copy-then-compute) adds one to a number: it needs value_kind numbers")
+        super().__init__(config, num_keys=num_keys, value_kind=value_kind, absent_rate=float(absent_rate),
+                         copies=int(copies), compute=bool(compute))
         noun = _VALUE_NOUN[value_kind]
         self.preamble = f"Some secret {noun}s are hidden in the irrelevant text below. Find them and memorize them.\n"
 
     def budget(self) -> int:
-        return 48 if self.params["value_kind"] == "uuids" else 12
+        return 48 if self.params["value_kind"] == "uuids" else 32 if self.params["compute"] else 12
 
     def make_needles(self, rng: random.Random, depth: float) -> NeedleSet:
-        n, kind = self.params["num_keys"], self.params["value_kind"]
+        p = self.params
+        n, kind, copies = p["num_keys"], p["value_kind"], p["copies"]
         noun = _VALUE_NOUN[kind]
-        keys, values = make_keys(rng, n), make_values(kind, rng, n)
+        absent = p["absent_rate"] > 0 and rng.random() < p["absent_rate"]
+        keys, values = make_keys(rng, n + absent), make_values(kind, rng, n + copies - 1 + absent)
+        key = keys[0]
+        if absent:  # every needle is a distractor: keys[1:] with values[1:]
+            texts = [f"The secret {noun} for the {k} is {v}." for k, v in zip(keys[1:], values[1:])]
+            question = (f"\nIf the text gives no secret {noun} for the {key}, answer none. What is the secret {noun} "
+                        f"for the {key}? The secret {noun} for the {key} is")
+            return NeedleSet(needles=list(zip(texts, spread_depths(depth, n))), question=question,
+                             references=["none"], anchor=None,
+                             meta={"key": key, "absent": True, "distractor_keys": keys[1:],
+                                   "distractor_values": values[1:]})
+        if copies > 1:  # the asked key's values first (the first at the requested depth), then the distractors
+            texts = [f"One of the secret {noun}s for the {key} is {v}." for v in values[:copies]] + \
+                [f"The secret {noun} for the {k} is {v}." for k, v in zip(keys[1:], values[copies:])]
+            depths = spread_depths(depth, len(texts))
+            reading = sorted(range(copies), key=lambda i: (depths[i], i))  # the asked key's needles in text order
+            k = rng.randrange(copies)
+            ordinal = ORDINALS[k]
+            question = (f"\nThe text gives {copies} secret {noun}s for the {key}. What is the {ordinal} of them, "
+                        f"counting from the start of the text? The {ordinal} secret {noun} for the {key} is")
+            return NeedleSet(needles=list(zip(texts, depths)), question=question, references=[values[reading[k]]],
+                             anchor=reading[k],
+                             meta={"key": key, "ordinal": k + 1, "copies_in_order": [values[i] for i in reading],
+                                   "distractor_keys": keys[1:], "distractor_values": values[copies:]})
         texts = [f"The secret {noun} for the {k} is {v}." for k, v in zip(keys, values)]
-        question = f"\nWhat is the secret {noun} for the {keys[0]}? The secret {noun} for the {keys[0]} is"
-        return NeedleSet(needles=list(zip(texts, spread_depths(depth, n))), question=question,
-                         references=[values[0]], anchor=0,
-                         meta={"key": keys[0], "distractor_keys": keys[1:], "distractor_values": values[1:]})
+        needles = list(zip(texts, spread_depths(depth, n)))
+        meta = {"key": key, "distractor_keys": keys[1:], "distractor_values": values[1:]}
+        if p["compute"]:
+            plus = str(int(values[0]) + 1)
+            question = (f"\nWhat is the secret {noun} for the {key}, and what is that {noun} plus one? Write the "
+                        f"{noun}, then the {noun} plus one. The secret {noun} for the {key} is")
+            return NeedleSet(needles=needles, question=question, references=[values[0], plus], anchor=0, meta=meta)
+        rule = f"If the text gives no secret {noun} for the {key}, answer none. " if p["absent_rate"] > 0 else ""
+        question = f"\n{rule}What is the secret {noun} for the {key}? The secret {noun} for the {key} is"
+        return NeedleSet(needles=needles, question=question, references=[values[0]], anchor=0,
+                         meta={**meta, **({"absent": False} if rule else {})})
 
     def score(self, sample: Sample, prediction: str) -> Score:
-        return score_any_reference(prediction, [sample.target], extract=_EXTRACT[self.params["value_kind"]])
+        p = self.params
+        if p["compute"]:
+            return score_references_in_order(prediction, sample.meta["references"], all_numbers)
+        if p["absent_rate"] > 0:
+            return score_absent(prediction, sample.target, _EXTRACT[p["value_kind"]],
+                                context_values=sample.meta.get("distractor_values", ()),
+                                shaped=p["value_kind"] != "words")
+        s = score_any_reference(prediction, [sample.target], extract=_EXTRACT[p["value_kind"]])
+        return dataclasses.replace(s, score=float(s.correct), metric="first-answer") if p["copies"] > 1 else s
 
 
 class MultiValueNeedle(MultiNeedleTask):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
-from typing import Callable
+from typing import Callable, Sequence
 
 _NUMBER = re.compile(r"\d+")
 
@@ -142,3 +142,35 @@ def score_references_in_order(prediction: str, references: list[str],
     got = extract_all(prediction)[:len(references)]
     return replace(score_all_references(prediction, references), correct=got == list(references),
                    extracted=", ".join(got) or None)
+
+
+def all_numbers(prediction: str) -> list[str]:
+    """Every run of digits in the output, in order."""
+    return _NUMBER.findall(prediction)
+
+
+def score_absent(prediction: str, target: str, extract: Callable[[str], str | None],
+                 context_values: Sequence[str] = (), shaped: bool = True) -> Score:
+    """A question whose answer may be "none" (the asked-for thing is not in the context).
+
+    For target "none": strict wants the word "none" and no value beside it (an invented or borrowed value is a
+    hallucination: any value-shaped token when `shaped` — numbers, UUIDs —, else any of `context_values`, the
+    context's other values); lenient wants the word anywhere. For a value target: `score_any_reference`, where a
+    "none" written before the value counts against strict.
+
+    Returns:
+        Score with metric "any-reference".
+    """
+    none = re.compile(r"(?<![A-Za-z])none(?![A-Za-z])", flags=re.I)
+    said_none = none.search(prediction)
+    if target.lower() == "none":
+        rest = none.sub(" ", prediction)
+        invented = (extract(rest) if shaped else None) or next((v for v in context_values if _found(rest, v)), None)
+        ok = bool(said_none) and invented is None
+        return Score(correct=ok, lenient=bool(said_none), extracted="none" if said_none else invented,
+                     score=float(ok), metric="any-reference")
+    s = score_any_reference(prediction, [target], extract=extract)
+    at = prediction.lower().find(target.lower())
+    if said_none and (at < 0 or said_none.start() < at):
+        s = replace(s, correct=False)
+    return s

@@ -206,7 +206,7 @@ def load_tokenizer_and_config(path: str):
 
 GRID = ("lengths", "depths", "samples", "documents")  # task-config fields that may grow between invocations
 # settings added later → their default: absent from the identity while at it, so older runs still resume
-OPT_IN = {"shared_haystack": False, "prompt_format": "base", "answer_prefix": True}
+OPT_IN = {"shared_haystack": False, "prompt_format": "base", "answer_prefix": True, "thinking_tokens": 0}
 
 
 def identity(p: Prepared) -> dict:
@@ -446,7 +446,8 @@ def generated_records(p: Prepared, runner, todo: list, common: dict, log,
             gens = [Generation(text="", prompt_tokens=s.tokens, new_tokens=0, latency_s=0.0, error=msg)
                     for s in samples]
         for s, g in zip(samples, gens):
-            score = p.task.score(s, g.text)
+            answer, truncated = p.task.answer_of(s, g.text)
+            score = p.task.score(s, answer)
             if g.diagnostics is not None and on_diagnostics is not None:
                 on_diagnostics(sample_key(s.task, s.context_length, s.depth, s.sample_id),
                                diagnostics_payload(g.diagnostics, p.experiment.diagnostics))
@@ -462,7 +463,8 @@ def generated_records(p: Prepared, runner, todo: list, common: dict, log,
                 error=g.error, score=score.value if g.error is None else 0.0, metric=score.metric,
                 cache_bytes=g.cache_bytes, cached_tokens=g.cached_tokens, kernel=g.kernel,
                 answer_logprob=None if g.answer_logprob is None else round(g.answer_logprob, 5),
-                answer_tokens=g.answer_tokens)
+                answer_tokens=g.answer_tokens, max_new_tokens=s.max_new_tokens,
+                truncated=None if g.error is not None else truncated)
 
 
 def diagnostics_payload(result: dict, mode: str) -> dict:

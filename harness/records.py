@@ -20,13 +20,14 @@ from typing import Any, Iterator
 
 from harness.errors import UserError
 
-SCHEMA_VERSION = 7  # 2: adds `score`, `metric` (partial credit for multi-reference tasks) and `cache_bytes`;
+SCHEMA_VERSION = 8  # 2: adds `score`, `metric` (partial credit for multi-reference tasks) and `cache_bytes`;
 # 3: adds `kernel`; 4: perplexity records join this schema (mode, position_start, scored_tokens, nll, ppl,
 # forward_length, text_source; prediction/target/correct/lenient empty for them) and results.jsonl;
 # 5: adds `predicted_peak_bytes` (older records read it as None); 6: adds `method_label` (the method's short label,
 # written by the method itself, so that reports never ask extensions; older records: the full parameters);
 # 7: adds `answer_logprob` and `answer_tokens` (the gold answer's teacher-forced log-probability; older: None),
-# `ablation` and `ablated_heads` (--ablate-heads: the heads zeroed; None: none)
+# `ablation` and `ablated_heads` (--ablate-heads: the heads zeroed; None: none); 8: adds `max_new_tokens` (the
+# sample's generation budget, thinking included) and `truncated` (--thinking-budget: the thinking never closed)
 LEGACY_PERPLEXITY = "perplexity.jsonl"  # before schema 4 perplexity wrote its own file and record type
 RESULTS = "results.jsonl"
 DIAGNOSTICS = "diagnostics.jsonl"  # per-head attention diagnostics, one line per sample (--diagnostics)
@@ -81,6 +82,9 @@ class SampleRecord:
     answer_tokens: int | None = None  # the target's tokens that log-probability covers
     ablation: str | None = None  # --ablate-heads as given ("top:5", "random:5:1", "3.1,5.0"); None: no head zeroed
     ablated_heads: str | None = None  # the heads it resolved to, "layer.head,..." (from 0)
+    max_new_tokens: int | None = None  # the generation budget of the sample (thinking included; older: None)
+    truncated: bool | None = None  # --thinking-budget: True when the thinking never closed (no answer arrived),
+    # False when it closed; None without a thinking budget or when the model wrote no thinking block
     schema_version: int = SCHEMA_VERSION  # bumped whenever a field changes meaning
 
     @property

@@ -84,6 +84,12 @@ def _cell(rs: list[SampleRecord]) -> dict:
             "metric": rs[0].metric if rs else None,
             "ci_low": lo, "ci_high": hi, "empty": sum(not r.prediction.strip() for r in rs),
             "errors": errors,
+            # the budget ran out (recorded since schema 8), and of those with a thinking budget, the thinking
+            # never closed (no answer arrived); None where no record says
+            "budget_hit": sum(r.new_tokens >= r.max_new_tokens for r in rs
+                              if r.new_tokens is not None and r.max_new_tokens is not None)
+            if any(r.max_new_tokens is not None for r in rs) else None,
+            "truncated": sum(r.truncated is True for r in rs) if any(r.truncated is not None for r in rs) else None,
             "latency_s": mean(r.latency_s for r in rs) if rs else None,
             "peak_mem_bytes": max(mems) if mems else None,
             "tokens": mean(r.tokens for r in rs) if rs else None}

@@ -389,7 +389,7 @@ def summary_table(groups: dict) -> str:
                             + f'<td class="num" data-v="{row["context_length"]}">'
                               f'{format_length(row["context_length"])}</td><td class="num">0</td>'
                             + '<td class="num bad" data-v="-1">errors</td>' + "<td></td>" * 4
-                            + f'<td class="num bad">{row["errors"]}</td>' + "<td></td>" * 3 + "</tr>")
+                            + f'<td class="num bad">{row["errors"]}</td>' + "<td></td>" * 5 + "</tr>")
                 continue
             rows.append(
                 "<tr>" + "".join(f"<td>{e(str(x))}</td>" for x in key)
@@ -402,12 +402,14 @@ def summary_table(groups: dict) -> str:
                 + f'<td class="num">{row["lenient"]}/{row["n"]}</td>'
                 + f'<td class="num">{row["empty"]}</td>'
                 + f'<td class="num {"bad" if row["errors"] else ""}">{row["errors"]}</td>'
+                + f'<td class="num">{_num(row["budget_hit"], "{}")}</td>'
+                + f'<td class="num {"bad" if row["truncated"] else ""}">{_num(row["truncated"], "{}")}</td>'
                 + f'<td class="num">{_num(row["tokens"], "{:.0f}")}</td>'
                 + f'<td class="num">{_num(row["latency_s"], "{:.1f}")}</td>'
                 + f'<td class="num" data-v="{mem or 0}">{"" if mem is None else f"{mem / 2**30:.2f}"}</td>'
                 + "</tr>")
     head = ("model", "extension", "runner", "task", "length", "n", "score", "95% CI", "strict", "lenient", "empty",
-            "errors", "mean tokens", "mean latency s", "peak mem GiB")
+            "errors", "hit budget", "thinking unclosed", "mean tokens", "mean latency s", "peak mem GiB")
     return ('<table class="sortable"><thead><tr>' + "".join(f"<th>{h}</th>" for h in head)
             + "</tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
 

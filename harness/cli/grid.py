@@ -21,7 +21,8 @@ def run_grid(task: str, kw) -> None:
                 "samples": kw["samples"], "seed": kw["seed"], "haystack": kw["haystack"],
                 "haystack_file": kw["haystack_file"], "max_new_tokens": kw["max_new_tokens"],
                 "shared_haystack": kw["shared_haystack"], "prompt_format": kw["prompt_format"],
-                "answer_prefix": kw["answer_prefix"], "qa_file": kw["qa_file"]}
+                "answer_prefix": kw["answer_prefix"], "qa_file": kw["qa_file"],
+                "thinking_tokens": kw["thinking_tokens"]}
     exp = build.experiment(task, build.given_or_known(task, settings), kw)
     if not build.dumped(exp, kw):
         print_summary(build.run(exp, kw))
@@ -33,6 +34,8 @@ def print_summary(path) -> None:
 
     for row in accuracy_by_length(read_records(path), errored=True):
         errors = f", {row['errors']} errored (not counted)" if row["errors"] else ""
+        if row.get("truncated"):
+            errors += f", {row['truncated']} never closed their thinking (no answer)"
         if not row["n"]:
             click.echo(f"  {row['context_length']:>7} tokens: every sample errored ({row['errors']})")
             continue

@@ -19,7 +19,7 @@ def test_records_round_trip_through_jsonl(tmp_path):
     (back,) = read_records(tmp_path)
     assert back == _record()
     line = json.loads((tmp_path / RESULTS).read_text())
-    assert line["schema_version"] == 7 and line["depth"] == 0.5
+    assert line["schema_version"] == 8 and line["depth"] == 0.5
 
 
 def test_resume_knows_finished_samples_and_records_invocations(tmp_path):
