@@ -514,9 +514,24 @@ class Task:
         return split_thinking(sample.prompt, text)
 
     def formatted(self, tokenizer, length: int, depth, sample_id: int) -> "Sample":
-        """The sample in the config's prompt format (base: `sample` itself). Chat: the prompt is fitted to the budget
-        less the template's tokens, then wrapped; where the wrapped prompt still overshoots (tokens merging at the
-        template's edges), it is refitted with that much less."""
+        """The sample of a cell in the config's prompt format, from the prompt cache when it was built before
+        (`evals.cache`: keyed by the generators' source, the task, its settings, the cell and the tokenizer)."""
+        from evals import cache
+
+        if not cache.enabled():
+            return self.build_formatted(tokenizer, length, depth, sample_id)
+        digest = cache.key(self, tokenizer, length, depth, sample_id)
+        hit = cache.load(digest)
+        if hit is not None:
+            return hit
+        sample = self.build_formatted(tokenizer, length, depth, sample_id)
+        cache.store(digest, sample)
+        return sample
+
+    def build_formatted(self, tokenizer, length: int, depth, sample_id: int) -> "Sample":
+        """The sample in the config's prompt format, built now (base: `sample` itself). Chat: the prompt is fitted
+        to the budget less the template's tokens, then wrapped; where the wrapped prompt still overshoots (tokens
+        merging at the template's edges), it is refitted with that much less."""
         fmt = getattr(self.config, "prompt_format", "base")
         if fmt == "base":
             return self._with_thinking(self.sample(tokenizer, length, depth, sample_id))

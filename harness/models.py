@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import UserError, unknown_name
+from harness.paths import longctx_home  # noqa: F401 - the cache home lives with the other paths; used here too
 from harness.records import pid_alive
 
 
@@ -53,23 +54,6 @@ KNOWN_MODELS: dict[str, PackagedGGUF] = {
 }
 
 IMPORT_MARKER = "longctx_import.json"
-
-
-def longctx_home(writable: bool = False) -> Path:
-    """$LONGCTX_HOME, else $XDG_CACHE_HOME/longctx, else ~/.cache/longctx. A home that is a file, or (where the
-    caller will write) cannot be written, is a one-line error naming the path and the variable."""
-    if os.environ.get("LONGCTX_HOME"):
-        home, how = Path(os.environ["LONGCTX_HOME"]).expanduser(), "$LONGCTX_HOME"
-    else:
-        home, how = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "longctx", "the cache folder"
-    if home.exists() and not home.is_dir():
-        raise UserError(f"{how} {home} is a file, not a directory; point LONGCTX_HOME at a directory")
-    if writable:
-        near = next((p for p in [home, *home.parents] if p.exists()), Path("/"))
-        if not near.is_dir() or not os.access(near, os.W_OK | os.X_OK):
-            raise UserError(f"{how} {home} cannot be written ({near} is read-only to this user); point "
-                            "LONGCTX_HOME at a writable directory")
-    return home
 
 
 def cached_path(name: str) -> Path:

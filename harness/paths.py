@@ -45,3 +45,20 @@ def check_apart(path: str | Path, inputs: list, flag: str) -> None:
             what = "one of its inputs" if out == i else f"inside {i}, which it reads"
             beside = Path(f"{i if i.is_dir() else i.parent}{out.suffix or ''}")
             raise UserError(f"{flag} {path} is {what}; write it beside instead (e.g. {beside})")
+
+
+def longctx_home(writable: bool = False) -> Path:
+    """$LONGCTX_HOME, else $XDG_CACHE_HOME/longctx, else ~/.cache/longctx. A home that is a file, or (where the
+    caller will write) cannot be written, is a one-line error naming the path and the variable."""
+    if os.environ.get("LONGCTX_HOME"):
+        home, how = Path(os.environ["LONGCTX_HOME"]).expanduser(), "$LONGCTX_HOME"
+    else:
+        home, how = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "longctx", "the cache folder"
+    if home.exists() and not home.is_dir():
+        raise UserError(f"{how} {home} is a file, not a directory; point LONGCTX_HOME at a directory")
+    if writable:
+        near = next((p for p in [home, *home.parents] if p.exists()), Path("/"))
+        if not near.is_dir() or not os.access(near, os.W_OK | os.X_OK):
+            raise UserError(f"{how} {home} cannot be written ({near} is read-only to this user); point "
+                            "LONGCTX_HOME at a writable directory")
+    return home

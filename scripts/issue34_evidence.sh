@@ -20,4 +20,5 @@ done
 $L run experiments/issue34_why_passkey.yaml -y --no-progress
 $L run experiments/issue34_sinks_16k.yaml -y --no-progress
 # 4. the report
-$L report runs/issue34-why runs/issue34-sinks runs/issue34-ablate runs/issue33-passkey-16k -o docs/issue34_report.html
+$L report runs/issue34-why runs/issue34-sinks runs/issue34-ablate runs/issue34-rank-4k runs/issue33-passkey-16k \
+  -o docs/issue34_report.html

@@ -12,6 +12,15 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 # The scripted runner (harness.runners.fake) is registered only for tests, here and in the CLI subprocesses they start.
 os.environ["LONGCTX_TEST_RUNNERS"] = "1"
+# The prompt cache (evals.cache) starts empty for every test session, in a folder of its own: tests see the cache
+# work (second builds are hits) and never a prompt left by an earlier checkout.
+if "LONGCTX_PROMPT_CACHE_DIR" not in os.environ:
+    import atexit
+    import shutil
+    import tempfile
+
+    os.environ["LONGCTX_PROMPT_CACHE_DIR"] = tempfile.mkdtemp(prefix="longctx-prompts-")
+    atexit.register(shutil.rmtree, os.environ["LONGCTX_PROMPT_CACHE_DIR"], True)
 
 # Special-token ids and tied embeddings shared by every tiny model.
 SPECIAL_IDS = dict(eos_token_id=2, bos_token_id=1, pad_token_id=2, tie_word_embeddings=True)
