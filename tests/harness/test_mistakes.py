@@ -150,6 +150,13 @@ CASES = [
     ("train-lr-nan", ["train-baselines", "--out", "b", "--lr", "nan", "--quick"], "not a finite number"),
     ("train-over-a-trained-model", ["train-baselines", "--out", "trained", "--arch", "rope", "--quick"],
      "already holds a trained rope model; add --overwrite"),
+    # issue 36: QA files, thinking budgets
+    ("qa-file-missing", ["retrieval", "-t", "qa", "-m", M, "-l", "512", "--qa-file", "nope.json"], "no such file"),
+    ("qa-file-wrong-kind", ["retrieval", "-t", "qa", "-m", M, "-l", "512", "--qa-file", "papers/notes.txt"],
+     "a .json, .jsonl or .parquet file is needed"),
+    ("qa-file-on-passkey", RUN + ["--qa-file", "nope.json"], "has no qa_file"),
+    ("thinking-budget-negative", RUN + ["--thinking-budget", "-1"], "--thinking-budget must be"),
+    ("thinking-budget-fills-the-length", RUN + ["--thinking-budget", "600"], "leaves no room for a prompt"),
 ]
 
 
