@@ -53,10 +53,12 @@ def non_monotone(rows: list[dict], threshold: float, key: str = "score") -> int 
 
 
 def latest(records: Iterable[SampleRecord]) -> list[SampleRecord]:
-    """Keep the last record per (configuration, sample key): a retried sample replaces its failed attempt."""
+    """Keep the last record per (configuration, sample key, seed, prompt): a retried sample replaces its failed
+    attempt, while runs of one configuration on other prompts (another seed, haystack or prompt format) add
+    samples instead of replacing them."""
     out: dict[tuple, SampleRecord] = {}
     for r in records:
-        out[(config_key(r), r.key)] = r
+        out[(config_key(r), r.key, r.seed, r.prompt_sha)] = r
     return list(out.values())
 
 

@@ -232,6 +232,11 @@ def ablation_section(groups: dict) -> str:
         return ""
     rows = []
     for (model, ext, runner, task, n), by in sorted(table.items()):
+        # the baseline on the ablated runs' own prompts only: other unablated runs in the report (another seed, a
+        # diagnostics run) are other prompts, and the check compares like with like
+        asked = {r.prompt_sha for a, rs in by.items() if a for r in rs}
+        if "" in by and asked and any(r.prompt_sha in asked for r in by[""]):
+            by[""] = [r for r in by[""] if r.prompt_sha in asked]
         for ablation in sorted(by, key=lambda a: (a != "", a.split(":")[0] != "top", a)):
             rs = [r for r in by[ablation] if r.error is None]
             if not rs:

@@ -59,6 +59,16 @@ def test_accuracy_by_length_counts(run_dir):
     assert rows[8192]["correct"] == 4 and rows[16384]["correct"] == 0 and rows[16384]["n"] == 4
 
 
+def test_a_retry_replaces_its_attempt_but_another_seed_adds_samples():
+    """Two runs of one configuration on other prompts (seed 1 beside seed 0, same cells) are 2n samples; the same
+    prompt measured again (a retried error) is one."""
+    failed = dataclasses.replace(_rec(4096, 0.5, 0, False, ""), prompt_sha="a", error="RuntimeError: oom")
+    retried = dataclasses.replace(_rec(4096, 0.5, 0, True, " 12345."), prompt_sha="a")
+    other_seed = dataclasses.replace(_rec(4096, 0.5, 0, False, " 54321."), prompt_sha="b", seed=1)
+    (row,) = accuracy_by_length([failed, retried, other_seed], errored=True)
+    assert row["n"] == 2 and row["correct"] == 1 and row["errors"] == 0
+
+
 def test_effective_length_reads_upwards_from_the_shortest_length():
     from reports.aggregate import effective_length
 
@@ -310,8 +320,11 @@ def test_the_causal_check_sets_each_ablation_beside_no_ablation(tmp_path):
             ok = sid < found
             rd.append(dataclasses.replace(_rec(4096, 0.5, sid, ok, " 12345." if ok else " 99"), ablation=ablation,
                                           ablated_heads=heads, answer_logprob=-0.5 if ok else -6.0,
-                                          method_label="none" + (f" −heads {ablation}" if ablation else "")))
-    text = write_report([str(rd.path)], str(tmp_path / "r.html")).read_text()
+                                          method_label="none" + (f" −heads {ablation}" if ablation else ""),
+                                          prompt_sha=f"p{sid}"))
+    other = RunDir.open(tmp_path / "other-seed", {"task": "passkey", "seed": 1}, {"argv": ["longctx"]})
+    other.append(dataclasses.replace(_rec(4096, 0.5, 0, False, " 99"), seed=1, prompt_sha="q0"))  # not the check's
+    text = write_report([str(rd.path), str(other.path)], str(tmp_path / "r.html")).read_text()
     section = text.split("Causal check: heads removed")[1].split("</table>")[0]
     rows = re.findall(r"<tr><td>.*?</tr>", section)
     assert [re.findall(r'<td title="[^"]*">([^<]*)</td>', r)[0] for r in rows] == ["none removed", "top:2", "random:2"]
