@@ -305,3 +305,25 @@ def test_an_ablated_run_is_its_own_configuration(tmp_path, tiny_llama_path):
     res = _cli("passkey", "-m", tiny_llama_path, "-l", "512", "--ablate-heads", "random:2:6", "--no-progress",
                "-o", str(tmp_path / "ablated"))
     assert res.returncode == 2, res.stderr  # other heads: another identity, not a resume
+
+
+@pytest.mark.parametrize("family", ["gemma2", "gpt-oss"])
+def test_the_tap_on_eager_attention_reads_softcap_and_sink_logits(tmp_path, smollm2_tokenizer, family):
+    """Models whose attention transformers runs eagerly with a logit softcap (Gemma-2) or learned sink logits
+    (gpt-oss): the tap's rows equal the model's own eager attention weights, so those features are in the numbers."""
+    from harness import zoo
+
+    fam = next(f for f in zoo.FAMILIES if f.name == family)
+    path = zoo.save(fam, smollm2_tokenizer, tmp_path / family)
+    plain = _generate(_runner(HFRunner, path))
+    r = _runner(HFRunner, path, diagnostics="first")
+    g = _generate(r)
+    assert g.text == plain.text
+    ids = r.tokenizer(PROMPT, return_tensors="pt")["input_ids"]
+    rows, _ = _eager_rows(path, ids)
+    s, e = NEEDLE
+    assert len(rows) == len(g.diagnostics["layers"])
+    for layer, p in enumerate(rows):
+        assert torch.allclose(g.diagnostics["needle_mass"][layer], p[:, s:e].sum(-1), atol=1e-3), layer
+        ent = -(p * p.clamp_min(1e-30).log()).sum(-1)
+        assert torch.allclose(g.diagnostics["entropy"][layer], ent, atol=1e-3), layer
