@@ -51,9 +51,12 @@ class TaskConfig:
     prompt_format: str = "base"  # "chat": the tokenizer's chat template (ChatFormat)
     answer_prefix: bool = True  # end the prompt with the answer's opening words (chat: after the assistant header)
     thinking_tokens: int = 0  # tokens to think in before the answer (its budget added to the answer's); 0: none
+    style: str = "longctx"  # "ruler": RULER's own needle, question and answer-prefix wording (tasks both have)
 
     def __post_init__(self):
         check_grid(self)
+        if self.style not in STYLES:
+            raise UserError(f"--style {self.style!r}: choose {' or '.join(STYLES)}")
         if not self.depths or any(not 0.0 <= d <= 1.0 for d in self.depths):
             raise UserError(f"depths must be fractions in [0, 1], got {list(self.depths)}")
         cells = len(set(self.lengths)) * len(set(self.depths)) * self.samples
@@ -367,6 +370,7 @@ def require_answer_room(tokenizer, task: str, answer: str, max_new_tokens: int) 
 
 
 PROMPT_FORMATS = ("base", "chat")
+STYLES = ("longctx", "ruler")  # whose wording a task's prompt uses (`--style`)
 THINK_OPEN = ("<think>", "<thinking>")
 THINK_CLOSE = ("</think>", "</thinking>")
 
@@ -580,12 +584,19 @@ class NeedleTask(Task):
     def max_new_tokens(self) -> int:
         return self.config.max_new_tokens or self.budget()
 
+    styles: tuple[str, ...] = ("longctx",)  # the wordings this task can write (`--style`)
+
     def check(self, tokenizer) -> None:
-        """Fail now, in one line, on what would fail mid-run: an unreadable haystack file, a budget that cannot
-        hold the answer, a length too short for the task (the shortest length's first prompt is built)."""
+        """Fail now, in one line, on what would fail mid-run: a style the task cannot write, an unreadable haystack
+        file, a budget that cannot hold the answer, a length too short for the task (the shortest length's first
+        prompt is built)."""
         from evals.haystack import essay_sentences
 
         c = self.config
+        if c.style not in self.styles:
+            raise UserError(f"{self.name}: --style {c.style} is not available for this task (it writes: "
+                            f"{', '.join(self.styles)}); RULER's wording covers niah-multikey, niah-multivalue and "
+                            "niah-multiquery")
         if c.haystack == "essay":
             essay_sentences(c.haystack_file)
         try:

@@ -129,14 +129,51 @@ class MultiNeedleTask(NeedleTask):
     def make_needles(self, rng: random.Random, depth: float) -> NeedleSet:
         raise NotImplementedError
 
+    # RULER's wording (--style ruler): (keys, values per key, keys asked) of this task's RULER counterpart
+    def ruler_shape(self) -> tuple[int, int, int] | None:
+        return None
+
+    @property
+    def styles(self) -> tuple[str, ...]:
+        return ("longctx", "ruler") if self.ruler_shape() is not None else ("longctx",)
+
+    def ruler_needles(self, rng: random.Random, depth: float) -> tuple[str, NeedleSet]:
+        """RULER's NIAH prompt (Hsieh et al. 2024, its niah template): keys as adjective-noun words joined by a
+        hyphen, needles "One of the special magic {numbers|words|uuids} for {key} is: {value}.", the question "What
+        are all the special magic ... for {keys} mentioned in the provided text?" and its answer prefix. The needles
+        are spread from the requested depth (the first asked key's first value at it), not shuffled as in RULER."""
+        keys_n, per_key, asked = self.ruler_shape()
+        kind = self.params["value_kind"]
+        keys = [k.replace(" ", "-") for k in make_keys(rng, keys_n)]
+        values = make_values(kind, rng, keys_n * per_key)
+        texts = [f"One of the special magic {kind} for {k} is: {values[i * per_key + j]}."
+                 for i, k in enumerate(keys) for j in range(per_key)]
+        query = keys[0] if asked == 1 else ", ".join(keys[:asked - 1]) + ", and " + keys[asked - 1]
+        preamble = (f"Some special magic {kind} are hidden within the following text. Make sure to memorize it. "
+                    f"I will quiz you about the {kind} afterwards.\n")
+        question = (f"\nWhat are all the special magic {kind} for {query} mentioned in the provided text? "
+                    f"The special magic {kind} for {query} mentioned in the provided text are")
+        depths = spread_depths(depth, len(texts))
+        references = values[:asked * per_key]
+        if per_key > 1:  # the values of one key in reading order, as the longctx wording lists them
+            order = sorted(range(per_key), key=lambda i: (depths[i], i))
+            references = [values[i] for i in order]
+        return preamble, NeedleSet(needles=list(zip(texts, depths)), question=question, references=references,
+                                   anchor=0, meta={"keys": keys[:asked], "style": "ruler"})
+
     def sample(self, tokenizer, length: int, depth: float, sample_id: int) -> Sample:
         c = self.config
         rng = random.Random(f"{self.name}|{c.seed}|{length}|{depth!r}|{sample_id}|{c.haystack}")
-        ns = self.make_needles(rng, depth)
+        preamble = self.preamble
+        if c.style == "ruler":
+            preamble, ns = self.ruler_needles(rng, depth)
+            stream = ruler_noise() if c.haystack == "noise" else sentence_stream(c.haystack, rng, c.haystack_file)
+        else:
+            ns = self.make_needles(rng, depth)
+            stream = sentence_stream(c.haystack, rng, c.haystack_file)
         target = ", ".join(ns.references)
         require_answer_room(tokenizer, self.name, target, self.max_new_tokens)
-        built = build_needles_prompt(tokenizer, self.preamble, ns.needles, ns.question,
-                                     sentence_stream(c.haystack, rng, c.haystack_file),
+        built = build_needles_prompt(tokenizer, preamble, ns.needles, ns.question, stream,
                                      budget=self.prompt_budget(length))
         meta = {**self.params, **ns.meta, "references": list(ns.references),
                 "needle_token_offsets": list(built.needle_token_offsets)}
@@ -144,6 +181,15 @@ class MultiNeedleTask(NeedleTask):
                       prompt=built.prompt, target=target, tokens=built.tokens, max_new_tokens=self.max_new_tokens,
                       needle_token_offset=None if ns.anchor is None else built.needle_token_offsets[ns.anchor],
                       haystack=c.haystack, meta=meta)
+
+
+RULER_NOISE = ("The grass is green.", "The sky is blue.", "The sun is yellow.", "Here we go.", "There and back again.")
+
+
+def ruler_noise():
+    """RULER's noise haystack: its five sentences repeated from the first (--style ruler with --haystack noise)."""
+    while True:
+        yield from RULER_NOISE
 
 
 def _check_kind(value_kind: str) -> None:
@@ -207,6 +253,11 @@ class MultiKeyNeedle(MultiNeedleTask):
 
     def budget(self) -> int:
         return 48 if self.params["value_kind"] == "uuids" else 32 if self.params["compute"] else 12
+
+    def ruler_shape(self):
+        p = self.params
+        plain = p["absent_rate"] == 0 and p["copies"] == 1 and not p["compute"]
+        return (p["num_keys"], 1, 1) if plain else None
 
     def make_needles(self, rng: random.Random, depth: float) -> NeedleSet:
         p = self.params
@@ -286,6 +337,9 @@ class MultiValueNeedle(MultiNeedleTask):
     def budget(self) -> int:
         return {"numbers": 48, "words": 16, "uuids": 160}[self.params["value_kind"]]
 
+    def ruler_shape(self):
+        return 1, self.params["num_values"], 1
+
     def make_needles(self, rng: random.Random, depth: float) -> NeedleSet:
         n, kind = self.params["num_values"], self.params["value_kind"]
         noun = _VALUE_NOUN[kind]
@@ -327,6 +381,9 @@ class MultiQueryNeedle(MultiNeedleTask):
 
     def budget(self) -> int:
         return {"numbers": 48, "words": 16, "uuids": 160}[self.params["value_kind"]]
+
+    def ruler_shape(self):
+        return self.params["num_queries"], 1, self.params["num_queries"]
 
     def make_needles(self, rng: random.Random, depth: float) -> NeedleSet:
         n, kind = self.params["num_queries"], self.params["value_kind"]

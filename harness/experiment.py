@@ -206,7 +206,8 @@ def load_tokenizer_and_config(path: str):
 
 GRID = ("lengths", "depths", "samples", "documents")  # task-config fields that may grow between invocations
 # settings added later → their default: absent from the identity while at it, so older runs still resume
-OPT_IN = {"shared_haystack": False, "prompt_format": "base", "answer_prefix": True, "thinking_tokens": 0}
+OPT_IN = {"shared_haystack": False, "prompt_format": "base", "answer_prefix": True, "thinking_tokens": 0,
+          "style": "longctx"}
 
 
 def identity(p: Prepared) -> dict:

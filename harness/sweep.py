@@ -37,10 +37,10 @@ from harness.errors import UserError
 
 # grid keys a task takes if it has them
 SHARED = ("samples", "seed", "haystack", "haystack_file", "shared_haystack", "prompt_format", "answer_prefix",
-          "qa_file", "thinking_tokens")
+          "qa_file", "thinking_tokens", "style")
 TOP = {"out": str, "models": list, "tasks": list, "extensions": list, "runners": list, "lengths": list,
        "depths": list, "samples": int, "seed": int, "haystack": str, "haystack_file": str, "shared_haystack": bool,
-       "prompt_format": str, "answer_prefix": bool, "qa_file": str, "thinking_tokens": int,
+       "prompt_format": str, "answer_prefix": bool, "qa_file": str, "thinking_tokens": int, "style": str,
        "search": dict, "diagnostics": str, "ablate_heads": str, "heads_from": str}
 SEARCH_KEYS = {"min": (str, int), "max": (str, int), "threshold": (float, int), "resolution": (float, int),
                "max_samples": (int,)}

@@ -73,6 +73,9 @@ PROMPT = [  # how a generation task's prompts are built
                       "answer's opening words after the assistant header (RULER's convention)"),
     click.option("--no-answer-prefix", "answer_prefix", flag_value=False, default=True,
                  help="end the prompt before the answer's opening words (models that think first)"),
+    click.option("--style", type=click.Choice(["longctx", "ruler"]), default="longctx", show_default=True,
+                 help="ruler: RULER's own needle, question and answer-prefix wording and noise haystack, to line a "
+                      "score up with a published RULER table (niah-multikey / -multivalue / -multiquery)"),
     click.option("--thinking-budget", "thinking_tokens", default=0, show_default=True, type=int, metavar="N",
                  help="tokens a model may think in before answering, on top of the answer's budget: the answer "
                       "scored is what follows the thinking block, and a block never closed is counted as truncated"),

@@ -28,7 +28,7 @@ def search(task, low, high, threshold, resolution, max_samples, **kw):
                 "haystack_file": kw["haystack_file"], "max_new_tokens": kw["max_new_tokens"],
                 "shared_haystack": kw["shared_haystack"], "prompt_format": kw["prompt_format"],
                 "answer_prefix": kw["answer_prefix"], "qa_file": kw["qa_file"],
-                "thinking_tokens": kw["thinking_tokens"]}
+                "thinking_tokens": kw["thinking_tokens"], "style": kw["style"]}
     exp = build.experiment(task, build.given_or_known(task, settings), kw, out_name=f"search-{task}")
     if build.dumped(search_experiment(exp, cfg), kw, search=cfg):
         return

@@ -157,6 +157,7 @@ CASES = [
     ("qa-file-on-passkey", RUN + ["--qa-file", "nope.json"], "has no qa_file"),
     ("thinking-budget-negative", RUN + ["--thinking-budget", "-1"], "--thinking-budget must be"),
     ("thinking-budget-fills-the-length", RUN + ["--thinking-budget", "600"], "leaves no room for a prompt"),
+    ("ruler-style-on-passkey", RUN + ["--style", "ruler"], "--style ruler is not available for this task"),
 ]
 
 

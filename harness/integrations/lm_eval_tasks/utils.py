@@ -16,7 +16,8 @@ except ImportError:  # pragma: no cover - lm-eval missing means nobody is loadin
 
 def _dataset(task_name: str, tokenizer: str = "smollm2", max_seq_lengths=(4096,), depths=(0.25, 0.5, 0.75),
              samples: int = 1, seed: int = 0, haystack: str = "noise", max_new_tokens: int | None = None,
-             prompt_format: str = "base", answer_prefix: bool = True, qa_file: str | None = None, **_):
+             prompt_format: str = "base", answer_prefix: bool = True, qa_file: str | None = None,
+             style: str = "longctx", **_):
     import datasets
 
     from evals.registry import make_config, make_task
@@ -24,7 +25,8 @@ def _dataset(task_name: str, tokenizer: str = "smollm2", max_seq_lengths=(4096,)
     from harness.models import resolve_model
 
     tok, _ = load_tokenizer_and_config(resolve_model(tokenizer).path)
-    extra = {**({"max_new_tokens": max_new_tokens} if max_new_tokens else {}), **({"qa_file": qa_file} if qa_file else {})}
+    extra = {**({"max_new_tokens": max_new_tokens} if max_new_tokens else {}), **({"qa_file": qa_file} if qa_file else {}),
+             **({"style": style} if style != "longctx" else {})}
     cfg = make_config(task_name, {"lengths": tuple(int(n) for n in max_seq_lengths), "depths": tuple(depths),
                                   "samples": samples, "seed": seed, "haystack": haystack, "prompt_format": prompt_format,
                                   "answer_prefix": answer_prefix, **extra}, known_only=True)
